@@ -1,0 +1,12 @@
+//! Prompts and their immutable, numbered versions.
+
+pub mod error;
+pub mod model;
+pub mod ports;
+pub mod service;
+pub mod template;
+
+pub use error::PromptError;
+pub use model::*;
+pub use service::PromptService;
+pub use template::{ChatMessage, Rendered, Template, TemplateKind, VariableSpec, VariableType, Variables};

@@ -1,0 +1,466 @@
+//! The prompt aggregate's entities and the value types they are made of.
+//!
+//! Every value type here can only hold a valid value: constructors check, and
+//! fields are private. Services therefore never validate again.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::template::{self, Template, Variables};
+
+/// A problem with one field of a client's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where the problem is, e.g. `name`, `template[2].content`, `variables.city`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+const MAX_NAME: usize = 128;
+
+/// A prompt's unique name: 1–128 characters, starting with `[a-z0-9]`,
+/// followed by `[a-z0-9._/-]`. Slashes allow namespaces such as `support/triage`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PromptName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptNameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_NAME} characters, got {0}")]
+    TooLong(usize),
+    #[error("must start with a lowercase letter or a digit")]
+    BadStart,
+    #[error("may contain only lowercase letters, digits, `.`, `_`, `/` and `-`; found {0:?}")]
+    BadChar(char),
+}
+
+impl PromptName {
+    /// # Errors
+    /// Returns why `s` is not a valid prompt name.
+    pub fn new(s: &str) -> Result<Self, PromptNameError> {
+        let mut chars = s.chars();
+        let first = chars.next().ok_or(PromptNameError::Empty)?;
+        let len = s.chars().count();
+        if len > MAX_NAME {
+            return Err(PromptNameError::TooLong(len));
+        }
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(PromptNameError::BadStart);
+        }
+        if let Some(bad) =
+            chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._/-".contains(*c)))
+        {
+            return Err(PromptNameError::BadChar(bad));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for PromptName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PromptName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const MAX_DESCRIPTION: usize = 4_000;
+const MAX_TAGS: usize = 32;
+const MAX_TAG: usize = 64;
+
+/// A free-text description of at most 4,000 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(String);
+
+impl Description {
+    /// # Errors
+    /// A [`FieldError`] on `description` when it is too long.
+    pub fn new(s: &str) -> Result<Self, FieldError> {
+        if s.chars().count() > MAX_DESCRIPTION {
+            return Err(FieldError::new(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A prompt's labels: at most 32, each 1–64 characters with no control
+/// characters, without duplicates, in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(Vec<String>);
+
+impl Tags {
+    /// # Errors
+    /// A [`FieldError`] per invalid tag, or one for too many tags.
+    pub fn new(tags: Vec<String>) -> Result<Self, Vec<FieldError>> {
+        if tags.len() > MAX_TAGS {
+            return Err(vec![FieldError::new(
+                "tags",
+                format!("at most {MAX_TAGS} tags are allowed"),
+            )]);
+        }
+        let mut errors = Vec::new();
+        let mut kept: Vec<String> = Vec::with_capacity(tags.len());
+        for (i, tag) in tags.into_iter().enumerate() {
+            if let Err(message) = Self::check(&tag) {
+                errors.push(FieldError::new(format!("tags[{i}]"), message));
+            } else if !kept.contains(&tag) {
+                kept.push(tag);
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self(kept))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Checks one tag, as used in a filter.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn check(tag: &str) -> Result<(), String> {
+        let len = tag.chars().count();
+        if len == 0 || len > MAX_TAG {
+            return Err(format!("a tag must be 1 to {MAX_TAG} characters"));
+        }
+        if tag.chars().any(char::is_control) {
+            return Err("a tag must not contain control characters".into());
+        }
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A registered prompt, with the numbers of its active and latest versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub id: Uuid,
+    pub name: PromptName,
+    pub description: Option<Description>,
+    pub tags: Tags,
+    pub active_version: Option<VersionNumber>,
+    pub latest_version: Option<VersionNumber>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// What creating a prompt needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPrompt {
+    pub name: PromptName,
+    pub description: Option<Description>,
+    pub tags: Tags,
+}
+
+/// A change to a prompt's editable fields; `None` leaves a field as it is.
+/// `description: Some(None)` clears the description.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptPatch {
+    pub description: Option<Option<Description>>,
+    pub tags: Option<Tags>,
+}
+
+impl PromptPatch {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.description.is_none() && self.tags.is_none()
+    }
+}
+
+/// Narrows a prompt listing. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptFilter {
+    pub created_after: Option<OffsetDateTime>,
+    pub created_before: Option<OffsetDateTime>,
+    /// Names starting with this text.
+    pub name_prefix: Option<String>,
+    /// Prompts carrying exactly this tag.
+    pub tag: Option<String>,
+}
+
+/// A version number: 1, 2, 3… within one prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionNumber(u32);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a version number is a whole number from 1 to {}", i32::MAX)]
+pub struct VersionNumberError;
+
+impl VersionNumber {
+    pub const FIRST: Self = Self(1);
+
+    /// # Errors
+    /// [`VersionNumberError`] when `n` is below 1 or does not fit a 32-bit column.
+    pub fn new(n: i64) -> Result<Self, VersionNumberError> {
+        match i32::try_from(n) {
+            Ok(v) if v >= 1 => Ok(Self(v.unsigned_abs())),
+            _ => Err(VersionNumberError),
+        }
+    }
+
+    #[must_use]
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The value as stored in a signed 32-bit column; it always fits.
+    #[must_use]
+    pub fn as_i32(self) -> i32 {
+        i32::try_from(self.0).unwrap_or(i32::MAX)
+    }
+}
+
+impl fmt::Display for VersionNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Which version of a prompt a request means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VersionSelector {
+    Active,
+    Latest,
+    Number(VersionNumber),
+}
+
+impl fmt::Display for VersionSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Active => f.write_str("active"),
+            Self::Latest => f.write_str("latest"),
+            Self::Number(n) => write!(f, "number {n}"),
+        }
+    }
+}
+
+const MAX_COMMIT_MESSAGE: usize = 2_000;
+
+/// What creating a version needs. Built only by [`NewVersion::new`], which
+/// enforces that every placeholder is declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVersion {
+    template: Template,
+    variables: Variables,
+    config: Map<String, Value>,
+    commit_message: Option<String>,
+    activate: bool,
+}
+
+impl NewVersion {
+    /// # Errors
+    /// Every problem at once: undeclared placeholders, a too long commit message.
+    pub fn new(
+        template: Template,
+        variables: Variables,
+        config: Map<String, Value>,
+        commit_message: Option<String>,
+        activate: bool,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = template::check_declared(&template, &variables)
+            .err()
+            .unwrap_or_default();
+        if commit_message
+            .as_deref()
+            .is_some_and(|m| m.chars().count() > MAX_COMMIT_MESSAGE)
+        {
+            errors.push(FieldError::new(
+                "commit_message",
+                format!("must be at most {MAX_COMMIT_MESSAGE} characters"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            template,
+            variables,
+            config,
+            commit_message,
+            activate,
+        })
+    }
+
+    #[must_use]
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    #[must_use]
+    pub fn variables(&self) -> &Variables {
+        &self.variables
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &Map<String, Value> {
+        &self.config
+    }
+
+    #[must_use]
+    pub fn commit_message(&self) -> Option<&str> {
+        self.commit_message.as_deref()
+    }
+
+    /// Whether the new version becomes the active one (the default).
+    #[must_use]
+    pub fn activate(&self) -> bool {
+        self.activate
+    }
+}
+
+/// One immutable version of a prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptVersion {
+    pub id: Uuid,
+    pub prompt_id: Uuid,
+    pub prompt_name: PromptName,
+    pub version: VersionNumber,
+    pub template: Template,
+    pub variables: Variables,
+    pub config: Map<String, Value>,
+    pub is_active: bool,
+    pub commit_message: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl PromptVersion {
+    /// Renders this version with the given values.
+    ///
+    /// # Errors
+    /// Every missing, mistyped or undeclared variable.
+    pub fn render(
+        &self,
+        values: &Map<String, Value>,
+    ) -> Result<template::Rendered, super::error::RenderErrors> {
+        template::render(&self.template, &self.variables, values)
+    }
+}
+
+/// Position after a version in a newest-first listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionCursor(pub VersionNumber);
+
+impl crate::page::Cursor for VersionCursor {
+    fn to_key(&self) -> String {
+        format!("v1:{}", self.0)
+    }
+
+    fn from_key(key: &str) -> Result<Self, crate::page::CursorError> {
+        let n = key
+            .strip_prefix("v1:")
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or(crate::page::CursorError)?;
+        VersionNumber::new(n)
+            .map(Self)
+            .map_err(|_| crate::page::CursorError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::Cursor;
+
+    #[test]
+    fn valid_names_are_accepted() {
+        for ok in ["a", "0", "support/triage-v2", "a.b_c-d/e", &"x".repeat(128)] {
+            assert_eq!(PromptName::new(ok).map(|n| n.to_string()), Ok(ok.to_owned()));
+        }
+    }
+
+    #[test]
+    fn invalid_names_say_why() {
+        assert_eq!(PromptName::new(""), Err(PromptNameError::Empty));
+        assert_eq!(
+            PromptName::new(&"x".repeat(129)),
+            Err(PromptNameError::TooLong(129))
+        );
+        assert_eq!(PromptName::new("-a"), Err(PromptNameError::BadStart));
+        assert_eq!(PromptName::new("/a"), Err(PromptNameError::BadStart));
+        assert_eq!(PromptName::new("Abc"), Err(PromptNameError::BadStart));
+        assert_eq!(PromptName::new("ab c"), Err(PromptNameError::BadChar(' ')));
+        assert_eq!(PromptName::new("abC"), Err(PromptNameError::BadChar('C')));
+        assert_eq!(PromptName::new("aé"), Err(PromptNameError::BadChar('é')));
+    }
+
+    #[test]
+    fn tags_are_deduplicated_and_checked() {
+        let tags = Tags::new(vec!["a".into(), "b".into(), "a".into()]).expect("valid");
+        assert_eq!(tags.as_slice(), ["a", "b"]);
+        let err = Tags::new(vec!["ok".into(), String::new(), "x\ny".into()]).expect_err("invalid");
+        assert_eq!(
+            err.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            ["tags[1]", "tags[2]"]
+        );
+        assert!(Tags::new(vec!["t".into(); 33]).is_err());
+    }
+
+    #[test]
+    fn a_long_description_is_rejected() {
+        assert!(Description::new(&"d".repeat(4_000)).is_ok());
+        assert!(Description::new(&"d".repeat(4_001)).is_err());
+    }
+
+    #[test]
+    fn version_numbers_start_at_one_and_fit_in_32_bits() {
+        assert!(VersionNumber::new(0).is_err());
+        assert!(VersionNumber::new(-3).is_err());
+        assert!(VersionNumber::new(i64::from(i32::MAX) + 1).is_err());
+        assert_eq!(VersionNumber::new(7).map(VersionNumber::get), Ok(7));
+    }
+
+    #[test]
+    fn a_version_cursor_round_trips() {
+        let c = VersionCursor(VersionNumber::new(42).expect("valid"));
+        assert_eq!(VersionCursor::decode(&c.encode()), Ok(c));
+        assert!(VersionCursor::decode("7631").is_err());
+    }
+
+    #[test]
+    fn a_new_version_with_an_undeclared_placeholder_is_rejected() {
+        let template = Template::parse(None, &serde_json::json!("{{x}}")).expect("valid");
+        let err = NewVersion::new(template, Variables::default(), Map::new(), None, true)
+            .expect_err("x undeclared");
+        assert_eq!(err[0].field, "template");
+    }
+}

@@ -1,0 +1,324 @@
+//! The prompt service: the use cases, over the repository and cache ports.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::error::{PromptError, RenderFailure};
+use super::model::{
+    NewPrompt, NewVersion, Prompt, PromptFilter, PromptName, PromptPatch, PromptVersion, VersionCursor,
+    VersionNumber, VersionSelector,
+};
+use super::ports::{CacheKey, PromptRepository, VersionCache};
+use super::template::Rendered;
+use crate::page::{Page, PageRequest, TimeCursor};
+
+/// Prompt and version use cases. Cheap to clone: it holds its ports in `Arc`s.
+#[derive(Debug)]
+pub struct PromptService<R, C> {
+    repo: Arc<R>,
+    cache: Arc<C>,
+}
+
+impl<R, C> Clone for PromptService<R, C> {
+    fn clone(&self) -> Self {
+        Self {
+            repo: Arc::clone(&self.repo),
+            cache: Arc::clone(&self.cache),
+        }
+    }
+}
+
+impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
+    pub fn new(repo: Arc<R>, cache: Arc<C>) -> Self {
+        Self { repo, cache }
+    }
+
+    /// # Errors
+    /// [`PromptError::Duplicate`] if the name is taken.
+    #[tracing::instrument(skip_all, fields(prompt = %new.name), err(level = "debug"))]
+    pub async fn create_prompt(&self, new: NewPrompt) -> Result<Prompt, PromptError> {
+        self.repo.create_prompt(&new).await
+    }
+
+    /// # Errors
+    /// Only storage failures.
+    pub async fn list_prompts(
+        &self,
+        filter: PromptFilter,
+        page: PageRequest<TimeCursor>,
+    ) -> Result<Page<Prompt, TimeCursor>, PromptError> {
+        self.repo.list_prompts(&filter, &page).await
+    }
+
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    pub async fn get_prompt(&self, name: &PromptName) -> Result<Prompt, PromptError> {
+        self.repo.find_prompt(name).await
+    }
+
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
+    pub async fn update_prompt(&self, name: &PromptName, patch: PromptPatch) -> Result<Prompt, PromptError> {
+        self.repo.update_prompt(name, &patch).await
+    }
+
+    /// Deletes the prompt and its versions; cached entries are gone before
+    /// this returns.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
+    pub async fn delete_prompt(&self, name: &PromptName) -> Result<(), PromptError> {
+        let result = self.repo.delete_prompt(name).await;
+        self.cache.invalidate(name).await;
+        result
+    }
+
+    /// Creates the next version. Cached active and latest entries are gone
+    /// before this returns, so no reader sees the previous one afterwards.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
+    pub async fn create_version(
+        &self,
+        name: &PromptName,
+        new: NewVersion,
+    ) -> Result<PromptVersion, PromptError> {
+        let result = self.repo.create_version(name, &new).await;
+        // Invalidate even on error: a failure after commit (a lost connection)
+        // must not leave a stale pointer behind.
+        self.cache.invalidate(name).await;
+        result
+    }
+
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    pub async fn list_versions(
+        &self,
+        name: &PromptName,
+        page: PageRequest<VersionCursor>,
+    ) -> Result<Page<PromptVersion, VersionCursor>, PromptError> {
+        self.repo.list_versions(name, &page).await
+    }
+
+    /// One version, from the cache when it holds it.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`] or [`PromptError::VersionNotFound`].
+    pub async fn get_version(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+    ) -> Result<Arc<PromptVersion>, PromptError> {
+        let key = CacheKey {
+            name: name.clone(),
+            selector,
+        };
+        if let Some(hit) = self.cache.get(&key).await {
+            return Ok(hit);
+        }
+        let version = Arc::new(self.repo.find_version(name, selector).await?);
+        self.cache.put(key, Arc::clone(&version)).await;
+        Ok(version)
+    }
+
+    /// Makes `version` the active one (a rollback when it is older).
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`] or [`PromptError::VersionNotFound`].
+    #[tracing::instrument(skip_all, fields(prompt = %name, version = %version), err(level = "debug"))]
+    pub async fn activate_version(
+        &self,
+        name: &PromptName,
+        version: VersionNumber,
+    ) -> Result<PromptVersion, PromptError> {
+        let result = self.repo.activate_version(name, version).await;
+        self.cache.invalidate(name).await;
+        result
+    }
+
+    /// Renders the selected version with `values`.
+    ///
+    /// # Errors
+    /// A lookup failure, or every problem with the values.
+    pub async fn render(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+        values: &Map<String, Value>,
+    ) -> Result<(Arc<PromptVersion>, Rendered), RenderFailure> {
+        let version = self.get_version(name, selector).await?;
+        let rendered = version.render(values)?;
+        Ok((version, rendered))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mockall::predicate::eq;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::super::ports::{MockPromptRepository, MockVersionCache};
+    use super::super::template::{Template, Variables};
+    use super::*;
+
+    fn name() -> PromptName {
+        PromptName::new("greeting").expect("valid name")
+    }
+
+    fn version(n: u32) -> PromptVersion {
+        let specs = serde_json::from_value(json!({"who": {"type": "string"}})).expect("specs");
+        PromptVersion {
+            id: Uuid::now_v7(),
+            prompt_id: Uuid::now_v7(),
+            prompt_name: name(),
+            version: VersionNumber::new(i64::from(n)).expect("valid"),
+            template: Template::parse(None, &json!("Hello {{who}}")).expect("valid"),
+            variables: Variables::new(specs).expect("valid"),
+            config: Map::new(),
+            is_active: true,
+            commit_message: None,
+            created_at: crate::time::now_utc(),
+        }
+    }
+
+    fn service(
+        repo: MockPromptRepository,
+        cache: MockVersionCache,
+    ) -> PromptService<MockPromptRepository, MockVersionCache> {
+        PromptService::new(Arc::new(repo), Arc::new(cache))
+    }
+
+    #[tokio::test]
+    async fn a_cache_hit_does_not_reach_the_repository() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_version().never();
+        let mut cache = MockVersionCache::new();
+        cache
+            .expect_get()
+            .times(1)
+            .returning(|_| Some(Arc::new(version(3))));
+        let got = service(repo, cache)
+            .get_version(&name(), VersionSelector::Active)
+            .await
+            .expect("cached version");
+        assert_eq!(got.version.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cache_miss_reads_the_repository_and_fills_the_cache() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_version()
+            .with(eq(name()), eq(VersionSelector::Latest))
+            .times(1)
+            .returning(|_, _| Ok(version(2)));
+        let mut cache = MockVersionCache::new();
+        cache.expect_get().times(1).returning(|_| None);
+        cache
+            .expect_put()
+            .withf(|key, v| key.selector == VersionSelector::Latest && v.version.get() == 2)
+            .times(1)
+            .return_const(());
+        let got = service(repo, cache)
+            .get_version(&name(), VersionSelector::Latest)
+            .await
+            .expect("version");
+        assert_eq!(got.version.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_missing_version_is_not_cached() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_version().returning(|n, s| {
+            Err(PromptError::VersionNotFound {
+                name: n.clone(),
+                selector: s,
+            })
+        });
+        let mut cache = MockVersionCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_put().never();
+        let err = service(repo, cache)
+            .get_version(&name(), VersionSelector::Active)
+            .await
+            .expect_err("no active version");
+        assert!(matches!(err, PromptError::VersionNotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn creating_a_version_invalidates_the_prompt_in_the_cache() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_create_version()
+            .times(1)
+            .returning(|_, _| Ok(version(4)));
+        let mut cache = MockVersionCache::new();
+        cache
+            .expect_invalidate()
+            .with(eq(name()))
+            .times(1)
+            .return_const(());
+        let template = Template::parse(None, &json!("static")).expect("valid");
+        let new = NewVersion::new(template, Variables::default(), Map::new(), None, true).expect("valid");
+        let created = service(repo, cache)
+            .create_version(&name(), new)
+            .await
+            .expect("created");
+        assert_eq!(created.version.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn activating_invalidates_even_when_the_repository_fails() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_activate_version()
+            .returning(|_, _| Err(PromptError::Unknown(anyhow::anyhow!("connection reset"))));
+        let mut cache = MockVersionCache::new();
+        cache.expect_invalidate().times(1).return_const(());
+        let result = service(repo, cache)
+            .activate_version(&name(), VersionNumber::FIRST)
+            .await;
+        assert!(matches!(result, Err(PromptError::Unknown(_))));
+    }
+
+    #[tokio::test]
+    async fn deleting_a_prompt_invalidates_it() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_delete_prompt().times(1).returning(|_| Ok(()));
+        let mut cache = MockVersionCache::new();
+        cache
+            .expect_invalidate()
+            .with(eq(name()))
+            .times(1)
+            .return_const(());
+        service(repo, cache)
+            .delete_prompt(&name())
+            .await
+            .expect("deleted");
+    }
+
+    #[tokio::test]
+    async fn rendering_uses_the_selected_version_and_reports_bad_values() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_version().returning(|_, _| Ok(version(1)));
+        let mut cache = MockVersionCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_put().return_const(());
+        let svc = service(repo, cache);
+        let values = json!({"who": "Ada"}).as_object().cloned().unwrap_or_default();
+        let (v, out) = svc
+            .render(&name(), VersionSelector::Active, &values)
+            .await
+            .expect("renders");
+        assert_eq!(v.version.get(), 1);
+        assert_eq!(out, Rendered::Text("Hello Ada".into()));
+        let bad = json!({"who": 5}).as_object().cloned().unwrap_or_default();
+        let err = svc
+            .render(&name(), VersionSelector::Active, &bad)
+            .await
+            .expect_err("wrong type");
+        assert!(matches!(err, RenderFailure::Invalid(_)));
+    }
+}

@@ -1,0 +1,683 @@
+//! Templates, their `{{placeholder}}` syntax, declared variables, and rendering.
+//!
+//! The rules here are what keep a version from silently rendering something
+//! other than what its author meant: every placeholder must be declared, every
+//! value must have its declared type, and a value for a variable the version
+//! does not declare is an error rather than being ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{RenderError, RenderErrors};
+use super::model::FieldError;
+
+/// Longest variable name accepted, in bytes.
+const MAX_VARIABLE_NAME: usize = 64;
+/// Most variables one version may declare.
+const MAX_VARIABLES: usize = 256;
+/// Most messages a chat template may hold.
+const MAX_MESSAGES: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateKind {
+    Text,
+    Chat,
+}
+
+impl TemplateKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Chat => "chat",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "text" => Some(Self::Text),
+            "chat" => Some(Self::Chat),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TemplateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One message of a chat template or of a rendered chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// A version's body: plain text, or a list of chat messages. Only built by
+/// [`Template::parse`], so every placeholder in it is well formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Template {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+impl Template {
+    /// Reads a template from its JSON form: a string for `text`, an array of
+    /// `{role, content}` for `chat`. Without an explicit kind, the JSON's shape
+    /// decides.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the field it is about.
+    pub fn parse(kind: Option<TemplateKind>, value: &Value) -> Result<Self, Vec<FieldError>> {
+        let kind = kind.unwrap_or(if value.is_array() {
+            TemplateKind::Chat
+        } else {
+            TemplateKind::Text
+        });
+        let template = match (kind, value) {
+            (TemplateKind::Text, Value::String(s)) => Self::Text(s.clone()),
+            (TemplateKind::Chat, Value::Array(items)) => Self::Chat(parse_messages(items)?),
+            (TemplateKind::Text, _) => {
+                return Err(vec![FieldError::new(
+                    "template",
+                    "a text template must be a string",
+                )]);
+            }
+            (TemplateKind::Chat, _) => {
+                return Err(vec![FieldError::new(
+                    "template",
+                    "a chat template must be an array of {role, content} messages",
+                )]);
+            }
+        };
+        let mut errors = Vec::new();
+        if template.is_blank() {
+            errors.push(FieldError::new("template", "must not be empty"));
+        }
+        for (field, text) in template.texts() {
+            if let Err(e) = placeholders(text) {
+                errors.push(FieldError::new(field, e));
+            }
+        }
+        if errors.is_empty() {
+            Ok(template)
+        } else {
+            Err(errors)
+        }
+    }
+
+    #[must_use]
+    pub fn kind(&self) -> TemplateKind {
+        match self {
+            Self::Text(_) => TemplateKind::Text,
+            Self::Chat(_) => TemplateKind::Chat,
+        }
+    }
+
+    /// The JSON form, as [`Template::parse`] reads it.
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Text(s) => Value::String(s.clone()),
+            Self::Chat(messages) => Value::Array(
+                messages
+                    .iter()
+                    .map(|m| serde_json::json!({ "role": m.role, "content": m.content }))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Every placeholder name used anywhere in the template.
+    #[must_use]
+    pub fn placeholders(&self) -> BTreeSet<String> {
+        self.texts()
+            .flat_map(|(_, text)| placeholders(text).unwrap_or_default())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn is_blank(&self) -> bool {
+        match self {
+            Self::Text(s) => s.trim().is_empty(),
+            Self::Chat(messages) => messages.is_empty(),
+        }
+    }
+
+    /// The template's text parts, each with the field path that names it.
+    fn texts(&self) -> Box<dyn Iterator<Item = (String, &str)> + '_> {
+        match self {
+            Self::Text(s) => Box::new(std::iter::once(("template".to_owned(), s.as_str()))),
+            Self::Chat(messages) => Box::new(
+                messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("template[{i}].content"), m.content.as_str())),
+            ),
+        }
+    }
+
+    /// Renders with values already checked by [`Variables::resolve`].
+    fn render_with(&self, values: &BTreeMap<&str, String>) -> Rendered {
+        let fill = |text: &str| substitute(text, values);
+        match self {
+            Self::Text(s) => Rendered::Text(fill(s)),
+            Self::Chat(messages) => Rendered::Chat(
+                messages
+                    .iter()
+                    .map(|m| ChatMessage {
+                        role: m.role.clone(),
+                        content: fill(&m.content),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn parse_messages(items: &[Value]) -> Result<Vec<ChatMessage>, Vec<FieldError>> {
+    if items.len() > MAX_MESSAGES {
+        return Err(vec![FieldError::new(
+            "template",
+            format!("at most {MAX_MESSAGES} messages are allowed"),
+        )]);
+    }
+    let mut errors = Vec::new();
+    let mut messages = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Some(obj) = item.as_object() else {
+            errors.push(FieldError::new(
+                format!("template[{i}]"),
+                "must be an object {role, content}",
+            ));
+            continue;
+        };
+        if let Some(extra) = obj.keys().find(|k| *k != "role" && *k != "content") {
+            errors.push(FieldError::new(format!("template[{i}].{extra}"), "unknown field"));
+        }
+        let role = obj.get("role").and_then(Value::as_str);
+        let content = obj.get("content").and_then(Value::as_str);
+        match role {
+            Some(r) if !r.trim().is_empty() && r.len() <= 64 => {}
+            _ => errors.push(FieldError::new(
+                format!("template[{i}].role"),
+                "must be a non-empty string of at most 64 bytes",
+            )),
+        }
+        if content.is_none() {
+            errors.push(FieldError::new(
+                format!("template[{i}].content"),
+                "must be a string",
+            ));
+        }
+        if let (Some(role), Some(content)) = (role, content) {
+            messages.push(ChatMessage {
+                role: role.to_owned(),
+                content: content.to_owned(),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(messages)
+    } else {
+        Err(errors)
+    }
+}
+
+/// One `{{ name }}` occurrence: the byte range it covers and the name inside.
+struct Placeholder<'a> {
+    start: usize,
+    end: usize,
+    name: &'a str,
+}
+
+/// Scans `text` for placeholders. Every `{{` must open a well-formed
+/// placeholder: a stray one is an error, because a typo such as `{{ user name }}`
+/// would otherwise be sent to a model verbatim.
+fn scan(text: &str) -> Result<Vec<Placeholder<'_>>, String> {
+    let mut found = Vec::new();
+    let mut rest = 0;
+    while let Some(offset) = text[rest..].find("{{") {
+        let start = rest + offset;
+        let inner_start = start + 2;
+        let Some(close) = text[inner_start..].find("}}") else {
+            return Err(format!("unclosed placeholder at byte {start}"));
+        };
+        let inner = &text[inner_start..inner_start + close];
+        let name = inner.trim_matches(' ');
+        if !is_identifier(name) {
+            return Err(format!(
+                "malformed placeholder `{{{{{inner}}}}}` at byte {start}: a name is a letter or `_` followed by letters, digits or `_`"
+            ));
+        }
+        let end = inner_start + close + 2;
+        found.push(Placeholder { start, end, name });
+        rest = end;
+    }
+    Ok(found)
+}
+
+fn placeholders(text: &str) -> Result<Vec<&str>, String> {
+    Ok(scan(text)?.into_iter().map(|p| p.name).collect())
+}
+
+fn substitute(text: &str, values: &BTreeMap<&str, String>) -> String {
+    // Templates were validated when the version was created, so scanning
+    // cannot fail here; if it somehow did, the text is returned unchanged.
+    let Ok(found) = scan(text) else {
+        return text.to_owned();
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for p in found {
+        out.push_str(&text[copied..p.start]);
+        out.push_str(values.get(p.name).map_or("", String::as_str));
+        copied = p.end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_VARIABLE_NAME
+}
+
+/// The JSON type a variable's value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VariableType {
+    String,
+    Number,
+    Boolean,
+    /// Any JSON value; rendered as compact JSON unless it is a string.
+    Json,
+}
+
+impl VariableType {
+    fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Number => "number",
+            Self::Boolean => "boolean",
+            Self::Json => "json",
+        }
+    }
+
+    fn accepts(self, value: &Value) -> bool {
+        match self {
+            Self::String => value.is_string(),
+            Self::Number => value.is_number(),
+            Self::Boolean => value.is_boolean(),
+            Self::Json => true,
+        }
+    }
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// How one variable is declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableSpec {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub ty: Option<VariableType>,
+    #[serde(default = "default_required")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn default_required() -> bool {
+    true
+}
+
+/// A version's declared variables, keyed by name. Only built by
+/// [`Variables::new`], so every name is valid and every default has its type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variables(BTreeMap<String, VariableSpec>);
+
+impl Variables {
+    /// # Errors
+    /// Every invalid name, and every default that does not have its declared type.
+    pub fn new(specs: BTreeMap<String, VariableSpec>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if specs.len() > MAX_VARIABLES {
+            errors.push(FieldError::new(
+                "variables",
+                format!("at most {MAX_VARIABLES} variables may be declared"),
+            ));
+        }
+        for (name, spec) in &specs {
+            if !is_identifier(name) {
+                errors.push(FieldError::new(
+                    format!("variables.{name}"),
+                    "a variable name is a letter or `_` followed by letters, digits or `_` (at most 64)",
+                ));
+            }
+            if let (Some(ty), Some(default)) = (spec.ty, &spec.default) {
+                if !ty.accepts(default) {
+                    errors.push(FieldError::new(
+                        format!("variables.{name}.default"),
+                        format!("must be a {}, got {}", ty.name(), json_type_name(default)),
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self(specs))
+        } else {
+            Err(errors)
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&VariableSpec> {
+        self.0.get(name)
+    }
+
+    #[must_use]
+    pub fn as_map(&self) -> &BTreeMap<String, VariableSpec> {
+        &self.0
+    }
+
+    /// The JSON form stored with a version and returned to clients.
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// Checks `values` against the declarations and turns each into the text
+    /// it renders as. Defaults fill what is missing.
+    ///
+    /// # Errors
+    /// Every missing, mistyped or undeclared variable, at once.
+    pub fn resolve<'a>(
+        &'a self,
+        values: &'a serde_json::Map<String, Value>,
+    ) -> Result<BTreeMap<&'a str, String>, RenderErrors> {
+        let mut errors = Vec::new();
+        for name in values.keys() {
+            if !self.0.contains_key(name) {
+                errors.push(RenderError::Undeclared(name.clone()));
+            }
+        }
+        let mut resolved = BTreeMap::new();
+        for (name, spec) in &self.0 {
+            let value = values
+                .get(name)
+                .filter(|v| !v.is_null())
+                .or(spec.default.as_ref());
+            match value {
+                Some(v) => match spec.ty {
+                    Some(ty) if !ty.accepts(v) => errors.push(RenderError::WrongType {
+                        name: name.clone(),
+                        expected: ty.name(),
+                        got: json_type_name(v),
+                    }),
+                    _ => {
+                        resolved.insert(name.as_str(), value_text(v));
+                    }
+                },
+                None if spec.required => errors.push(RenderError::Missing(name.clone())),
+                None => {
+                    resolved.insert(name.as_str(), String::new());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(resolved)
+        } else {
+            Err(RenderErrors(errors))
+        }
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The result of rendering a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+/// Checks that every placeholder of `template` is declared in `variables`.
+///
+/// # Errors
+/// One error naming each undeclared placeholder.
+pub fn check_declared(template: &Template, variables: &Variables) -> Result<(), Vec<FieldError>> {
+    let errors: Vec<_> = template
+        .placeholders()
+        .into_iter()
+        .filter(|name| variables.get(name).is_none())
+        .map(|name| {
+            FieldError::new(
+                "template",
+                format!("placeholder `{{{{{name}}}}}` is not declared in `variables`"),
+            )
+        })
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Renders `template` with `values`, checked against `variables`.
+///
+/// # Errors
+/// Every missing, mistyped or undeclared variable.
+pub fn render(
+    template: &Template,
+    variables: &Variables,
+    values: &serde_json::Map<String, Value>,
+) -> Result<Rendered, RenderErrors> {
+    let resolved = variables.resolve(values)?;
+    Ok(template.render_with(&resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn vars(v: Value) -> Variables {
+        let specs: BTreeMap<String, VariableSpec> = serde_json::from_value(v).expect("valid specs");
+        Variables::new(specs).expect("valid variables")
+    }
+
+    fn values(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("values must be an object"),
+        }
+    }
+
+    #[test]
+    fn placeholders_allow_inner_spaces() {
+        let t = Template::parse(None, &json!("Hi {{name}}, {{ city }} and {{  name }}")).expect("valid");
+        assert_eq!(
+            t.placeholders().into_iter().collect::<Vec<_>>(),
+            vec!["city", "name"]
+        );
+    }
+
+    #[test]
+    fn malformed_and_unclosed_placeholders_are_rejected() {
+        for bad in ["{{ user name }}", "{{}}", "{{1x}}", "hello {{ name", "{{na-me}}"] {
+            let err = Template::parse(None, &json!(bad)).expect_err(bad);
+            assert_eq!(err[0].field, "template", "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_template_is_rejected() {
+        assert!(Template::parse(None, &json!("   ")).is_err());
+        assert!(Template::parse(Some(TemplateKind::Chat), &json!([])).is_err());
+    }
+
+    #[test]
+    fn the_kind_must_match_the_json_shape() {
+        assert!(Template::parse(Some(TemplateKind::Text), &json!([])).is_err());
+        assert!(Template::parse(Some(TemplateKind::Chat), &json!("x")).is_err());
+        assert!(Template::parse(None, &json!(42)).is_err());
+    }
+
+    #[test]
+    fn chat_messages_are_checked_one_by_one() {
+        let err = Template::parse(
+            None,
+            &json!([{"role": "system", "content": "ok"}, {"role": "", "content": 3}, "x", {"role": "user", "content": "{{ bad name }}", "x": 1}]),
+        )
+        .expect_err("invalid messages");
+        let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "template[1].role",
+                "template[1].content",
+                "template[2]",
+                "template[3].x"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_undeclared_placeholder_is_named() {
+        let t = Template::parse(None, &json!("{{a}} {{b}}")).expect("valid");
+        let err = check_declared(&t, &vars(json!({"a": {}}))).expect_err("b is undeclared");
+        assert_eq!(err.len(), 1);
+        assert!(err[0].message.contains("`{{b}}`"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn declared_but_unused_variables_are_fine() {
+        let t = Template::parse(None, &json!("{{a}}")).expect("valid");
+        assert!(check_declared(&t, &vars(json!({"a": {}, "unused": {}}))).is_ok());
+    }
+
+    #[test]
+    fn a_default_of_the_wrong_type_is_rejected() {
+        let specs = serde_json::from_value(json!({"n": {"type": "number", "default": "x"}})).expect("specs");
+        let err = Variables::new(specs).expect_err("wrong default type");
+        assert_eq!(err[0].field, "variables.n.default");
+    }
+
+    #[test]
+    fn bad_variable_names_are_rejected() {
+        let specs = serde_json::from_value(json!({"1x": {}, "ok": {}})).expect("specs");
+        let err = Variables::new(specs).expect_err("bad name");
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].field, "variables.1x");
+    }
+
+    #[test]
+    fn rendering_fills_values_and_defaults() {
+        let t = Template::parse(
+            None,
+            &json!("{{greeting}}, {{ name }}! n={{n}} b={{b}} j={{j}} o={{o}}"),
+        )
+        .expect("valid");
+        let v = vars(json!({
+            "greeting": {"default": "Hello"},
+            "name": {"type": "string"},
+            "n": {"type": "number"},
+            "b": {"type": "boolean"},
+            "j": {"type": "json"},
+            "o": {"required": false}
+        }));
+        let out = render(
+            &t,
+            &v,
+            &values(json!({"name": "Ada", "n": 2.5, "b": true, "j": {"k": [1]}})),
+        )
+        .expect("renders");
+        assert_eq!(
+            out,
+            Rendered::Text("Hello, Ada! n=2.5 b=true j={\"k\":[1]} o=".into())
+        );
+    }
+
+    #[test]
+    fn rendering_reports_every_missing_mistyped_and_undeclared_variable() {
+        let t = Template::parse(None, &json!("{{a}} {{b}}")).expect("valid");
+        let v = vars(json!({"a": {"type": "number"}, "b": {}}));
+        let err = render(&t, &v, &values(json!({"a": "seven", "zz": 1}))).expect_err("invalid values");
+        assert_eq!(
+            err.0,
+            vec![
+                RenderError::Undeclared("zz".into()),
+                RenderError::WrongType {
+                    name: "a".into(),
+                    expected: "number",
+                    got: "string"
+                },
+                RenderError::Missing("b".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn chat_templates_render_each_message() {
+        let t = Template::parse(
+            None,
+            &json!([{"role": "system", "content": "You are {{persona}}."}, {"role": "user", "content": "{{q}}"}]),
+        )
+        .expect("valid");
+        let v = vars(json!({"persona": {"default": "terse"}, "q": {}}));
+        let out = render(&t, &v, &values(json!({"q": "why?"}))).expect("renders");
+        assert_eq!(
+            out,
+            Rendered::Chat(vec![
+                ChatMessage {
+                    role: "system".into(),
+                    content: "You are terse.".into()
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: "why?".into()
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn substituted_values_are_not_scanned_again() {
+        let t = Template::parse(None, &json!("{{a}}")).expect("valid");
+        let v = vars(json!({"a": {}}));
+        let out = render(&t, &v, &values(json!({"a": "{{a}}"}))).expect("renders");
+        assert_eq!(out, Rendered::Text("{{a}}".into()));
+    }
+
+    #[test]
+    fn a_template_round_trips_through_json() {
+        let json = json!([{"role": "user", "content": "{{q}}"}]);
+        let t = Template::parse(None, &json).expect("valid");
+        assert_eq!(t.to_json(), json);
+        assert_eq!(t.kind(), TemplateKind::Chat);
+    }
+}

@@ -1,0 +1,269 @@
+//! Connections, migrations and the transaction discipline shared by the
+//! repositories.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use tokio::sync::Mutex;
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits for another process's write lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An open database, with what every repository needs to write safely.
+#[derive(Debug, Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    /// SQLite allows one writer at a time. Queuing this process's writers here
+    /// means they never race for the file lock (which SQLite would answer
+    /// with "database is locked" for a transaction that read first); the busy
+    /// timeout still covers writers in other processes.
+    sqlite_writer: Option<Arc<Mutex<()>>>,
+}
+
+/// Attempts for a transaction that fails with a transient error.
+const MAX_ATTEMPTS: u32 = 6;
+
+impl Db {
+    /// Opens a pool for a `postgres://` or `sqlite://` URL. A SQLite file and
+    /// its directory are created when missing.
+    ///
+    /// # Errors
+    /// An unsupported or malformed URL, or a database that cannot be reached.
+    pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
+        let is_sqlite = url.starts_with("sqlite:");
+        if !(is_sqlite || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!("unsupported database URL: use postgres://… or sqlite://…");
+        }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if is_sqlite && !in_memory {
+            ensure_sqlite_dir(url)?;
+        }
+        let url = if is_sqlite && !in_memory && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_owned()
+        };
+        let mut opts = ConnectOptions::new(url);
+        // Each connection to an in-memory SQLite database is its own database.
+        let max = if in_memory {
+            1
+        } else {
+            options.max_connections.max(1)
+        };
+        let busy = options.sqlite_busy_timeout;
+        opts.max_connections(max)
+            .min_connections(if in_memory { 1 } else { 0 })
+            .connect_timeout(options.connect_timeout)
+            .acquire_timeout(options.acquire_timeout)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+            });
+        let conn = Database::connect(opts)
+            .await
+            .context("cannot connect to the database")?;
+        let sqlite_writer = is_sqlite.then(|| Arc::new(Mutex::new(())));
+        Ok(Self { conn, sqlite_writer })
+    }
+
+    #[must_use]
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Applies every pending migration.
+    ///
+    /// # Errors
+    /// A migration that fails.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.conn, None).await.context("migrations failed")
+    }
+
+    /// Names of migrations not yet applied.
+    ///
+    /// # Errors
+    /// When the migration table cannot be read.
+    pub async fn pending_migrations(&self) -> anyhow::Result<Vec<String>> {
+        let pending = Migrator::get_pending_migrations(&self.conn)
+            .await
+            .context("cannot read the applied migrations")?;
+        Ok(pending.iter().map(|m| m.name().to_owned()).collect())
+    }
+
+    /// Answers whether the database responds to a trivial query.
+    ///
+    /// # Errors
+    /// The failure, when it does not.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.conn.ping().await.context("database ping failed")
+    }
+
+    /// Runs a write `op` (which opens and commits its own transaction) with
+    /// this process's SQLite writers queued, retrying it on transient
+    /// failures with jittered, bounded backoff. `op` must be safe to run
+    /// again after a failed attempt: a failed transaction is rolled back.
+    ///
+    /// # Errors
+    /// The last error, once it is not transient or the attempts are used up.
+    pub async fn write<T, F, Fut>(&self, op: F) -> Result<T, DbErr>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        let _guard = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        retry_transient(op).await
+    }
+}
+
+/// Retries `op` while it fails with a transient error.
+async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(err) if attempt < MAX_ATTEMPTS && is_transient(&err) => {
+                tracing::warn!(attempt, error = %err, "transient database error; retrying the transaction");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Exponential backoff from 10 ms, capped at 500 ms, with full jitter.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (10u64 << attempt.min(6)).min(500);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis(cap_ms / 2 + random % (cap_ms / 2 + 1))
+}
+
+/// Whether running the same transaction again may succeed: serialization
+/// failures and deadlocks on PostgreSQL, busy or locked on SQLite, and lost
+/// connections.
+pub(crate) fn is_transient(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    let sqlx_err = match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_ref(),
+        DbErr::ConnectionAcquire(_) => return true,
+        _ => return false,
+    };
+    match sqlx_err {
+        SqlxError::Database(db) => matches!(
+            db.code().as_deref(),
+            // PostgreSQL: serialization_failure, deadlock_detected.
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            Some("40001" | "40P01" | "5" | "6" | "261" | "517" | "262")
+        ),
+        SqlxError::Io(_) | SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether `err` is a unique-constraint violation.
+pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_bounds() {
+        for attempt in 1..10 {
+            let d = backoff(attempt);
+            assert!(
+                d >= Duration::from_millis(5) && d <= Duration::from_millis(500),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_non_transient_error_is_not_retried() {
+        let mut calls = 0;
+        let result: Result<(), DbErr> = retry_transient(|| {
+            calls += 1;
+            async { Err(DbErr::Custom("boom".into())) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_is_retried_until_it_succeeds() {
+        let mut calls = 0;
+        let result = retry_transient(|| {
+            calls += 1;
+            let fail = calls < 3;
+            async move {
+                if fail {
+                    Err(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))
+                } else {
+                    Ok(calls)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.ok(), Some(3));
+    }
+}

@@ -1,0 +1,13 @@
+//! SeaORM adapter: Prompt Registry's repositories on PostgreSQL and SQLite.
+//!
+//! This crate owns the translation between rows and domain types, and between
+//! storage facts (unique violations, missing rows, transient failures) and the
+//! domain's errors. No `DbErr` leaves it except inside `Unknown`.
+
+mod db;
+mod prompts;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::{Db, DbOptions};
+pub use prompts::SeaOrmPromptRepository;

@@ -1,0 +1,207 @@
+//! Throwaway databases for tests: SQLite always, PostgreSQL when
+//! `TEST_DATABASE_URL` is set. Each test gets a database of its own, removed
+//! when the handle is dropped, so tests run in parallel without sharing state.
+
+use std::io::Write as _;
+
+use sea_orm::{ConnectionTrait, Database};
+use uuid::Uuid;
+
+use crate::{Db, DbOptions};
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const POSTGRES_URL_VAR: &str = "TEST_DATABASE_URL";
+/// When set, every PostgreSQL test database appends a line to this file once
+/// its test has run, so a CI script can prove the PostgreSQL tests really ran.
+pub const POSTGRES_LEDGER_VAR: &str = "TEST_POSTGRES_LEDGER";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL when `TEST_DATABASE_URL` is set, otherwise `None`.
+    #[must_use]
+    pub fn postgres() -> Option<Self> {
+        match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
+            _ => {
+                eprintln!("{POSTGRES_URL_VAR} is not set: this PostgreSQL test did not run");
+                None
+            }
+        }
+    }
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    File(std::path::PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// Creates an empty database on `backend`.
+    ///
+    /// # Panics
+    /// When PostgreSQL was asked for and cannot be reached: a test that was
+    /// meant to run there must fail, not pass silently.
+    pub async fn new(backend: &Backend) -> Self {
+        let tag = Uuid::new_v4().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("prompt-registry-test-{tag}.db"));
+                Self {
+                    url: format!("sqlite://{}", path.display()),
+                    cleanup: Cleanup::File(path),
+                }
+            }
+            Backend::Postgres(admin_url) => {
+                let name = format!("prt_{tag}");
+                let admin = Database::connect(admin_url.as_str()).await.unwrap_or_else(|e| {
+                    panic!("{POSTGRES_URL_VAR} is set but PostgreSQL is unreachable: {e}")
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+                let _ = admin.close().await;
+                Self {
+                    url: replace_database(admin_url, &name),
+                    cleanup: Cleanup::Postgres {
+                        admin_url: admin_url.clone(),
+                        name,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Opens the database and applies every migration.
+    ///
+    /// # Panics
+    /// When either fails.
+    pub async fn migrated(backend: &Backend) -> (Self, Db) {
+        let test_db = Self::new(backend).await;
+        let db = test_db.connect().await;
+        db.migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrations failed: {e:#}"));
+        (test_db, db)
+    }
+
+    /// Opens a pool on this database.
+    ///
+    /// # Panics
+    /// When the database cannot be opened.
+    pub async fn connect(&self) -> Db {
+        Db::connect(&self.url, &DbOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the test database: {e:#}"))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs outside any async context we could await in, so the
+                // database is dropped from a short-lived runtime of its own.
+                let dropped = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    rt.block_on(async {
+                        let admin = Database::connect(admin_url.as_str()).await.ok()?;
+                        admin
+                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .await
+                            .ok()?;
+                        admin.close().await.ok()
+                    })
+                })
+                .join();
+                if let Ok(path) = std::env::var(POSTGRES_LEDGER_VAR) {
+                    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                        let _ = writeln!(f, "{} dropped={}", self.url, matches!(dropped, Ok(Some(()))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].rfind('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Generates, for each named `async fn test(backend: Backend)`, one test on
+/// SQLite and one on PostgreSQL (which only runs when `TEST_DATABASE_URL` is
+/// set). The first argument is the test attribute to use.
+#[macro_export]
+macro_rules! backend_tests {
+    (#[$attr:meta] $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[$attr]
+                async fn $name() {
+                    super::$name($crate::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[$attr]
+                async fn $name() {
+                    if let Some(backend) = $crate::testing::Backend::postgres() {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn the_database_name_is_replaced_in_a_postgres_url() {
+        assert_eq!(
+            replace_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}

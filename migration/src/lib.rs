@@ -1,0 +1,23 @@
+//! Prompt Registry's schema, as an append-only list of migrations.
+//!
+//! One set of migrations serves PostgreSQL and SQLite: the schema builder
+//! speaks both, and backend-specific SQL appears only where it cannot.
+//! Never edit a migration once it is on main; add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_prompts;
+mod m20261126_000002_add_prompt_version_counter;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_create_prompts::Migration),
+            Box::new(m20261126_000002_add_prompt_version_counter::Migration),
+        ]
+    }
+}
