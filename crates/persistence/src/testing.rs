@@ -138,10 +138,10 @@ impl Drop for TestDatabase {
                     })
                 })
                 .join();
-                if let Ok(path) = std::env::var(POSTGRES_LEDGER_VAR) {
-                    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                        let _ = writeln!(f, "{} dropped={}", self.url, matches!(dropped, Ok(Some(()))));
-                    }
+                if let Ok(path) = std::env::var(POSTGRES_LEDGER_VAR)
+                    && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+                {
+                    let _ = writeln!(f, "{} dropped={}", self.url, matches!(dropped, Ok(Some(()))));
                 }
             }
         }

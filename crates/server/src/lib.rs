@@ -1,1 +1,12 @@
+//! Prompt Registry's HTTP shell: configuration, wiring, routes, and the one
+//! place where domain errors become HTTP answers.
+//!
+//! Handlers parse input into domain types, call one service method and map
+//! the result. No rule about prompts lives here.
 
+pub mod problem;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

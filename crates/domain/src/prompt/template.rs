@@ -375,13 +375,13 @@ impl Variables {
                     "a variable name is a letter or `_` followed by letters, digits or `_` (at most 64)",
                 ));
             }
-            if let (Some(ty), Some(default)) = (spec.ty, &spec.default) {
-                if !ty.accepts(default) {
-                    errors.push(FieldError::new(
-                        format!("variables.{name}.default"),
-                        format!("must be a {}, got {}", ty.name(), json_type_name(default)),
-                    ));
-                }
+            if let (Some(ty), Some(default)) = (spec.ty, &spec.default)
+                && !ty.accepts(default)
+            {
+                errors.push(FieldError::new(
+                    format!("variables.{name}.default"),
+                    format!("must be a {}, got {}", ty.name(), json_type_name(default)),
+                ));
             }
         }
         if errors.is_empty() {

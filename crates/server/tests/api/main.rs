@@ -1,1 +1,8 @@
+//! API tests: the real server on port 0, over HTTP, on SQLite and (when
+//! `TEST_DATABASE_URL` is set) on PostgreSQL, each test with its own database.
 
+mod errors;
+mod health;
+mod helpers;
+mod prompts;
+mod versions;

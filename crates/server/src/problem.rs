@@ -1,0 +1,370 @@
+//! RFC 9457 problem details: the stable error codes of the API and the
+//! mapping of every error (domain, extractor, routing) onto them.
+
+// A new error variant must get a deliberate status, not fall into a catch-all.
+#![warn(clippy::wildcard_enum_match_arm)]
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use registry_domain::page::{CursorError, LimitError};
+use registry_domain::prompt::error::{RenderError, RenderFailure};
+use registry_domain::prompt::{FieldError, PromptError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every error the API can answer with. The snake_case name is part of the
+/// contract: clients may match on it, so a code is never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    MalformedJson,
+    /// A query or path parameter cannot be parsed.
+    InvalidParameter,
+    /// Well-formed input that breaks a rule; `errors` says which.
+    ValidationFailed,
+    /// A render request's values do not fit the version's variables.
+    InvalidVariables,
+    NotFound,
+    MethodNotAllowed,
+    AlreadyExists,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    NotAcceptable,
+    ServiceUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson | Self::InvalidParameter => StatusCode::BAD_REQUEST,
+            Self::ValidationFailed | Self::InvalidVariables => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AlreadyExists => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidParameter => "invalid_parameter",
+            Self::ValidationFailed => "validation_failed",
+            Self::InvalidVariables => "invalid_variables",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::AlreadyExists => "already_exists",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotAcceptable => "not_acceptable",
+            Self::ServiceUnavailable => "service_unavailable",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    #[must_use]
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "Malformed JSON body",
+            Self::InvalidParameter => "Invalid parameter",
+            Self::ValidationFailed => "Validation failed",
+            Self::InvalidVariables => "Invalid variables",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::AlreadyExists => "Already exists",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::NotAcceptable => "Not acceptable",
+            Self::ServiceUnavailable => "Service unavailable",
+            Self::Internal => "Internal server error",
+        }
+    }
+
+    /// Every code, for documentation and tests.
+    pub const ALL: [Self; 12] = [
+        Self::MalformedJson,
+        Self::InvalidParameter,
+        Self::ValidationFailed,
+        Self::InvalidVariables,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::AlreadyExists,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::NotAcceptable,
+        Self::ServiceUnavailable,
+        Self::Internal,
+    ];
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:prompt-registry:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The stable snake_case error code.
+    pub code: String,
+    /// For validation problems: each offending field and what is wrong with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    pub field: String,
+    pub message: String,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error on its way to becoming a problem+json response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    /// The cause of a 5xx, logged in full and never shown to the client.
+    pub source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            source: None,
+        }
+    }
+
+    #[must_use]
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{one}"),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        Self {
+            code: ErrorCode::ValidationFailed,
+            detail,
+            errors,
+            source: None,
+        }
+    }
+
+    pub fn parameter(name: &str, message: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(ErrorCode::InvalidParameter, format!("{name}: {message}"));
+        e.errors.push(FieldError::new(name, message.to_string()));
+        e
+    }
+
+    #[must_use]
+    pub fn internal(source: anyhow::Error) -> Self {
+        Self {
+            code: ErrorCode::Internal,
+            // For security reasons the cause stays in the log.
+            detail: "the server failed to handle this request; it has been logged".into(),
+            errors: Vec::new(),
+            source: Some(source),
+        }
+    }
+
+    #[must_use]
+    pub fn body(&self) -> Problem {
+        Problem {
+            kind: format!("urn:prompt-registry:problem:{}", self.code.name()),
+            title: self.code.title().to_owned(),
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.name().to_owned(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ProblemField {
+                    field: e.field.clone(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(source) = &self.source {
+            tracing::error!(error = ?source, code = self.code.name(), "request failed");
+        }
+        let mut response = HttpResponse::build(self.code.status());
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        response.json(self.body())
+    }
+}
+
+impl From<PromptError> for ApiError {
+    fn from(err: PromptError) -> Self {
+        match err {
+            PromptError::Duplicate(_) => Self::new(ErrorCode::AlreadyExists, err.to_string()),
+            PromptError::NotFound(_) | PromptError::VersionNotFound { .. } => {
+                Self::new(ErrorCode::NotFound, err.to_string())
+            }
+            PromptError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<RenderFailure> for ApiError {
+    fn from(err: RenderFailure) -> Self {
+        match err {
+            RenderFailure::Lookup(e) => e.into(),
+            RenderFailure::Invalid(errors) => {
+                let detail = errors.to_string();
+                let fields = errors
+                    .0
+                    .into_iter()
+                    .map(|e| {
+                        let name = match &e {
+                            RenderError::Missing(n) | RenderError::Undeclared(n) => n.clone(),
+                            RenderError::WrongType { name, .. } => name.clone(),
+                        };
+                        FieldError::new(format!("variables.{name}"), e.to_string())
+                    })
+                    .collect();
+                Self {
+                    code: ErrorCode::InvalidVariables,
+                    detail,
+                    errors: fields,
+                    source: None,
+                }
+            }
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(err: LimitError) -> Self {
+        Self::parameter("limit", err)
+    }
+}
+
+impl From<CursorError> for ApiError {
+    fn from(err: CursorError) -> Self {
+        Self::parameter("cursor", err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_name_and_an_error_status() {
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            assert!(
+                code.status().is_client_error() || code.status().is_server_error(),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_internal_error_hides_its_cause() {
+        let e = ApiError::internal(anyhow::anyhow!("password=hunter2"));
+        let body = serde_json::to_string(&e.body()).expect("serialises");
+        assert!(!body.contains("hunter2"));
+        assert!(body.contains("internal_error"));
+    }
+}
+
+/// Extractor failures, answered like every other error.
+pub mod extractors {
+    use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+    use actix_web::{HttpRequest, HttpResponse, ResponseError};
+
+    use super::{ApiError, ErrorCode};
+
+    #[must_use]
+    pub fn json_error(err: &JsonPayloadError) -> ApiError {
+        match err {
+            JsonPayloadError::OverflowKnownLength { length, limit } => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body is {length} bytes; the limit is {limit}"),
+            ),
+            JsonPayloadError::Overflow { limit } => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body exceeds the limit of {limit} bytes"),
+            ),
+            JsonPayloadError::ContentType => ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "the body must be sent with Content-Type: application/json",
+            ),
+            JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("the body does not fit the schema: {e}"),
+            ),
+            JsonPayloadError::Deserialize(e) => ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
+            JsonPayloadError::Payload(e) => {
+                ApiError::new(ErrorCode::MalformedJson, format!("cannot read the body: {e}"))
+            }
+            JsonPayloadError::Serialize(e) => {
+                ApiError::internal(anyhow::anyhow!("cannot serialise JSON: {e}"))
+            }
+            // The enum is non-exhaustive: a variant added later is a body we could not read.
+            other => ApiError::new(ErrorCode::MalformedJson, format!("cannot read the body: {other}")),
+        }
+    }
+
+    pub fn json_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+        to_actix(json_error(&err))
+    }
+
+    pub fn query_handler(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+        let detail = match &err {
+            QueryPayloadError::Deserialize(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        to_actix(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("invalid query string: {detail}"),
+        ))
+    }
+
+    pub fn path_handler(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+        to_actix(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("invalid path parameter: {err}"),
+        ))
+    }
+
+    fn to_actix(err: ApiError) -> actix_web::Error {
+        let response: HttpResponse = err.error_response();
+        actix_web::error::InternalError::from_response(err, response).into()
+    }
+}

@@ -1,0 +1,26 @@
+//! HTTP routes, grouped per resource. Each module exposes `configure`.
+
+pub mod dto;
+pub mod health;
+pub mod params;
+pub mod prompts;
+pub mod versions;
+
+use utoipa::OpenApi;
+
+/// The OpenAPI document's fixed parts; paths and schemas are collected from
+/// the handlers as they are registered.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Prompt Registry",
+        description = "Register prompts, keep every change as an immutable numbered version, choose the active one, and render it.\n\nPrompt names may contain `/`: percent-encode it as `%2F` in paths, e.g. `/v1/prompts/support%2Ftriage`.\n\nErrors are `application/problem+json` (RFC 9457) with a stable `code`."
+    ),
+    tags(
+        (name = "prompts", description = "Prompts: names, descriptions and tags"),
+        (name = "versions", description = "Immutable, numbered versions of a prompt, activation and rendering"),
+        (name = "operations", description = "Liveness and readiness"),
+    ),
+    components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
+)]
+pub struct ApiDoc;

@@ -1,0 +1,221 @@
+//! `/v1/prompts/{name}/versions` and `/render`: immutable versions,
+//! activation (rollback) and rendering.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, get, post, web};
+use registry_domain::page::Cursor as _;
+use registry_domain::prompt::{VersionCursor, VersionNumber, VersionSelector};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::dto::{CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse};
+use super::{params, prompts};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    // Literal segments first: `latest` and `active` must not be read as numbers.
+    cfg.service(create_version)
+        .service(list_versions)
+        .service(get_latest)
+        .service(get_active)
+        .service(get_version)
+        .service(activate_version)
+        .service(render);
+}
+
+/// Adds the next version. It becomes the active one unless `activate` is `false`.
+#[utoipa::path(
+    tag = "versions",
+    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    request_body = CreateVersionRequest,
+    responses(
+        (status = 201, description = "Created", body = VersionResponse,
+            headers(("Location" = String, description = "The version's URL"))),
+        (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid template or variables, e.g. an undeclared placeholder", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/prompts/{name}/versions")]
+async fn create_version(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<CreateVersionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let name = params::prompt_name(&name)?;
+    let new = body.into_inner().try_into_domain()?;
+    let version = state.prompts.create_version(&name, new).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            LOCATION,
+            format!("{}/versions/{}", prompts::location(&name), version.version),
+        ))
+        .json(VersionResponse::from(&version)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListVersionsQuery {
+    /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Lists a prompt's versions, newest first.
+#[utoipa::path(
+    tag = "versions",
+    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`"), ListVersionsQuery),
+    responses(
+        (status = 200, description = "A page of versions", body = VersionPage),
+        (status = 400, description = "A bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/prompts/{name}/versions")]
+async fn list_versions(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<ListVersionsQuery>,
+) -> Result<web::Json<VersionPage>, ApiError> {
+    let name = params::prompt_name(&name)?;
+    let page = params::page::<VersionCursor>(query.limit, query.cursor.as_deref(), params::MAX_LIMIT)?;
+    let page = state.prompts.list_versions(&name, page).await?;
+    Ok(web::Json(VersionPage {
+        next_cursor: page.next.map(|c| c.encode()),
+        items: page.items.iter().map(Into::into).collect(),
+    }))
+}
+
+async fn version(
+    state: &AppState,
+    name: &str,
+    selector: VersionSelector,
+) -> Result<web::Json<VersionResponse>, ApiError> {
+    let name = params::prompt_name(name)?;
+    let version = state.prompts.get_version(&name, selector).await?;
+    Ok(web::Json(VersionResponse::from(version.as_ref())))
+}
+
+/// The newest version, active or not.
+#[utoipa::path(
+    tag = "versions",
+    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    responses(
+        (status = 200, description = "The latest version", body = VersionResponse),
+        (status = 404, description = "No such prompt, or no versions yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/prompts/{name}/versions/latest")]
+async fn get_latest(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<web::Json<VersionResponse>, ApiError> {
+    version(&state, &name, VersionSelector::Latest).await
+}
+
+/// The active version: what applications should use.
+#[utoipa::path(
+    tag = "versions",
+    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    responses(
+        (status = 200, description = "The active version", body = VersionResponse),
+        (status = 404, description = "No such prompt, or no active version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/prompts/{name}/versions/active")]
+async fn get_active(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<web::Json<VersionResponse>, ApiError> {
+    version(&state, &name, VersionSelector::Active).await
+}
+
+/// One version by number.
+#[utoipa::path(
+    tag = "versions",
+    params(
+        ("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`"),
+        ("version" = u32, Path, description = "The version number, from 1", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "The version", body = VersionResponse),
+        (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such prompt or version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/prompts/{name}/versions/{version}")]
+async fn get_version(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<web::Json<VersionResponse>, ApiError> {
+    let (name, number) = path.into_inner();
+    let number = params::version_number(&number)?;
+    version(&state, &name, VersionSelector::Number(number)).await
+}
+
+/// Makes a version the active one, deactivating the previous one atomically.
+/// Activating an older version is a rollback.
+#[utoipa::path(
+    tag = "versions",
+    params(
+        ("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`"),
+        ("version" = u32, Path, description = "The version number, from 1", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "The now active version", body = VersionResponse),
+        (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such prompt or version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/prompts/{name}/versions/{version}/activate")]
+async fn activate_version(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<web::Json<VersionResponse>, ApiError> {
+    let (name, number) = path.into_inner();
+    let name = params::prompt_name(&name)?;
+    let number = params::version_number(&number)?;
+    let version = state.prompts.activate_version(&name, number).await?;
+    Ok(web::Json(VersionResponse::from(&version)))
+}
+
+/// Renders a version (the active one unless `version` is given) with values
+/// for its variables. Missing required values, values of the wrong type and
+/// undeclared names are all reported at once.
+#[utoipa::path(
+    tag = "versions",
+    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    request_body = RenderRequest,
+    responses(
+        (status = 200, description = "The rendered text or messages", body = RenderResponse),
+        (status = 404, description = "No such prompt or version", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing, mistyped or undeclared variables", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/prompts/{name}/render")]
+async fn render(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<RenderRequest>,
+) -> Result<web::Json<RenderResponse>, ApiError> {
+    let name = params::prompt_name(&name)?;
+    let body = body.into_inner();
+    let selector = match body.version {
+        None => VersionSelector::Active,
+        Some(n) => VersionSelector::Number(VersionNumber::new(n).map_err(|e| {
+            ApiError::validation(vec![registry_domain::prompt::FieldError::new(
+                "version",
+                e.to_string(),
+            )])
+        })?),
+    };
+    let (version, rendered) = state
+        .prompts
+        .render(&name, selector, &body.variables.unwrap_or_default())
+        .await?;
+    Ok(web::Json(RenderResponse::new(&version, rendered)))
+}

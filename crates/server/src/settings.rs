@@ -1,0 +1,182 @@
+//! Layered, typed configuration: defaults, then `config/{APP_ENV}.toml`, then
+//! `APP__SECTION__KEY` environment variables, then the conventional
+//! `DATABASE_URL`, `HOST` and `PORT` where the `APP__` form is not set.
+
+use std::fmt;
+
+use anyhow::Context as _;
+use config::{Config, Environment, File};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Dev,
+    Prod,
+}
+
+impl AppEnv {
+    fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("APP_ENV").as_deref() {
+            Err(_) | Ok("" | "dev") => Ok(Self::Dev),
+            Ok("prod") => Ok(Self::Prod),
+            Ok(other) => anyhow::bail!("APP_ENV must be `dev` or `prod`, not `{other}`"),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Prod => "prod",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub env: AppEnv,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Largest JSON body accepted, in bytes.
+    pub json_limit: usize,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` or `postgres://user:password@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+    pub acquire_timeout_ms: u64,
+    /// Apply pending migrations at startup. Unset: yes in dev, no in prod.
+    pub migrate: Option<bool>,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("migrate", &self.migrate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced, for logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info` or `prompt_registry=debug,info`;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+    /// Log as JSON lines; unset: JSON in prod, human-readable in dev.
+    pub json: Option<bool>,
+}
+
+impl Settings {
+    /// Reads the configuration for `APP_ENV` from `config/` in the current
+    /// directory and from the environment.
+    ///
+    /// # Errors
+    /// An unreadable file, or a value of the wrong type.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(std::path::Path::new("config"))
+    }
+
+    /// As [`Settings::load`], with the configuration files in `dir`.
+    ///
+    /// # Errors
+    /// An unreadable file, or a value of the wrong type.
+    pub fn load_from(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let env = AppEnv::from_env()?;
+        let file = dir.join(env.as_str());
+        let conventional =
+            |name: &str, app: &str| std::env::var(name).ok().filter(|_| std::env::var(app).is_err());
+        let settings: Self = Config::builder()
+            .set_default("env", env.as_str())?
+            .set_default("server.host", "127.0.0.1")?
+            .set_default("server.port", 8080)?
+            .set_default("server.json_limit", 1_048_576)?
+            .set_default("server.workers", 0)?
+            .set_default("database.url", "sqlite://data/prompt-registry.db")?
+            .set_default("database.max_connections", 16)?
+            .set_default("database.connect_timeout_ms", 5_000)?
+            .set_default("database.acquire_timeout_ms", 5_000)?
+            .set_default("log.level", "info")?
+            .add_source(File::from(file).required(false))
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .set_override_option("database.url", conventional("DATABASE_URL", "APP__DATABASE__URL"))?
+            .set_override_option("server.host", conventional("HOST", "APP__SERVER__HOST"))?
+            .set_override_option("server.port", conventional("PORT", "APP__SERVER__PORT"))?
+            .set_override("env", env.as_str())?
+            .build()
+            .context("cannot read the configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            anyhow::bail!(
+                "database.url must start with sqlite:, postgres:// or postgresql://, got `{}`",
+                redact_url(url)
+            );
+        }
+        if self.server.json_limit == 0 {
+            anyhow::bail!("server.json_limit must be at least 1 byte");
+        }
+        Ok(())
+    }
+
+    /// Whether pending migrations are applied at startup.
+    #[must_use]
+    pub fn migrate_on_start(&self) -> bool {
+        self.database.migrate.unwrap_or(self.env == AppEnv::Dev)
+    }
+
+    /// Whether logs are JSON lines.
+    #[must_use]
+    pub fn json_logs(&self) -> bool {
+        self.log.json.unwrap_or(self.env == AppEnv::Prod)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

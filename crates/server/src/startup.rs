@@ -1,0 +1,233 @@
+//! Building the application: one app factory for `main` and the tests, and
+//! an [`Application`] that binds a listener (port 0 in tests) and serves.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use anyhow::Context as _;
+use registry_persistence::{Db, DbOptions};
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi as _;
+use utoipa_actix_web::{AppExt as _, scope};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors};
+use crate::routes::{self, ApiDoc};
+use crate::settings::{AppEnv, Settings};
+use crate::state::AppState;
+
+/// Limits the app enforces on requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub json_bytes: usize,
+}
+
+impl Limits {
+    #[must_use]
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            json_bytes: settings.server.json_limit,
+        }
+    }
+}
+
+/// The OpenAPI document, as the app serves it.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(api_routes)
+        .split_for_parts();
+    api
+}
+
+fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.configure(routes::health::configure).service(
+        scope::scope("/v1")
+            .configure(routes::prompts::configure)
+            .configure(routes::versions::configure),
+    );
+}
+
+/// The whole application, as served by `main` and exercised by the tests.
+pub fn create_app(
+    state: AppState,
+    limits: Limits,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .app_data(web::Data::new(state))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limits.json_bytes)
+                .error_handler(extractors::json_handler),
+        )
+        .app_data(web::QueryConfig::default().error_handler(extractors::query_handler))
+        .app_data(web::PathConfig::default().error_handler(extractors::path_handler))
+        .configure(api_routes)
+        .split_for_parts();
+    app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        .route("/docs", web::get().to(redirect_to_docs))
+        .default_service(web::to(not_found))
+        .wrap(ErrorHandlers::new().default_handler(problem_body))
+        .wrap(TracingLogger::default())
+}
+
+async fn redirect_to_docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Gives a problem+json body to error responses that do not have one yet,
+/// such as actix's own 405 for a known path with an unknown method.
+fn problem_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = ErrorCode::ALL
+        .into_iter()
+        .find(|c| c.status() == status)
+        .unwrap_or(if status.is_server_error() {
+            ErrorCode::Internal
+        } else {
+            ErrorCode::InvalidParameter
+        });
+    let detail = match code {
+        ErrorCode::MethodNotAllowed => format!(
+            "{} is not allowed on {}",
+            res.request().method(),
+            res.request().path()
+        ),
+        ErrorCode::Internal => "the server failed to handle this request; it has been logged".to_owned(),
+        _ => code.title().to_owned(),
+    };
+    let (req, _) = res.into_parts();
+    let mut response = ApiError::new(code, detail).error_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let response: HttpResponse<BoxBody> = response;
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}
+
+/// Opens the database and applies or checks migrations as configured.
+///
+/// # Errors
+/// An unreachable database, a failed migration, or — when migrations are not
+/// applied at startup — any pending migration.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    let options = DbOptions {
+        max_connections: settings.database.max_connections,
+        connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
+        acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        ..DbOptions::default()
+    };
+    let db = Db::connect(&settings.database.url, &options).await?;
+    if settings.migrate_on_start() {
+        db.migrate().await?;
+    } else {
+        let pending = db.pending_migrations().await?;
+        if !pending.is_empty() {
+            anyhow::bail!(
+                "{} pending migration(s) ({}): apply them with `cargo run -p migration -- up` or set APP__DATABASE__MIGRATE=true",
+                pending.len(),
+                pending.join(", ")
+            );
+        }
+    }
+    Ok(db)
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens the database, binds the listener and builds the server.
+    ///
+    /// # Errors
+    /// Any failure to open the database or to bind.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = open_database(&settings).await?;
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState::new(db);
+        let limits = Limits::from_settings(&settings);
+        let mut server = HttpServer::new(move || create_app(state.clone(), limits))
+            .shutdown_timeout(30)
+            .listen(listener)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        if settings.env == AppEnv::Dev {
+            tracing::info!("Swagger UI: http://{address}/docs/");
+        }
+        tracing::info!(%address, port, "listening");
+        Ok(Self {
+            port,
+            server: server.run(),
+        })
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere.
+    #[must_use]
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the process is asked to stop (SIGINT or SIGTERM).
+    ///
+    /// # Errors
+    /// An I/O failure of the server.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,192 @@
+//! `spawn_app()` and a small HTTP client for the tests.
+
+use std::sync::LazyLock;
+
+use actix_web::http::{Method, StatusCode, header::HeaderMap};
+use prompt_registry::settings::{AppEnv, DatabaseSettings, LogSettings, ServerSettings, Settings};
+use prompt_registry::startup::Application;
+use registry_persistence::testing::{Backend, TestDatabase};
+use serde_json::Value;
+
+/// JSON bodies above this are refused in tests, so the 413 path is cheap to hit.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        prompt_registry::telemetry::init("debug", false);
+    }
+});
+
+pub struct TestApp {
+    pub address: String,
+    client: awc::Client,
+    handle: actix_web::dev::ServerHandle,
+    _db: TestDatabase,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Response {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts this is a problem+json answer with `status`, and returns its body.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "body: {}",
+            self.text
+        );
+        for key in ["type", "title", "status", "detail", "code"] {
+            assert!(
+                self.body.get(key).is_some(),
+                "problem lacks `{key}`: {}",
+                self.text
+            );
+        }
+        assert_eq!(self.body["status"], status);
+        &self.body
+    }
+
+    /// The `field` of each entry in a problem's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub async fn spawn_app(backend: &Backend) -> TestApp {
+    LazyLock::force(&TRACING);
+    let test_db = TestDatabase::new(backend).await;
+    let settings = Settings {
+        env: AppEnv::Dev,
+        server: ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            json_limit: JSON_LIMIT,
+            workers: 1,
+        },
+        database: DatabaseSettings {
+            url: test_db.url.clone(),
+            max_connections: 8,
+            connect_timeout_ms: 5_000,
+            acquire_timeout_ms: 5_000,
+            migrate: Some(true),
+        },
+        log: LogSettings {
+            level: "info".into(),
+            json: Some(false),
+        },
+    };
+    let app = Application::build(settings).await.expect("the app starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .disable_redirects()
+            .finish(),
+        handle,
+        _db: test_db,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    /// Sends raw bytes with an optional content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(ct) = content_type {
+            req = req.insert_header(("content-type", ct));
+        }
+        let mut res = req.send_body(body).await.expect("request sent");
+        let bytes = res.body().limit(16 * 1024 * 1024).await.expect("body read");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Response {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.raw(Method::GET, path, None, Vec::new()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.raw(Method::DELETE, path, None, Vec::new()).await
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: &Value) -> Response {
+        let bytes = serde_json::to_vec(body).expect("serialisable");
+        self.raw(method, path, Some("application/json"), bytes).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::POST, path, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::PATCH, path, body).await
+    }
+
+    /// Creates a prompt and asserts it worked.
+    pub async fn create_prompt(&self, name: &str) -> Value {
+        let res = self
+            .post("/v1/prompts", &serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        res.body
+    }
+
+    /// Creates a version and asserts it worked.
+    pub async fn create_version(&self, name: &str, body: &Value) -> Value {
+        let path = format!("/v1/prompts/{}/versions", encode(name));
+        let res = self.post(&path, body).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        res.body
+    }
+}
+
+/// A prompt name as it goes in a path.
+pub fn encode(name: &str) -> String {
+    name.replace('/', "%2F")
+}

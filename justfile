@@ -1,0 +1,31 @@
+# Local shortcuts. Plain cargo works without just: see README.md.
+
+pg_url := env_var_or_default("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+# Serve on the embedded SQLite database.
+run:
+    cargo run --release
+
+# Every test, on SQLite and on the local PostgreSQL.
+test:
+    TEST_DATABASE_URL={{pg_url}} cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
+
+# Migrations: just migrate up|down|status|fresh|reset (DATABASE_URL picks the database).
+migrate *args:
+    DATABASE_URL=${DATABASE_URL:-sqlite://data/prompt-registry.db?mode=rwc} cargo run -q -p migration -- {{args}}
+
+# The README's curl tour against a running server.
+tour base="http://127.0.0.1:8080":
+    scripts/tour.sh {{base}}
+
+# What CI runs.
+ci:
+    bash .ci/run
