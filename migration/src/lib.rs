@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_prompts;
 mod m20261126_000002_add_prompt_version_counter;
+mod m20261127_000003_create_prompt_runs;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_prompts::Migration),
             Box::new(m20261126_000002_add_prompt_version_counter::Migration),
+            Box::new(m20261127_000003_create_prompt_runs::Migration),
         ]
     }
 }

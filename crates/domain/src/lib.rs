@@ -8,4 +8,5 @@
 
 pub mod page;
 pub mod prompt;
+pub mod run;
 pub mod time;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait};
+use sea_orm::Value as SqlValue;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::Mutex;
 
 /// How to open the database.
@@ -102,6 +104,31 @@ impl Db {
     #[must_use]
     pub fn backend(&self) -> DbBackend {
         self.conn.get_database_backend()
+    }
+
+    /// A timestamp as this backend must store and compare it.
+    ///
+    /// SQLite keeps timestamps as text and compares them as text, but the
+    /// driver's RFC 3339 form trims trailing zeros (`…:05.5Z` sorts after
+    /// `…:05.51Z`). Writing a fixed-width UTC form everywhere a timestamp is
+    /// stored or compared keeps text order equal to time order.
+    #[must_use]
+    pub fn time(&self, t: OffsetDateTime) -> SqlValue {
+        let t = t.to_offset(UtcOffset::UTC);
+        match self.backend() {
+            DbBackend::Sqlite => fixed_width(t).into(),
+            _ => t.into(),
+        }
+    }
+
+    /// As [`Db::time`], for a nullable column.
+    #[must_use]
+    pub fn opt_time(&self, t: Option<OffsetDateTime>) -> SqlValue {
+        match (t, self.backend()) {
+            (Some(t), _) => self.time(t),
+            (None, DbBackend::Sqlite) => Option::<String>::None.into(),
+            (None, _) => Option::<OffsetDateTime>::None.into(),
+        }
     }
 
     /// Applies every pending migration.
@@ -203,6 +230,13 @@ pub(crate) fn is_transient(err: &DbErr) -> bool {
     }
 }
 
+const FIXED_WIDTH: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+fn fixed_width(t: OffsetDateTime) -> String {
+    t.format(FIXED_WIDTH).unwrap_or_else(|_| t.to_string())
+}
+
 fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
     let path = url
         .trim_start_matches("sqlite:")
@@ -225,6 +259,20 @@ pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_width_timestamps_sort_as_time_does() {
+        let a = time::macros::datetime!(2026-01-01 00:00:05.5 UTC);
+        let b = time::macros::datetime!(2026-01-01 00:00:05.51 UTC);
+        let c = time::macros::datetime!(2026-01-01 00:00:06 UTC);
+        let (fa, fb, fc) = (fixed_width(a), fixed_width(b), fixed_width(c));
+        assert_eq!(fa, "2026-01-01T00:00:05.500000Z");
+        assert!(fa < fb && fb < fc);
+        assert_eq!(
+            OffsetDateTime::parse(&fb, &time::format_description::well_known::Rfc3339).ok(),
+            Some(b)
+        );
+    }
 
     #[test]
     fn backoff_stays_within_its_bounds() {

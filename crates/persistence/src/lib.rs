@@ -6,8 +6,10 @@
 
 mod db;
 mod prompts;
+mod runs;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use db::{Db, DbOptions};
 pub use prompts::SeaOrmPromptRepository;
+pub use runs::SeaOrmRunRepository;

@@ -12,7 +12,7 @@ use registry_domain::prompt::{
 use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, TransactionTrait};
 use serde_json::Value;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::db::{Db, is_unique_violation};
@@ -126,10 +126,6 @@ impl VersionRow {
 
 fn unknown(err: DbErr) -> PromptError {
     PromptError::Unknown(anyhow::Error::new(err).context("database error"))
-}
-
-fn utc(t: OffsetDateTime) -> OffsetDateTime {
-    t.to_offset(UtcOffset::UTC)
 }
 
 /// `SELECT p.*, active.version AS active_version FROM prompts p LEFT JOIN …`
@@ -249,7 +245,7 @@ impl SeaOrmPromptRepository {
         conn: &C,
         name: &PromptName,
         bump_counter: bool,
-        now: OffsetDateTime,
+        now: sea_orm::Value,
     ) -> Result<Option<(Uuid, i32)>, DbErr> {
         let mut q = Query::update();
         q.table(iden("prompts")).value(iden("updated_at"), now);
@@ -282,7 +278,7 @@ impl SeaOrmPromptRepository {
     ) -> Result<Option<PromptVersion>, DbErr> {
         let now = registry_domain::time::now_utc();
         let txn = self.db.conn().begin().await?;
-        let Some((prompt_id, number)) = Self::lock_prompt(&txn, name, true, now).await? else {
+        let Some((prompt_id, number)) = Self::lock_prompt(&txn, name, true, self.db.time(now)).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
@@ -317,7 +313,7 @@ impl SeaOrmPromptRepository {
                 config.into(),
                 new.activate().into(),
                 new.commit_message().map(str::to_owned).into(),
-                now.into(),
+                self.db.time(now).into(),
             ])
             .to_owned();
         txn.execute(&q).await?;
@@ -342,7 +338,7 @@ impl SeaOrmPromptRepository {
     async fn try_activate(&self, name: &PromptName, version: VersionNumber) -> Result<Option<bool>, DbErr> {
         let now = registry_domain::time::now_utc();
         let txn = self.db.conn().begin().await?;
-        let Some((prompt_id, _)) = Self::lock_prompt(&txn, name, false, now).await? else {
+        let Some((prompt_id, _)) = Self::lock_prompt(&txn, name, false, self.db.time(now)).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
@@ -386,8 +382,8 @@ impl PromptRepository for SeaOrmPromptRepository {
                 new.description.as_ref().map(|d| d.as_str().to_owned()).into(),
                 tags.into(),
                 0.into(),
-                now.into(),
-                now.into(),
+                self.db.time(now).into(),
+                self.db.time(now).into(),
             ])
             .to_owned();
         self.db
@@ -419,10 +415,10 @@ impl PromptRepository for SeaOrmPromptRepository {
     ) -> Result<Page<Prompt, TimeCursor>, PromptError> {
         let mut q = prompt_select();
         if let Some(after) = filter.created_after {
-            q.and_where(Expr::col(p("created_at")).gt(utc(after)));
+            q.and_where(Expr::col(p("created_at")).gt(self.db.time(after)));
         }
         if let Some(before) = filter.created_before {
-            q.and_where(Expr::col(p("created_at")).lt(utc(before)));
+            q.and_where(Expr::col(p("created_at")).lt(self.db.time(before)));
         }
         if let Some(prefix) = &filter.name_prefix {
             q.and_where(Expr::col(p("name")).like(LikeExpr::new(escape_like(prefix)).escape('\\')));
@@ -431,10 +427,10 @@ impl PromptRepository for SeaOrmPromptRepository {
             q.and_where(tag_condition(self.db.backend(), tag));
         }
         if let Some(c) = page.after {
-            let at = utc(c.created_at);
+            let at = self.db.time(c.created_at);
             q.cond_where(
                 Cond::any()
-                    .add(Expr::col(p("created_at")).gt(at))
+                    .add(Expr::col(p("created_at")).gt(at.clone()))
                     .add(Expr::col(p("created_at")).eq(at).and(Expr::col(p("id")).gt(c.id))),
             );
         }
@@ -472,7 +468,7 @@ impl PromptRepository for SeaOrmPromptRepository {
     async fn update_prompt(&self, name: &PromptName, patch: &PromptPatch) -> Result<Prompt, PromptError> {
         let mut q = Query::update();
         q.table(iden("prompts"))
-            .value(iden("updated_at"), registry_domain::time::now_utc())
+            .value(iden("updated_at"), self.db.time(registry_domain::time::now_utc()))
             .and_where(Expr::col(iden("name")).eq(name.as_str()));
         if let Some(description) = &patch.description {
             q.value(

@@ -6,6 +6,7 @@
 
 pub mod problem;
 pub mod routes;
+pub mod run_writer;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use registry_domain::page::{CursorError, LimitError};
 use registry_domain::prompt::error::{RenderError, RenderFailure};
 use registry_domain::prompt::{FieldError, PromptError};
+use registry_domain::run::ports::RunError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -137,6 +138,8 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// The cause of a 5xx, logged in full and never shown to the client.
     pub source: Option<anyhow::Error>,
+    /// Seconds after which a client may try again (503s).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -146,6 +149,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             source: None,
+            retry_after: None,
         }
     }
 
@@ -160,6 +164,7 @@ impl ApiError {
             detail,
             errors,
             source: None,
+            retry_after: None,
         }
     }
 
@@ -177,6 +182,7 @@ impl ApiError {
             detail: "the server failed to handle this request; it has been logged".into(),
             errors: Vec::new(),
             source: Some(source),
+            retry_after: None,
         }
     }
 
@@ -217,6 +223,9 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.code.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds));
+        }
         response.json(self.body())
     }
 }
@@ -255,8 +264,24 @@ impl From<RenderFailure> for ApiError {
                     detail,
                     errors: fields,
                     source: None,
+                    retry_after: None,
                 }
             }
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(err: RunError) -> Self {
+        match err {
+            RunError::UnknownPrompt(_) => Self::validation(vec![FieldError::new("prompt", err.to_string())]),
+            RunError::UnknownVersion { .. } | RunError::NoActiveVersion(_) => {
+                Self::validation(vec![FieldError::new("version", err.to_string())])
+            }
+            RunError::Conflict(_) => Self::new(ErrorCode::AlreadyExists, err.to_string()),
+            RunError::NotFound(_) => Self::new(ErrorCode::NotFound, err.to_string()),
+            RunError::InvalidItems(errors) => Self::validation(errors),
+            RunError::Unknown(source) => Self::internal(source),
         }
     }
 }

@@ -37,7 +37,18 @@ pub struct Settings {
     pub env: AppEnv,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
+    pub runs: RunSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunSettings {
+    /// Runs the background writer holds before `Prefer: respond-async` gets 503.
+    pub queue_capacity: usize,
+    /// Most runs the background writer inserts in one transaction.
+    pub writer_batch_size: usize,
+    /// Most runs accepted by `POST /v1/runs/batch`.
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +133,9 @@ impl Settings {
             .set_default("database.max_connections", 16)?
             .set_default("database.connect_timeout_ms", 5_000)?
             .set_default("database.acquire_timeout_ms", 5_000)?
+            .set_default("runs.queue_capacity", 10_000)?
+            .set_default("runs.writer_batch_size", 500)?
+            .set_default("runs.max_batch", 1_000)?
             .set_default("log.level", "info")?
             .add_source(File::from(file).required(false))
             .add_source(
@@ -149,6 +163,11 @@ impl Settings {
             anyhow::bail!(
                 "database.url must start with sqlite:, postgres:// or postgresql://, got `{}`",
                 redact_url(url)
+            );
+        }
+        if self.runs.queue_capacity == 0 || self.runs.writer_batch_size == 0 || self.runs.max_batch == 0 {
+            anyhow::bail!(
+                "runs.queue_capacity, runs.writer_batch_size and runs.max_batch must be at least 1"
             );
         }
         if self.server.json_limit == 0 {

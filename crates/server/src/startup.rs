@@ -10,7 +10,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
-use registry_persistence::{Db, DbOptions};
+use std::sync::Arc;
+
+use registry_persistence::{Db, DbOptions, SeaOrmRunRepository};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
@@ -18,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors};
 use crate::routes::{self, ApiDoc};
+use crate::run_writer::{self, WriterConfig, WriterTask};
 use crate::settings::{AppEnv, Settings};
 use crate::state::AppState;
 
@@ -51,7 +54,8 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.configure(routes::health::configure).service(
         scope::scope("/v1")
             .configure(routes::prompts::configure)
-            .configure(routes::versions::configure),
+            .configure(routes::versions::configure)
+            .configure(routes::runs::configure),
     );
 }
 
@@ -170,10 +174,11 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// A bound, ready-to-run server.
+/// A bound, ready-to-run server, with its background run writer.
 pub struct Application {
     port: u16,
     server: Server,
+    writer: WriterTask,
 }
 
 impl std::fmt::Debug for Application {
@@ -194,7 +199,16 @@ impl Application {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
-        let state = AppState::new(db);
+        let run_repo = Arc::new(SeaOrmRunRepository::new(db.clone()));
+        let (queue, writer) = run_writer::spawn(
+            Arc::clone(&run_repo),
+            WriterConfig {
+                capacity: settings.runs.queue_capacity,
+                batch_size: settings.runs.writer_batch_size,
+                ..WriterConfig::default()
+            },
+        );
+        let state = AppState::new(db, run_repo, queue, settings.runs.max_batch);
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
             .shutdown_timeout(30)
@@ -209,6 +223,7 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
+            writer,
         })
     }
 
@@ -223,11 +238,15 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the process is asked to stop (SIGINT or SIGTERM).
+    /// Serves until the process is asked to stop (SIGINT or SIGTERM), then
+    /// finishes in-flight requests and writes every accepted run.
     ///
     /// # Errors
     /// An I/O failure of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        tracing::info!("server stopped; flushing accepted runs");
+        self.writer.shutdown().await;
+        served
     }
 }

@@ -1,27 +1,42 @@
 //! What every handler can reach: the services, chosen once at startup.
 
+use std::sync::Arc;
+
 use registry_domain::prompt::PromptService;
 use registry_domain::prompt::ports::NoCache;
-use registry_persistence::{Db, SeaOrmPromptRepository};
+use registry_domain::run::RunService;
+use registry_persistence::{Db, SeaOrmPromptRepository, SeaOrmRunRepository};
+
+use crate::run_writer::RunQueue;
 
 /// The cache in front of version reads.
 pub type Cache = NoCache;
 
 pub type Prompts = PromptService<SeaOrmPromptRepository, Cache>;
+pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache>;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub prompts: Prompts,
+    pub runs: Runs,
+    pub run_queue: RunQueue,
     pub db: Db,
+    /// Most runs accepted by one batch request.
+    pub max_batch: usize,
 }
 
 impl AppState {
+    /// The services over `db`, with runs written in the background through `run_queue`.
     #[must_use]
-    pub fn new(db: Db) -> Self {
-        let repo = std::sync::Arc::new(SeaOrmPromptRepository::new(db.clone()));
+    pub fn new(db: Db, run_repo: Arc<SeaOrmRunRepository>, run_queue: RunQueue, max_batch: usize) -> Self {
+        let repo = Arc::new(SeaOrmPromptRepository::new(db.clone()));
+        let prompts = PromptService::new(repo, Arc::new(NoCache));
         Self {
-            prompts: PromptService::new(repo, std::sync::Arc::new(NoCache)),
+            runs: RunService::new(run_repo, prompts.clone()),
+            prompts,
+            run_queue,
             db,
+            max_batch,
         }
     }
 }

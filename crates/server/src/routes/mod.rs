@@ -4,6 +4,7 @@ pub mod dto;
 pub mod health;
 pub mod params;
 pub mod prompts;
+pub mod runs;
 pub mod versions;
 
 use utoipa::OpenApi;
@@ -19,6 +20,7 @@ use utoipa::OpenApi;
     tags(
         (name = "prompts", description = "Prompts: names, descriptions and tags"),
         (name = "versions", description = "Immutable, numbered versions of a prompt, activation and rendering"),
+        (name = "runs", description = "Logged executions of prompt versions, and their statistics"),
         (name = "operations", description = "Liveness and readiness"),
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),

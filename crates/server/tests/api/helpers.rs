@@ -3,7 +3,9 @@
 use std::sync::LazyLock;
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
-use prompt_registry::settings::{AppEnv, DatabaseSettings, LogSettings, ServerSettings, Settings};
+use prompt_registry::settings::{
+    AppEnv, DatabaseSettings, LogSettings, RunSettings, ServerSettings, Settings,
+};
 use prompt_registry::startup::Application;
 use registry_persistence::testing::{Backend, TestDatabase};
 use serde_json::Value;
@@ -80,9 +82,12 @@ impl Response {
 }
 
 pub async fn spawn_app(backend: &Backend) -> TestApp {
-    LazyLock::force(&TRACING);
-    let test_db = TestDatabase::new(backend).await;
-    let settings = Settings {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Test settings for a database URL: port 0, one worker, migrations applied.
+pub fn test_settings(database_url: &str) -> Settings {
+    Settings {
         env: AppEnv::Dev,
         server: ServerSettings {
             host: "127.0.0.1".into(),
@@ -91,17 +96,30 @@ pub async fn spawn_app(backend: &Backend) -> TestApp {
             workers: 1,
         },
         database: DatabaseSettings {
-            url: test_db.url.clone(),
+            url: database_url.to_owned(),
             max_connections: 8,
             connect_timeout_ms: 5_000,
             acquire_timeout_ms: 5_000,
             migrate: Some(true),
         },
+        runs: RunSettings {
+            queue_capacity: 10_000,
+            writer_batch_size: 500,
+            max_batch: 1_000,
+        },
         log: LogSettings {
             level: "info".into(),
             json: Some(false),
         },
-    };
+    }
+}
+
+/// Starts the app with settings adjusted by `adjust`.
+pub async fn spawn_app_with(backend: &Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let test_db = TestDatabase::new(backend).await;
+    let mut settings = test_settings(&test_db.url);
+    adjust(&mut settings);
     let app = Application::build(settings).await.expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
@@ -162,6 +180,24 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.send(Method::POST, path, body).await
+    }
+
+    /// Posts with `Prefer: respond-async`.
+    pub async fn post_async(&self, path: &str, body: &Value) -> Response {
+        let mut res = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .insert_header(("prefer", "respond-async"))
+            .send_json(body)
+            .await
+            .expect("request sent");
+        let bytes = res.body().await.expect("body read");
+        Response {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> Response {

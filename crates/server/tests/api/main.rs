@@ -5,4 +5,5 @@ mod errors;
 mod health;
 mod helpers;
 mod prompts;
+mod runs;
 mod versions;

@@ -1,0 +1,465 @@
+//! A run's data, as logged by a client and as stored.
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::cost::Cost;
+use crate::page::{Cursor, CursorError};
+use crate::prompt::{FieldError, PromptName, Tags, VersionNumber};
+
+/// Largest latency accepted: one day, in milliseconds.
+pub const MAX_LATENCY_MS: i64 = 86_400_000;
+const MAX_MODEL: usize = 200;
+const MAX_ERROR: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    Success,
+    Error,
+}
+
+impl RunStatus {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Self::Success),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// A run as a client reports it, every field already valid. Built only by
+/// [`NewRunBuilder::build`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The client's id (its idempotency key), or a fresh one.
+    pub id: Uuid,
+    /// Whether the client chose the id: only then is a repeat a retry.
+    pub client_id: bool,
+    pub prompt: PromptName,
+    /// The version run; `None` means the one active when the run is logged.
+    pub version: Option<VersionNumber>,
+    pub fields: RunFields,
+}
+
+/// What a run carries besides its identity and its prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFields {
+    pub input: Map<String, Value>,
+    pub output: Option<Value>,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub model: Option<String>,
+    pub latency_ms: u32,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+    pub cost: Cost,
+    pub metadata: Map<String, Value>,
+    pub tags: Tags,
+    pub started_at: Option<OffsetDateTime>,
+}
+
+/// The raw parts of a run, checked all at once by [`NewRunBuilder::build`].
+#[derive(Debug, Clone, Default)]
+pub struct NewRunBuilder {
+    pub id: Option<Uuid>,
+    pub prompt: String,
+    pub version: Option<i64>,
+    pub input: Option<Map<String, Value>>,
+    pub output: Option<Value>,
+    pub status: String,
+    pub error: Option<String>,
+    pub model: Option<String>,
+    pub latency_ms: i64,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    /// Dollars as a decimal string.
+    pub cost_usd: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub tags: Option<Vec<String>>,
+    pub started_at: Option<OffsetDateTime>,
+}
+
+fn tokens(field: &str, n: Option<i64>, errors: &mut Vec<FieldError>) -> Option<u32> {
+    let n = n?;
+    u32::try_from(n)
+        .ok()
+        .filter(|v| i32::try_from(*v).is_ok())
+        .or_else(|| {
+            errors.push(FieldError::new(
+                field,
+                format!("must be a whole number from 0 to {}", i32::MAX),
+            ));
+            None
+        })
+}
+
+impl NewRunBuilder {
+    /// # Errors
+    /// Every invalid field, each named.
+    pub fn build(self) -> Result<NewRun, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let prompt = PromptName::new(&self.prompt)
+            .map_err(|e| errors.push(FieldError::new("prompt", e.to_string())))
+            .ok();
+        let version = self.version.and_then(|n| {
+            VersionNumber::new(n)
+                .map_err(|e| errors.push(FieldError::new("version", e.to_string())))
+                .ok()
+        });
+        let status = RunStatus::parse(&self.status).or_else(|| {
+            errors.push(FieldError::new("status", "must be `success` or `error`"));
+            None
+        });
+        let error = self.error.filter(|e| !e.is_empty());
+        match (status, &error) {
+            (Some(RunStatus::Error), None) => {
+                errors.push(FieldError::new("error", "is required when `status` is `error`"));
+            }
+            (Some(RunStatus::Success), Some(_)) => {
+                errors.push(FieldError::new(
+                    "error",
+                    "must be absent when `status` is `success`",
+                ));
+            }
+            _ => {}
+        }
+        if error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR) {
+            errors.push(FieldError::new(
+                "error",
+                format!("must be at most {MAX_ERROR} characters"),
+            ));
+        }
+        if self
+            .model
+            .as_ref()
+            .is_some_and(|m| m.is_empty() || m.chars().count() > MAX_MODEL)
+        {
+            errors.push(FieldError::new(
+                "model",
+                format!("must be 1 to {MAX_MODEL} characters"),
+            ));
+        }
+        let latency_ms = u32::try_from(self.latency_ms)
+            .ok()
+            .filter(|l| i64::from(*l) <= MAX_LATENCY_MS)
+            .or_else(|| {
+                errors.push(FieldError::new(
+                    "latency_ms",
+                    format!("must be a whole number from 0 to {MAX_LATENCY_MS}"),
+                ));
+                None
+            });
+        let prompt_tokens = tokens("prompt_tokens", self.prompt_tokens, &mut errors);
+        let completion_tokens = tokens("completion_tokens", self.completion_tokens, &mut errors);
+        let cost = match self.cost_usd.as_deref().map(Cost::parse) {
+            None => Some(Cost::ZERO),
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                errors.push(FieldError::new("cost_usd", e.to_string()));
+                None
+            }
+        };
+        let tags = Tags::new(self.tags.unwrap_or_default())
+            .map_err(|e| errors.extend(e))
+            .ok();
+        match (prompt, status, latency_ms, cost, tags) {
+            (Some(prompt), Some(status), Some(latency_ms), Some(cost), Some(tags)) if errors.is_empty() => {
+                Ok(NewRun {
+                    id: self.id.unwrap_or_else(Uuid::now_v7),
+                    client_id: self.id.is_some(),
+                    prompt,
+                    version,
+                    fields: RunFields {
+                        input: self.input.unwrap_or_default(),
+                        output: self.output,
+                        status,
+                        error,
+                        model: self.model,
+                        latency_ms,
+                        prompt_tokens,
+                        completion_tokens,
+                        cost,
+                        metadata: self.metadata.unwrap_or_default(),
+                        tags,
+                        started_at: self.started_at.map(crate::time::truncate_to_micros),
+                    },
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A run tied to the exact version it ran, ready to store or as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: Uuid,
+    pub prompt_id: Uuid,
+    pub prompt_name: PromptName,
+    pub version_id: Uuid,
+    pub version: VersionNumber,
+    pub fields: RunFields,
+    pub created_at: OffsetDateTime,
+}
+
+/// Narrows a run listing; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    pub prompt: Option<PromptName>,
+    pub version: Option<VersionNumber>,
+    pub status: Option<RunStatus>,
+    pub model: Option<String>,
+    /// Created at or after.
+    pub from: Option<OffsetDateTime>,
+    /// Created before.
+    pub to: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    CreatedAt,
+    LatencyMs,
+    Cost,
+}
+
+impl SortField {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::LatencyMs => "latency_ms",
+            Self::Cost => "cost",
+        }
+    }
+}
+
+/// A listing order: a field and a direction, ties broken by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSort {
+    pub field: SortField,
+    pub descending: bool,
+}
+
+impl Default for RunSort {
+    fn default() -> Self {
+        Self {
+            field: SortField::CreatedAt,
+            descending: true,
+        }
+    }
+}
+
+impl RunSort {
+    /// Parses `created_at`, `-latency_ms`, `cost`… (`-` for descending).
+    ///
+    /// # Errors
+    /// An unknown field.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (descending, name) = s.strip_prefix('-').map_or((false, s), |rest| (true, rest));
+        let field = match name {
+            "created_at" => SortField::CreatedAt,
+            "latency_ms" => SortField::LatencyMs,
+            "cost" => SortField::Cost,
+            _ => {
+                return Err(format!(
+                    "`{s}` is not a sort order: use created_at, latency_ms or cost, with `-` for descending"
+                ));
+            }
+        };
+        Ok(Self { field, descending })
+    }
+
+    /// The sort key of a run, as the cursor holds it.
+    #[must_use]
+    pub fn key(self, run: &Run) -> i64 {
+        match self.field {
+            SortField::CreatedAt => {
+                i64::try_from(run.created_at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+            }
+            SortField::LatencyMs => i64::from(run.fields.latency_ms),
+            SortField::Cost => run.fields.cost.nanos(),
+        }
+    }
+}
+
+/// Position after a run in a listing of a given order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCursor {
+    pub sort: RunSort,
+    /// The sort key: microseconds since the epoch, milliseconds, or nano-dollars.
+    pub key: i64,
+    pub id: Uuid,
+}
+
+impl Cursor for RunCursor {
+    fn to_key(&self) -> String {
+        let dir = if self.sort.descending { "-" } else { "" };
+        format!("r1:{dir}{}:{}:{}", self.sort.field.as_str(), self.key, self.id)
+    }
+
+    fn from_key(key: &str) -> Result<Self, CursorError> {
+        let mut parts = key.splitn(4, ':');
+        let (Some("r1"), Some(sort), Some(value), Some(id)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(CursorError);
+        };
+        Ok(Self {
+            sort: RunSort::parse(sort).map_err(|_| CursorError)?,
+            key: value.parse().map_err(|_| CursorError)?,
+            id: Uuid::parse_str(id).map_err(|_| CursorError)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> NewRunBuilder {
+        NewRunBuilder {
+            prompt: "p".into(),
+            status: "success".into(),
+            latency_ms: 12,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_minimal_run_is_valid() {
+        let run = valid().build().expect("valid");
+        assert!(!run.client_id);
+        assert_eq!(run.fields.cost, Cost::ZERO);
+        assert_eq!(run.fields.status, RunStatus::Success);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let err = NewRunBuilder {
+            prompt: "Bad Name".into(),
+            version: Some(0),
+            status: "ok".into(),
+            model: Some(String::new()),
+            latency_ms: -1,
+            prompt_tokens: Some(-3),
+            completion_tokens: Some(i64::from(i32::MAX) + 1),
+            cost_usd: Some("-0.1".into()),
+            tags: Some(vec![String::new()]),
+            ..Default::default()
+        }
+        .build()
+        .expect_err("invalid");
+        let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "prompt",
+                "version",
+                "status",
+                "model",
+                "latency_ms",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost_usd",
+                "tags[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_error_run_needs_its_error_and_a_success_has_none() {
+        let err = NewRunBuilder {
+            status: "error".into(),
+            ..valid()
+        }
+        .build()
+        .expect_err("no error text");
+        assert_eq!(err[0].field, "error");
+        let err = NewRunBuilder {
+            error: Some("boom".into()),
+            ..valid()
+        }
+        .build()
+        .expect_err("success with error");
+        assert_eq!(err[0].field, "error");
+        assert!(
+            NewRunBuilder {
+                status: "error".into(),
+                error: Some("boom".into()),
+                ..valid()
+            }
+            .build()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn latency_is_bounded() {
+        assert!(
+            NewRunBuilder {
+                latency_ms: MAX_LATENCY_MS,
+                ..valid()
+            }
+            .build()
+            .is_ok()
+        );
+        assert!(
+            NewRunBuilder {
+                latency_ms: MAX_LATENCY_MS + 1,
+                ..valid()
+            }
+            .build()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn sort_orders_parse_with_a_direction() {
+        assert_eq!(
+            RunSort::parse("-latency_ms"),
+            Ok(RunSort {
+                field: SortField::LatencyMs,
+                descending: true
+            })
+        );
+        assert_eq!(
+            RunSort::parse("cost"),
+            Ok(RunSort {
+                field: SortField::Cost,
+                descending: false
+            })
+        );
+        assert!(RunSort::parse("name").is_err());
+    }
+
+    #[test]
+    fn a_run_cursor_round_trips_and_remembers_its_order() {
+        let c = RunCursor {
+            sort: RunSort::parse("-cost").expect("valid"),
+            key: 42,
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(RunCursor::decode(&c.encode()), Ok(c));
+        assert!(
+            RunCursor::decode(
+                &crate::page::TimeCursor {
+                    created_at: crate::time::now_utc(),
+                    id: c.id
+                }
+                .encode()
+            )
+            .is_err()
+        );
+    }
+}

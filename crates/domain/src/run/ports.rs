@@ -1,0 +1,80 @@
+//! The port through which runs are stored and read.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::model::{Run, RunCursor, RunFilter, RunSort};
+use super::stats::{StatsQuery, VersionStats};
+use crate::page::{Page, PageRequest};
+use crate::prompt::{FieldError, PromptName, VersionNumber};
+
+/// What can go wrong with runs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no prompt named `{0}`")]
+    UnknownPrompt(PromptName),
+    #[error("prompt `{name}` has no version {version}")]
+    UnknownVersion {
+        name: PromptName,
+        version: VersionNumber,
+    },
+    #[error("prompt `{0}` has no active version; name the version")]
+    NoActiveVersion(PromptName),
+    #[error("run {0} already exists with different content")]
+    Conflict(Uuid),
+    #[error("no run with id {0}")]
+    NotFound(Uuid),
+    /// Items of a batch that cannot be logged, each named by its index.
+    #[error("{} run(s) of the batch are invalid", .0.len())]
+    InvalidItems(Vec<FieldError>),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Whether an insert stored the run or found it already there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logged {
+    Created(Run),
+    /// A run with that id was already stored; this is it, unchanged.
+    Existing(Run),
+}
+
+/// Durable storage of runs.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait RunRepository: Send + Sync + 'static {
+    /// Stores `run`, committed before this returns.
+    ///
+    /// # Errors
+    /// MUST return `Ok(Logged::Existing(stored))`, changing nothing, when a
+    /// run with that id exists; storage failures as [`RunError::Unknown`].
+    async fn insert(&self, run: &Run) -> Result<Logged, RunError>;
+
+    /// Stores every run in one transaction: all or none. Runs whose id is
+    /// already stored are left unchanged.
+    ///
+    /// # Errors
+    /// Storage failures as [`RunError::Unknown`]; then nothing was stored.
+    async fn insert_batch(&self, runs: &[Run]) -> Result<Vec<Uuid>, RunError>;
+
+    /// # Errors
+    /// MUST return [`RunError::NotFound`] when no run has that id.
+    async fn find(&self, id: Uuid) -> Result<Run, RunError>;
+
+    /// Runs matching `filter` in `sort` order, ties broken by id.
+    ///
+    /// # Errors
+    /// Storage failures only.
+    async fn list(
+        &self,
+        filter: &RunFilter,
+        sort: RunSort,
+        page: &PageRequest<RunCursor>,
+    ) -> Result<Page<Run, RunCursor>, RunError>;
+
+    /// Aggregates of the prompt's runs per version (and per bucket).
+    ///
+    /// # Errors
+    /// Storage failures only; an unknown prompt gives no rows.
+    async fn stats(&self, prompt: &PromptName, query: &StatsQuery) -> Result<Vec<VersionStats>, RunError>;
+}

@@ -1,0 +1,391 @@
+//! The run service: resolves the version a run belongs to, and logs and
+//! reads runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::model::{NewRun, Run, RunCursor, RunFilter, RunSort};
+use super::ports::{Logged, RunError, RunRepository};
+use super::stats::{StatsQuery, VersionStats};
+use crate::page::{Page, PageRequest};
+use crate::prompt::ports::{PromptRepository, VersionCache};
+use crate::prompt::{FieldError, PromptError, PromptName, PromptService, PromptVersion, VersionSelector};
+
+/// The result of logging a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchLogged {
+    pub runs: Vec<Run>,
+    /// Ids of runs that were already stored and left unchanged.
+    pub existing: Vec<uuid::Uuid>,
+}
+
+#[derive(Debug)]
+pub struct RunService<R, P, C> {
+    runs: Arc<R>,
+    prompts: PromptService<P, C>,
+}
+
+impl<R, P, C> Clone for RunService<R, P, C> {
+    fn clone(&self) -> Self {
+        Self {
+            runs: Arc::clone(&self.runs),
+            prompts: self.prompts.clone(),
+        }
+    }
+}
+
+impl<R: RunRepository, P: PromptRepository, C: VersionCache> RunService<R, P, C> {
+    pub fn new(runs: Arc<R>, prompts: PromptService<P, C>) -> Self {
+        Self { runs, prompts }
+    }
+
+    #[must_use]
+    pub fn repository(&self) -> &Arc<R> {
+        &self.runs
+    }
+
+    async fn version_of(&self, new: &NewRun) -> Result<Arc<PromptVersion>, RunError> {
+        let selector = new
+            .version
+            .map_or(VersionSelector::Active, VersionSelector::Number);
+        self.prompts
+            .get_version(&new.prompt, selector)
+            .await
+            .map_err(|e| match e {
+                PromptError::NotFound(name) => RunError::UnknownPrompt(name),
+                PromptError::VersionNotFound {
+                    name,
+                    selector: VersionSelector::Number(version),
+                } => RunError::UnknownVersion { name, version },
+                PromptError::VersionNotFound { name, .. } => RunError::NoActiveVersion(name),
+                PromptError::Duplicate(_) => {
+                    RunError::Unknown(anyhow::anyhow!("unexpected duplicate on read"))
+                }
+                PromptError::Unknown(e) => RunError::Unknown(e),
+            })
+    }
+
+    /// Ties a new run to the version it ran: the one named, or the one
+    /// active now. The run gets its server timestamp here.
+    ///
+    /// # Errors
+    /// An unknown prompt or version, or no active version.
+    pub async fn resolve(&self, new: NewRun) -> Result<Run, RunError> {
+        let version = self.version_of(&new).await?;
+        Ok(attach(new, &version))
+    }
+
+    /// Logs one run, committed before this returns. Sending the same id again
+    /// returns the stored run; the same id with other content is a conflict.
+    ///
+    /// # Errors
+    /// See [`RunService::resolve`]; [`RunError::Conflict`].
+    #[tracing::instrument(skip_all, fields(run_id = %new.id), err(level = "debug"))]
+    pub async fn log(&self, new: NewRun) -> Result<Logged, RunError> {
+        let version_given = new.version.is_some();
+        let run = self.resolve(new).await?;
+        match self.runs.insert(&run).await? {
+            Logged::Existing(stored) if !same_run(&stored, &run, version_given) => {
+                Err(RunError::Conflict(run.id))
+            }
+            logged => Ok(logged),
+        }
+    }
+
+    /// Resolves every run of a batch, naming each that fails by its index.
+    ///
+    /// # Errors
+    /// [`RunError::InvalidItems`] naming every run that cannot be resolved.
+    pub async fn resolve_batch(&self, items: Vec<NewRun>) -> Result<Vec<Run>, RunError> {
+        let mut versions: HashMap<(PromptName, Option<crate::prompt::VersionNumber>), Arc<PromptVersion>> =
+            HashMap::new();
+        let mut errors = Vec::new();
+        let mut runs = Vec::with_capacity(items.len());
+        for (i, new) in items.into_iter().enumerate() {
+            let key = (new.prompt.clone(), new.version);
+            let version = match versions.get(&key) {
+                Some(v) => Arc::clone(v),
+                None => match self.version_of(&new).await {
+                    Ok(v) => {
+                        versions.insert(key, Arc::clone(&v));
+                        v
+                    }
+                    Err(RunError::Unknown(e)) => return Err(RunError::Unknown(e)),
+                    Err(e) => {
+                        errors.push(FieldError::new(format!("runs[{i}]"), e.to_string()));
+                        continue;
+                    }
+                },
+            };
+            runs.push(attach(new, &version));
+        }
+        if errors.is_empty() {
+            Ok(runs)
+        } else {
+            Err(RunError::InvalidItems(errors))
+        }
+    }
+
+    /// Logs a batch in one transaction: all runs or none.
+    ///
+    /// # Errors
+    /// [`RunError::InvalidItems`] naming each bad run; storage failures.
+    #[tracing::instrument(skip_all, fields(runs = items.len()), err(level = "debug"))]
+    pub async fn log_batch(&self, items: Vec<NewRun>) -> Result<BatchLogged, RunError> {
+        let mut seen = std::collections::HashSet::new();
+        let duplicates: Vec<_> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !seen.insert(r.id))
+            .map(|(i, r)| {
+                FieldError::new(
+                    format!("runs[{i}].id"),
+                    format!("{} appears more than once in the batch", r.id),
+                )
+            })
+            .collect();
+        if !duplicates.is_empty() {
+            return Err(RunError::InvalidItems(duplicates));
+        }
+        let runs = self.resolve_batch(items).await?;
+        let existing = self.runs.insert_batch(&runs).await?;
+        Ok(BatchLogged { runs, existing })
+    }
+
+    /// # Errors
+    /// [`RunError::NotFound`].
+    pub async fn get(&self, id: uuid::Uuid) -> Result<Run, RunError> {
+        self.runs.find(id).await
+    }
+
+    /// # Errors
+    /// Storage failures.
+    pub async fn list(
+        &self,
+        filter: RunFilter,
+        sort: RunSort,
+        page: PageRequest<RunCursor>,
+    ) -> Result<Page<Run, RunCursor>, RunError> {
+        self.runs.list(&filter, sort, &page).await
+    }
+
+    /// Lists one prompt's runs.
+    ///
+    /// # Errors
+    /// [`RunError::UnknownPrompt`] when there is no such prompt.
+    pub async fn list_for_prompt(
+        &self,
+        prompt: PromptName,
+        mut filter: RunFilter,
+        sort: RunSort,
+        page: PageRequest<RunCursor>,
+    ) -> Result<Page<Run, RunCursor>, RunError> {
+        self.ensure_prompt(&prompt).await?;
+        filter.prompt = Some(prompt);
+        self.runs.list(&filter, sort, &page).await
+    }
+
+    /// Per-version (and per-bucket) figures of a prompt's runs.
+    ///
+    /// # Errors
+    /// [`RunError::UnknownPrompt`] when there is no such prompt.
+    pub async fn stats(&self, prompt: &PromptName, query: StatsQuery) -> Result<Vec<VersionStats>, RunError> {
+        self.ensure_prompt(prompt).await?;
+        self.runs.stats(prompt, &query).await
+    }
+
+    async fn ensure_prompt(&self, prompt: &PromptName) -> Result<(), RunError> {
+        match self.prompts.get_prompt(prompt).await {
+            Ok(_) => Ok(()),
+            Err(PromptError::NotFound(name)) => Err(RunError::UnknownPrompt(name)),
+            Err(e) => Err(RunError::Unknown(anyhow::Error::new(e))),
+        }
+    }
+}
+
+fn attach(new: NewRun, version: &PromptVersion) -> Run {
+    Run {
+        id: new.id,
+        prompt_id: version.prompt_id,
+        prompt_name: version.prompt_name.clone(),
+        version_id: version.id,
+        version: version.version,
+        fields: new.fields,
+        created_at: crate::time::now_utc(),
+    }
+}
+
+/// Whether a retried run carries what the stored one does. The version is
+/// compared only when the client named it: "the active one" may have moved
+/// between the first attempt and the retry.
+fn same_run(stored: &Run, retried: &Run, version_given: bool) -> bool {
+    stored.prompt_id == retried.prompt_id
+        && (!version_given || stored.version == retried.version)
+        && stored.fields == retried.fields
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::model::{NewRunBuilder, RunFields};
+    use super::super::ports::MockRunRepository;
+    use super::*;
+    use crate::prompt::ports::{MockPromptRepository, NoCache};
+    use crate::prompt::{Template, Variables, VersionNumber};
+
+    fn version(n: u32) -> PromptVersion {
+        PromptVersion {
+            id: uuid::Uuid::now_v7(),
+            prompt_id: uuid::Uuid::nil(),
+            prompt_name: PromptName::new("p").expect("valid"),
+            version: VersionNumber::new(i64::from(n)).expect("valid"),
+            template: Template::parse(None, &json!("x")).expect("valid"),
+            variables: Variables::default(),
+            config: serde_json::Map::new(),
+            is_active: true,
+            commit_message: None,
+            created_at: crate::time::now_utc(),
+        }
+    }
+
+    fn new_run(id: uuid::Uuid, latency: i64, version: Option<i64>) -> NewRun {
+        NewRunBuilder {
+            id: Some(id),
+            prompt: "p".into(),
+            version,
+            status: "success".into(),
+            latency_ms: latency,
+            ..Default::default()
+        }
+        .build()
+        .expect("valid")
+    }
+
+    fn service(
+        runs: MockRunRepository,
+        prompts: MockPromptRepository,
+    ) -> RunService<MockRunRepository, MockPromptRepository, NoCache> {
+        RunService::new(
+            Arc::new(runs),
+            PromptService::new(Arc::new(prompts), Arc::new(NoCache)),
+        )
+    }
+
+    fn stored_from(run: &Run, fields: RunFields) -> Run {
+        Run {
+            fields,
+            ..run.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_without_a_version_is_tied_to_the_active_one() {
+        let mut prompts = MockPromptRepository::new();
+        prompts
+            .expect_find_version()
+            .withf(|_, s| *s == VersionSelector::Active)
+            .returning(|_, _| Ok(version(3)));
+        let mut runs = MockRunRepository::new();
+        runs.expect_insert().returning(|r| Ok(Logged::Created(r.clone())));
+        let logged = service(runs, prompts)
+            .log(new_run(uuid::Uuid::now_v7(), 5, None))
+            .await
+            .expect("logged");
+        let Logged::Created(run) = logged else {
+            panic!("expected a new run")
+        };
+        assert_eq!(run.version.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_retry_with_the_same_content_returns_the_stored_run() {
+        let mut prompts = MockPromptRepository::new();
+        prompts.expect_find_version().returning(|_, _| Ok(version(1)));
+        let mut runs = MockRunRepository::new();
+        runs.expect_insert()
+            .returning(|r| Ok(Logged::Existing(r.clone())));
+        let logged = service(runs, prompts)
+            .log(new_run(uuid::Uuid::now_v7(), 5, Some(1)))
+            .await
+            .expect("idempotent");
+        assert!(matches!(logged, Logged::Existing(_)));
+    }
+
+    #[tokio::test]
+    async fn the_same_id_with_other_content_is_a_conflict() {
+        let mut prompts = MockPromptRepository::new();
+        prompts.expect_find_version().returning(|_, _| Ok(version(1)));
+        let mut runs = MockRunRepository::new();
+        runs.expect_insert().returning(|r| {
+            let mut fields = r.fields.clone();
+            fields.latency_ms += 1;
+            Ok(Logged::Existing(stored_from(r, fields)))
+        });
+        let err = service(runs, prompts)
+            .log(new_run(uuid::Uuid::now_v7(), 5, Some(1)))
+            .await
+            .expect_err("conflict");
+        assert!(matches!(err, RunError::Conflict(_)));
+    }
+
+    #[tokio::test]
+    async fn unknown_prompts_and_versions_are_named() {
+        let mut prompts = MockPromptRepository::new();
+        prompts
+            .expect_find_version()
+            .returning(|name, selector| match selector {
+                VersionSelector::Number(_) => Err(PromptError::VersionNotFound {
+                    name: name.clone(),
+                    selector,
+                }),
+                _ => Err(PromptError::NotFound(name.clone())),
+            });
+        let mut runs = MockRunRepository::new();
+        runs.expect_insert().never();
+        runs.expect_insert_batch().never();
+        let svc = service(runs, prompts);
+        let err = svc
+            .log(new_run(uuid::Uuid::now_v7(), 1, Some(9)))
+            .await
+            .expect_err("unknown version");
+        assert!(matches!(err, RunError::UnknownVersion { .. }));
+        let err = svc
+            .log_batch(vec![
+                new_run(uuid::Uuid::now_v7(), 1, None),
+                new_run(uuid::Uuid::now_v7(), 1, Some(2)),
+            ])
+            .await
+            .expect_err("bad items");
+        let RunError::InvalidItems(items) = err else {
+            panic!("expected invalid items")
+        };
+        assert_eq!(
+            items.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            ["runs[0]", "runs[1]"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_resolves_each_version_once_and_rejects_repeated_ids() {
+        let mut prompts = MockPromptRepository::new();
+        prompts
+            .expect_find_version()
+            .times(1)
+            .returning(|_, _| Ok(version(2)));
+        let mut runs = MockRunRepository::new();
+        runs.expect_insert_batch().times(1).returning(|_| Ok(Vec::new()));
+        let svc = service(runs, prompts);
+        let batch: Vec<_> = (0..10)
+            .map(|i| new_run(uuid::Uuid::now_v7(), i, Some(2)))
+            .collect();
+        let logged = svc.log_batch(batch).await.expect("logged");
+        assert_eq!(logged.runs.len(), 10);
+        let id = uuid::Uuid::now_v7();
+        let err = svc
+            .log_batch(vec![new_run(id, 1, Some(2)), new_run(id, 1, Some(2))])
+            .await
+            .expect_err("repeat");
+        assert!(matches!(err, RunError::InvalidItems(ref e) if e[0].field == "runs[1].id"));
+    }
+}
