@@ -428,10 +428,9 @@ impl PromptRepository for SeaOrmPromptRepository {
         }
         if let Some(c) = page.after {
             let at = self.db.time(c.created_at);
-            q.cond_where(
-                Cond::any()
-                    .add(Expr::col(p("created_at")).gt(at.clone()))
-                    .add(Expr::col(p("created_at")).eq(at).and(Expr::col(p("id")).gt(c.id))),
+            q.and_where(
+                Expr::tuple([Expr::col(p("created_at")), Expr::col(p("id"))])
+                    .gt(Expr::tuple([Expr::val(at), Expr::val(c.id)])),
             );
         }
         q.order_by(p("created_at"), Order::Asc)

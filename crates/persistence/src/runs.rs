@@ -10,7 +10,7 @@ use registry_domain::run::ports::{Logged, RunError, RunRepository};
 use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats, percentile_cont};
 use registry_domain::run::{Cost, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField};
 use sea_orm::sea_query::{
-    Alias, Cond, Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr,
+    Alias, Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr,
 };
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, Value as SqlValue,
@@ -190,6 +190,18 @@ fn run_select() -> SelectStatement {
     q
 }
 
+/// `r.prompt_id = (SELECT id FROM prompts WHERE name = ?)`: a scalar
+/// subquery rather than a join, so that PostgreSQL knows the prompt id when it
+/// plans and can walk the `(prompt_id, …)` indexes in order (see docs/runs.md).
+fn of_prompt(prompt: &PromptName) -> SimpleExpr {
+    let id = Query::select()
+        .column(iden("id"))
+        .from(iden("prompts"))
+        .and_where(Expr::col(iden("name")).eq(prompt.as_str()))
+        .to_owned();
+    Expr::col(r("prompt_id")).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
+}
+
 fn micros_to_time(micros: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()
 }
@@ -247,8 +259,8 @@ impl SeaOrmRunRepository {
              COALESCE(sum(r.prompt_tokens), 0)::bigint AS prompt_tokens, \
              COALESCE(sum(r.completion_tokens), 0)::bigint AS completion_tokens, \
              COALESCE(sum(r.cost_nanos), 0)::bigint AS cost_total \
-             FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id \
-             WHERE p.name = $1{conditions} \
+             FROM prompt_runs r \
+             WHERE r.prompt_id = (SELECT id FROM prompts WHERE name = $1){conditions} \
              GROUP BY r.version, bucket ORDER BY r.version, bucket"
         );
         let rows = self
@@ -420,7 +432,7 @@ impl RunRepository for SeaOrmRunRepository {
     ) -> Result<Page<Run, RunCursor>, RunError> {
         let mut q = run_select();
         if let Some(prompt) = &filter.prompt {
-            q.and_where(Expr::col((iden("p"), iden("name"))).eq(prompt.as_str()));
+            q.and_where(of_prompt(prompt));
         }
         if let Some(version) = filter.version {
             q.and_where(Expr::col(r("version")).eq(version.as_i32()));
@@ -451,22 +463,15 @@ impl RunRepository for SeaOrmRunRepository {
                 SortField::LatencyMs => i32::try_from(after.key).unwrap_or(i32::MAX).into(),
                 SortField::Cost => after.key.into(),
             };
-            let (beyond, id_beyond) = if sort.descending {
-                (
-                    Expr::col(column.clone()).lt(key.clone()),
-                    Expr::col(r("id")).lt(after.id),
-                )
+            // A row-value comparison, not an OR of two conditions: PostgreSQL
+            // turns it into an index bound and starts the scan at the cursor.
+            let position = Expr::tuple([Expr::col(column.clone()), Expr::col(r("id"))]);
+            let cursor = Expr::tuple([Expr::val(key), Expr::val(after.id)]);
+            q.and_where(if sort.descending {
+                position.lt(cursor)
             } else {
-                (
-                    Expr::col(column.clone()).gt(key.clone()),
-                    Expr::col(r("id")).gt(after.id),
-                )
-            };
-            q.cond_where(
-                Cond::any()
-                    .add(beyond)
-                    .add(Expr::col(column.clone()).eq(key).and(id_beyond)),
-            );
+                position.gt(cursor)
+            });
         }
         let order = if sort.descending { Order::Desc } else { Order::Asc };
         q.order_by(column, order.clone())

@@ -143,3 +143,171 @@ async fn write<R: RunRepository>(repo: &R, batch: &mut Vec<Run>, attempts: u32) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use registry_domain::page::{Page, PageRequest};
+    use registry_domain::prompt::{PromptName, Tags, VersionNumber};
+    use registry_domain::run::ports::{Logged, RunError};
+    use registry_domain::run::stats::{StatsQuery, VersionStats};
+    use registry_domain::run::{Cost, RunCursor, RunFields, RunFilter, RunSort, RunStatus};
+    use tokio::sync::Semaphore;
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// Stores batches in memory; waits for a permit per batch when gated, and
+    /// fails every batch of more than one run when `fail_multi` is set.
+    #[derive(Default)]
+    struct Stub {
+        stored: Mutex<Vec<Uuid>>,
+        gate: Option<Semaphore>,
+        fail_multi: bool,
+        fail_ids: Vec<Uuid>,
+    }
+
+    #[async_trait]
+    impl RunRepository for Stub {
+        async fn insert(&self, _run: &Run) -> Result<Logged, RunError> {
+            unreachable!("the writer only inserts batches")
+        }
+
+        async fn insert_batch(&self, runs: &[Run]) -> Result<Vec<Uuid>, RunError> {
+            if let Some(gate) = &self.gate {
+                gate.acquire()
+                    .await
+                    .map_err(|e| RunError::Unknown(e.into()))?
+                    .forget();
+            }
+            if (self.fail_multi && runs.len() > 1) || runs.iter().any(|r| self.fail_ids.contains(&r.id)) {
+                return Err(RunError::Unknown(anyhow::anyhow!("batch refused")));
+            }
+            self.stored
+                .lock()
+                .map_err(|_| RunError::Unknown(anyhow::anyhow!("poisoned")))?
+                .extend(runs.iter().map(|r| r.id));
+            Ok(Vec::new())
+        }
+
+        async fn find(&self, id: Uuid) -> Result<Run, RunError> {
+            Err(RunError::NotFound(id))
+        }
+
+        async fn list(
+            &self,
+            _: &RunFilter,
+            _: RunSort,
+            _: &PageRequest<RunCursor>,
+        ) -> Result<Page<Run, RunCursor>, RunError> {
+            Ok(Page {
+                items: Vec::new(),
+                next: None,
+            })
+        }
+
+        async fn stats(&self, _: &PromptName, _: &StatsQuery) -> Result<Vec<VersionStats>, RunError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn run() -> Run {
+        Run {
+            id: Uuid::now_v7(),
+            prompt_id: Uuid::nil(),
+            prompt_name: PromptName::new("p").expect("valid"),
+            version_id: Uuid::nil(),
+            version: VersionNumber::FIRST,
+            fields: RunFields {
+                input: serde_json::Map::new(),
+                output: None,
+                status: RunStatus::Success,
+                error: None,
+                model: None,
+                latency_ms: 1,
+                prompt_tokens: None,
+                completion_tokens: None,
+                cost: Cost::ZERO,
+                metadata: serde_json::Map::new(),
+                tags: Tags::default(),
+                started_at: None,
+            },
+            created_at: registry_domain::time::now_utc(),
+        }
+    }
+
+    fn stored(repo: &Stub) -> Vec<Uuid> {
+        repo.stored.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_shutdown_writes_everything_accepted() {
+        let repo = Arc::new(Stub {
+            gate: Some(Semaphore::new(0)),
+            ..Stub::default()
+        });
+        let (queue, task) = spawn(
+            Arc::clone(&repo),
+            WriterConfig {
+                capacity: 2,
+                batch_size: 1,
+                attempts: 1,
+            },
+        );
+        let first = run();
+        queue.try_enqueue(first.clone()).expect("queued");
+        // Let the writer take the first run and block on the gate.
+        for _ in 0..100 {
+            if queue.depth() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let (second, third) = (run(), run());
+        queue.try_enqueue(second.clone()).expect("queued");
+        queue.try_enqueue(third.clone()).expect("queued");
+        assert_eq!(queue.depth(), 2);
+        assert_eq!(queue.try_enqueue(run()), Err(QueueFull));
+        if let Some(gate) = &repo.gate {
+            gate.add_permits(10);
+        }
+        task.shutdown().await;
+        assert_eq!(stored(&repo), vec![first.id, second.id, third.id]);
+        assert_eq!(
+            queue.try_enqueue(run()),
+            Err(QueueFull),
+            "a stopped writer accepts nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_is_split_and_every_storable_run_is_stored() {
+        let bad = run();
+        let repo = Arc::new(Stub {
+            fail_multi: true,
+            fail_ids: vec![bad.id],
+            ..Stub::default()
+        });
+        let (queue, task) = spawn(
+            Arc::clone(&repo),
+            WriterConfig {
+                capacity: 10,
+                batch_size: 10,
+                attempts: 2,
+            },
+        );
+        let good: Vec<Run> = (0..3).map(|_| run()).collect();
+        queue.try_enqueue(good[0].clone()).expect("queued");
+        queue.try_enqueue(bad.clone()).expect("queued");
+        queue.try_enqueue(good[1].clone()).expect("queued");
+        queue.try_enqueue(good[2].clone()).expect("queued");
+        task.shutdown().await;
+        let mut got = stored(&repo);
+        got.sort();
+        let mut want: Vec<Uuid> = good.iter().map(|r| r.id).collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+}

@@ -6,4 +6,5 @@ mod health;
 mod helpers;
 mod prompts;
 mod runs;
+mod shutdown;
 mod versions;
