@@ -4,6 +4,7 @@
 //! Handlers parse input into domain types, call one service method and map
 //! the result. No rule about prompts lives here.
 
+pub mod cache;
 pub mod problem;
 pub mod routes;
 pub mod run_writer;

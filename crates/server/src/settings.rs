@@ -38,7 +38,51 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub runs: RunSettings,
+    pub cache: CacheSettings,
+    pub redis: RedisConfig,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// No cache: every read goes to the database.
+    Off,
+    /// Versions cached in this process; coherent for one replica.
+    Memory,
+    /// Versions cached in this process, invalidated through Redis: coherent
+    /// across replicas sharing the Redis.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheSettings {
+    /// Unset: `redis` when `redis.url` is set, else `memory`.
+    pub mode: Option<CacheMode>,
+    /// Most versions kept in this process.
+    pub capacity: u64,
+    /// Longest an entry is kept, whatever happens.
+    pub ttl_secs: u64,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    /// Prefix of every key, so deployments can share a Redis.
+    pub prefix: String,
+    /// How long a lookup waits for Redis before answering from the database.
+    pub timeout_ms: u64,
+    pub pool_size: usize,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +180,11 @@ impl Settings {
             .set_default("runs.queue_capacity", 10_000)?
             .set_default("runs.writer_batch_size", 500)?
             .set_default("runs.max_batch", 1_000)?
+            .set_default("cache.capacity", 100_000)?
+            .set_default("cache.ttl_secs", 60)?
+            .set_default("redis.prefix", "prompt-registry:")?
+            .set_default("redis.timeout_ms", 50)?
+            .set_default("redis.pool_size", 16)?
             .set_default("log.level", "info")?
             .add_source(File::from(file).required(false))
             .add_source(
@@ -146,6 +195,7 @@ impl Settings {
             )
             .set_override_option("database.url", conventional("DATABASE_URL", "APP__DATABASE__URL"))?
             .set_override_option("server.host", conventional("HOST", "APP__SERVER__HOST"))?
+            .set_override_option("redis.url", conventional("REDIS_URL", "APP__REDIS__URL"))?
             .set_override_option("server.port", conventional("PORT", "APP__SERVER__PORT"))?
             .set_override("env", env.as_str())?
             .build()
@@ -170,6 +220,16 @@ impl Settings {
                 "runs.queue_capacity, runs.writer_batch_size and runs.max_batch must be at least 1"
             );
         }
+        if self.cache_mode() == CacheMode::Redis && self.redis.url.is_none() {
+            anyhow::bail!("cache.mode is redis but no redis.url (or REDIS_URL) is set");
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://"))
+        {
+            anyhow::bail!("redis.url must start with redis://, got `{}`", redact_url(url));
+        }
         if self.server.json_limit == 0 {
             anyhow::bail!("server.json_limit must be at least 1 byte");
         }
@@ -180,6 +240,16 @@ impl Settings {
     #[must_use]
     pub fn migrate_on_start(&self) -> bool {
         self.database.migrate.unwrap_or(self.env == AppEnv::Dev)
+    }
+
+    /// The cache to run with.
+    #[must_use]
+    pub fn cache_mode(&self) -> CacheMode {
+        self.cache.mode.unwrap_or(if self.redis.url.is_some() {
+            CacheMode::Redis
+        } else {
+            CacheMode::Memory
+        })
     }
 
     /// Whether logs are JSON lines.

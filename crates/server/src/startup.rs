@@ -18,6 +18,7 @@ use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::cache::AppCache;
 use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors};
 use crate::routes::{self, ApiDoc};
 use crate::run_writer::{self, WriterConfig, WriterTask};
@@ -208,7 +209,9 @@ impl Application {
                 ..WriterConfig::default()
             },
         );
-        let state = AppState::new(db, run_repo, queue, settings.runs.max_batch);
+        let cache = Arc::new(AppCache::from_settings(&settings)?);
+        tracing::info!(cache = ?settings.cache_mode(), "version cache");
+        let state = AppState::new(db, cache, run_repo, queue, settings.runs.max_batch);
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
             .shutdown_timeout(30)

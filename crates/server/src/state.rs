@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use registry_domain::prompt::PromptService;
-use registry_domain::prompt::ports::NoCache;
 use registry_domain::run::RunService;
 use registry_persistence::{Db, SeaOrmPromptRepository, SeaOrmRunRepository};
 
+use crate::cache::AppCache;
 use crate::run_writer::RunQueue;
 
 /// The cache in front of version reads.
-pub type Cache = NoCache;
+pub type Cache = AppCache;
 
 pub type Prompts = PromptService<SeaOrmPromptRepository, Cache>;
 pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache>;
@@ -20,6 +20,7 @@ pub struct AppState {
     pub prompts: Prompts,
     pub runs: Runs,
     pub run_queue: RunQueue,
+    pub cache: Arc<AppCache>,
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,
@@ -28,13 +29,20 @@ pub struct AppState {
 impl AppState {
     /// The services over `db`, with runs written in the background through `run_queue`.
     #[must_use]
-    pub fn new(db: Db, run_repo: Arc<SeaOrmRunRepository>, run_queue: RunQueue, max_batch: usize) -> Self {
+    pub fn new(
+        db: Db,
+        cache: Arc<AppCache>,
+        run_repo: Arc<SeaOrmRunRepository>,
+        run_queue: RunQueue,
+        max_batch: usize,
+    ) -> Self {
         let repo = Arc::new(SeaOrmPromptRepository::new(db.clone()));
-        let prompts = PromptService::new(repo, Arc::new(NoCache));
+        let prompts = PromptService::new(repo, Arc::clone(&cache));
         Self {
             runs: RunService::new(run_repo, prompts.clone()),
             prompts,
             run_queue,
+            cache,
             db,
             max_batch,
         }

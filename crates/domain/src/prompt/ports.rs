@@ -3,6 +3,8 @@
 //! Adapters implement these; the service is generic over them, and the
 //! concrete types are chosen once, at startup.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -96,18 +98,27 @@ pub struct CacheKey {
     pub selector: VersionSelector,
 }
 
+/// Loads a version from the source of truth when the cache cannot answer.
+pub type Load<'a> = Pin<Box<dyn Future<Output = Result<PromptVersion, PromptError>> + Send + 'a>>;
+
 /// A cache of versions in front of the repository.
 ///
-/// A cache is an optimisation, never a source of truth: its methods cannot
-/// fail, and an implementation that cannot reach its store answers `None` and
-/// carries on. Implementations MUST make an entry invisible once
-/// [`VersionCache::invalidate`] has returned for its prompt.
-#[cfg_attr(test, mockall::automock)]
+/// A cache is an optimisation, never a source of truth: an implementation
+/// that cannot reach its store answers from `load` and carries on.
+///
+/// # Contract
+/// - `get_or_load` MUST run `load` at most once for concurrent callers of the
+///   same key (single flight) and MUST NOT cache a failed load.
+/// - Once `invalidate` has returned, no `get_or_load` — in this process or, for
+///   a shared cache, in any process using the same store — may answer with an
+///   entry loaded before the call began.
 #[async_trait]
 pub trait VersionCache: Send + Sync + 'static {
-    async fn get(&self, key: &CacheKey) -> Option<Arc<PromptVersion>>;
-    async fn put(&self, key: CacheKey, version: Arc<PromptVersion>);
-    /// Forgets every entry of the prompt.
+    /// # Errors
+    /// Whatever `load` fails with.
+    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError>;
+
+    /// Forgets every entry of the prompt (its active, latest and numbered versions).
     async fn invalidate(&self, name: &PromptName);
 }
 
@@ -117,11 +128,9 @@ pub struct NoCache;
 
 #[async_trait]
 impl VersionCache for NoCache {
-    async fn get(&self, _key: &CacheKey) -> Option<Arc<PromptVersion>> {
-        None
+    async fn get_or_load(&self, _key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError> {
+        load.await.map(Arc::new)
     }
-
-    async fn put(&self, _key: CacheKey, _version: Arc<PromptVersion>) {}
 
     async fn invalidate(&self, _name: &PromptName) {}
 }

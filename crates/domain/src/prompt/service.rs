@@ -117,12 +117,8 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             name: name.clone(),
             selector,
         };
-        if let Some(hit) = self.cache.get(&key).await {
-            return Ok(hit);
-        }
-        let version = Arc::new(self.repo.find_version(name, selector).await?);
-        self.cache.put(key, Arc::clone(&version)).await;
-        Ok(version)
+        let load = Box::pin(self.repo.find_version(name, selector));
+        self.cache.get_or_load(&key, load).await
     }
 
     /// Makes `version` the active one (a rollback when it is older).
@@ -158,13 +154,57 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
     use mockall::predicate::eq;
     use serde_json::json;
     use uuid::Uuid;
 
-    use super::super::ports::{MockPromptRepository, MockVersionCache};
+    use super::super::ports::{Load, MockPromptRepository};
     use super::super::template::{Template, Variables};
     use super::*;
+
+    /// An in-memory cache that records what the service asks of it.
+    #[derive(Default)]
+    struct RecordingCache {
+        entries: Mutex<HashMap<CacheKey, Arc<PromptVersion>>>,
+        invalidated: Mutex<Vec<PromptName>>,
+    }
+
+    #[async_trait]
+    impl VersionCache for RecordingCache {
+        async fn get_or_load(
+            &self,
+            key: &CacheKey,
+            load: Load<'_>,
+        ) -> Result<Arc<PromptVersion>, PromptError> {
+            if let Some(hit) = self.entries.lock().ok().and_then(|e| e.get(key).cloned()) {
+                return Ok(hit);
+            }
+            let loaded = Arc::new(load.await?);
+            if let Ok(mut e) = self.entries.lock() {
+                e.insert(key.clone(), Arc::clone(&loaded));
+            }
+            Ok(loaded)
+        }
+
+        async fn invalidate(&self, name: &PromptName) {
+            if let Ok(mut e) = self.entries.lock() {
+                e.retain(|k, _| &k.name != name);
+            }
+            if let Ok(mut i) = self.invalidated.lock() {
+                i.push(name.clone());
+            }
+        }
+    }
+
+    impl RecordingCache {
+        fn invalidations(&self) -> Vec<PromptName> {
+            self.invalidated.lock().map(|i| i.clone()).unwrap_or_default()
+        }
+    }
 
     fn name() -> PromptName {
         PromptName::new("greeting").expect("valid name")
@@ -188,86 +228,82 @@ mod tests {
 
     fn service(
         repo: MockPromptRepository,
-        cache: MockVersionCache,
-    ) -> PromptService<MockPromptRepository, MockVersionCache> {
-        PromptService::new(Arc::new(repo), Arc::new(cache))
+    ) -> (
+        PromptService<MockPromptRepository, RecordingCache>,
+        Arc<RecordingCache>,
+    ) {
+        let cache = Arc::new(RecordingCache::default());
+        (PromptService::new(Arc::new(repo), Arc::clone(&cache)), cache)
     }
 
     #[tokio::test]
-    async fn a_cache_hit_does_not_reach_the_repository() {
-        let mut repo = MockPromptRepository::new();
-        repo.expect_find_version().never();
-        let mut cache = MockVersionCache::new();
-        cache
-            .expect_get()
-            .times(1)
-            .returning(|_| Some(Arc::new(version(3))));
-        let got = service(repo, cache)
-            .get_version(&name(), VersionSelector::Active)
-            .await
-            .expect("cached version");
-        assert_eq!(got.version.get(), 3);
-    }
-
-    #[tokio::test]
-    async fn a_cache_miss_reads_the_repository_and_fills_the_cache() {
+    async fn a_second_read_is_answered_by_the_cache() {
         let mut repo = MockPromptRepository::new();
         repo.expect_find_version()
             .with(eq(name()), eq(VersionSelector::Latest))
             .times(1)
             .returning(|_, _| Ok(version(2)));
-        let mut cache = MockVersionCache::new();
-        cache.expect_get().times(1).returning(|_| None);
-        cache
-            .expect_put()
-            .withf(|key, v| key.selector == VersionSelector::Latest && v.version.get() == 2)
-            .times(1)
-            .return_const(());
-        let got = service(repo, cache)
-            .get_version(&name(), VersionSelector::Latest)
-            .await
-            .expect("version");
-        assert_eq!(got.version.get(), 2);
+        let (svc, _) = service(repo);
+        for _ in 0..3 {
+            let got = svc
+                .get_version(&name(), VersionSelector::Latest)
+                .await
+                .expect("version");
+            assert_eq!(got.version.get(), 2);
+        }
     }
 
     #[tokio::test]
     async fn a_missing_version_is_not_cached() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_find_version().returning(|n, s| {
+        repo.expect_find_version().times(2).returning(|n, s| {
             Err(PromptError::VersionNotFound {
                 name: n.clone(),
                 selector: s,
             })
         });
-        let mut cache = MockVersionCache::new();
-        cache.expect_get().returning(|_| None);
-        cache.expect_put().never();
-        let err = service(repo, cache)
-            .get_version(&name(), VersionSelector::Active)
-            .await
-            .expect_err("no active version");
-        assert!(matches!(err, PromptError::VersionNotFound { .. }));
+        let (svc, _) = service(repo);
+        for _ in 0..2 {
+            let err = svc
+                .get_version(&name(), VersionSelector::Active)
+                .await
+                .expect_err("no active version");
+            assert!(matches!(err, PromptError::VersionNotFound { .. }));
+        }
     }
 
     #[tokio::test]
-    async fn creating_a_version_invalidates_the_prompt_in_the_cache() {
+    async fn creating_a_version_invalidates_the_prompt_so_the_next_read_reloads() {
         let mut repo = MockPromptRepository::new();
+        let mut served = 0;
+        repo.expect_find_version().times(2).returning(move |_, _| {
+            served += 1;
+            Ok(version(served))
+        });
         repo.expect_create_version()
             .times(1)
-            .returning(|_, _| Ok(version(4)));
-        let mut cache = MockVersionCache::new();
-        cache
-            .expect_invalidate()
-            .with(eq(name()))
-            .times(1)
-            .return_const(());
+            .returning(|_, _| Ok(version(2)));
+        let (svc, cache) = service(repo);
+        assert_eq!(
+            svc.get_version(&name(), VersionSelector::Active)
+                .await
+                .expect("v1")
+                .version
+                .get(),
+            1
+        );
         let template = Template::parse(None, &json!("static")).expect("valid");
         let new = NewVersion::new(template, Variables::default(), Map::new(), None, true).expect("valid");
-        let created = service(repo, cache)
-            .create_version(&name(), new)
-            .await
-            .expect("created");
-        assert_eq!(created.version.get(), 4);
+        svc.create_version(&name(), new).await.expect("created");
+        assert_eq!(cache.invalidations(), vec![name()]);
+        assert_eq!(
+            svc.get_version(&name(), VersionSelector::Active)
+                .await
+                .expect("v2")
+                .version
+                .get(),
+            2
+        );
     }
 
     #[tokio::test]
@@ -275,38 +311,26 @@ mod tests {
         let mut repo = MockPromptRepository::new();
         repo.expect_activate_version()
             .returning(|_, _| Err(PromptError::Unknown(anyhow::anyhow!("connection reset"))));
-        let mut cache = MockVersionCache::new();
-        cache.expect_invalidate().times(1).return_const(());
-        let result = service(repo, cache)
-            .activate_version(&name(), VersionNumber::FIRST)
-            .await;
+        let (svc, cache) = service(repo);
+        let result = svc.activate_version(&name(), VersionNumber::FIRST).await;
         assert!(matches!(result, Err(PromptError::Unknown(_))));
+        assert_eq!(cache.invalidations(), vec![name()]);
     }
 
     #[tokio::test]
     async fn deleting_a_prompt_invalidates_it() {
         let mut repo = MockPromptRepository::new();
         repo.expect_delete_prompt().times(1).returning(|_| Ok(()));
-        let mut cache = MockVersionCache::new();
-        cache
-            .expect_invalidate()
-            .with(eq(name()))
-            .times(1)
-            .return_const(());
-        service(repo, cache)
-            .delete_prompt(&name())
-            .await
-            .expect("deleted");
+        let (svc, cache) = service(repo);
+        svc.delete_prompt(&name()).await.expect("deleted");
+        assert_eq!(cache.invalidations(), vec![name()]);
     }
 
     #[tokio::test]
     async fn rendering_uses_the_selected_version_and_reports_bad_values() {
         let mut repo = MockPromptRepository::new();
         repo.expect_find_version().returning(|_, _| Ok(version(1)));
-        let mut cache = MockVersionCache::new();
-        cache.expect_get().returning(|_| None);
-        cache.expect_put().return_const(());
-        let svc = service(repo, cache);
+        let (svc, _) = service(repo);
         let values = json!({"who": "Ada"}).as_object().cloned().unwrap_or_default();
         let (v, out) = svc
             .render(&name(), VersionSelector::Active, &values)

@@ -1,8 +1,8 @@
 //! `/v1/prompts/{name}/versions` and `/render`: immutable versions,
 //! activation (rollback) and rendering.
 
-use actix_web::http::header::LOCATION;
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::http::header::{self, EntityTag, LOCATION};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use registry_domain::page::Cursor as _;
 use registry_domain::prompt::{VersionCursor, VersionNumber, VersionSelector};
 use serde::Deserialize;
@@ -90,14 +90,46 @@ async fn list_versions(
     }))
 }
 
+/// `active` and `latest` move: clients may keep a copy but must revalidate
+/// it (cheaply, with `If-None-Match`).
+const MOVING: &str = "private, no-cache";
+/// A numbered version never changes.
+const IMMUTABLE: &str = "private, max-age=31536000, immutable";
+
 async fn version(
     state: &AppState,
+    req: &HttpRequest,
     name: &str,
     selector: VersionSelector,
-) -> Result<web::Json<VersionResponse>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let name = params::prompt_name(name)?;
     let version = state.prompts.get_version(&name, selector).await?;
-    Ok(web::Json(VersionResponse::from(version.as_ref())))
+    let cache_control = if matches!(selector, VersionSelector::Number(_)) {
+        IMMUTABLE
+    } else {
+        MOVING
+    };
+    // A version's id names exactly one immutable body: a strong validator.
+    let etag = EntityTag::new_strong(version.id.simple().to_string());
+    let tag = etag.to_string();
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag));
+    let mut response = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache_control));
+    Ok(if fresh {
+        response.finish()
+    } else {
+        response.json(VersionResponse::from(version.as_ref()))
+    })
 }
 
 /// The newest version, active or not.
@@ -105,16 +137,18 @@ async fn version(
     tag = "versions",
     params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
     responses(
-        (status = 200, description = "The latest version", body = VersionResponse),
+        (status = 200, description = "The latest version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
         (status = 404, description = "No such prompt, or no versions yet", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/prompts/{name}/versions/latest")]
 async fn get_latest(
     state: web::Data<AppState>,
+    req: HttpRequest,
     name: web::Path<String>,
-) -> Result<web::Json<VersionResponse>, ApiError> {
-    version(&state, &name, VersionSelector::Latest).await
+) -> Result<HttpResponse, ApiError> {
+    version(&state, &req, &name, VersionSelector::Latest).await
 }
 
 /// The active version: what applications should use.
@@ -122,16 +156,18 @@ async fn get_latest(
     tag = "versions",
     params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
     responses(
-        (status = 200, description = "The active version", body = VersionResponse),
+        (status = 200, description = "The active version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
         (status = 404, description = "No such prompt, or no active version", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/prompts/{name}/versions/active")]
 async fn get_active(
     state: web::Data<AppState>,
+    req: HttpRequest,
     name: web::Path<String>,
-) -> Result<web::Json<VersionResponse>, ApiError> {
-    version(&state, &name, VersionSelector::Active).await
+) -> Result<HttpResponse, ApiError> {
+    version(&state, &req, &name, VersionSelector::Active).await
 }
 
 /// One version by number.
@@ -142,7 +178,8 @@ async fn get_active(
         ("version" = u32, Path, description = "The version number, from 1", minimum = 1),
     ),
     responses(
-        (status = 200, description = "The version", body = VersionResponse),
+        (status = 200, description = "The version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
         (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt or version", body = Problem, content_type = "application/problem+json"),
     )
@@ -150,11 +187,12 @@ async fn get_active(
 #[get("/prompts/{name}/versions/{version}")]
 async fn get_version(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
-) -> Result<web::Json<VersionResponse>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let (name, number) = path.into_inner();
     let number = params::version_number(&number)?;
-    version(&state, &name, VersionSelector::Number(number)).await
+    version(&state, &req, &name, VersionSelector::Number(number)).await
 }
 
 /// Makes a version the active one, deactivating the previous one atomically.

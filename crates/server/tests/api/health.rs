@@ -15,6 +15,8 @@ async fn ready_answers_200_when_the_database_answers(backend: Backend) {
     let res = app.get("/ready").await;
     assert_eq!(res.status, 200, "{}", res.text);
     assert_eq!(res.body["status"], "ready");
+    assert_eq!(res.body["checks"]["database"], "ok");
+    assert_eq!(res.body["checks"]["cache"], "in_process");
 }
 
 async fn the_openapi_document_lists_every_operation(backend: Backend) {

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
 use prompt_registry::settings::{
-    AppEnv, DatabaseSettings, LogSettings, RunSettings, ServerSettings, Settings,
+    AppEnv, CacheSettings, DatabaseSettings, LogSettings, RedisConfig, RunSettings, ServerSettings, Settings,
 };
 use prompt_registry::startup::Application;
 use registry_persistence::testing::{Backend, TestDatabase};
@@ -107,6 +107,17 @@ pub fn test_settings(database_url: &str) -> Settings {
             writer_batch_size: 500,
             max_batch: 1_000,
         },
+        cache: CacheSettings {
+            mode: None,
+            capacity: 10_000,
+            ttl_secs: 60,
+        },
+        redis: RedisConfig {
+            url: None,
+            prefix: "prompt-registry:".into(),
+            timeout_ms: 50,
+            pool_size: 4,
+        },
         log: LogSettings {
             level: "info".into(),
             json: Some(false),
@@ -142,6 +153,10 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    pub fn client(&self) -> &awc::Client {
+        &self.client
+    }
+
     /// Sends raw bytes with an optional content type.
     pub async fn raw(
         &self,
@@ -225,4 +240,66 @@ impl TestApp {
 /// A prompt name as it goes in a path.
 pub fn encode(name: &str) -> String {
     name.replace('/', "%2F")
+}
+
+/// The real binary, as a child process; killed if the test ends first.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `prompt-registry` on a free port with `env`, and waits for `/ready`.
+pub async fn start_binary(database_url: &str, env: &[(&str, &str)]) -> Binary {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prompt-registry"));
+    command
+        .current_dir(std::env::temp_dir())
+        .env_remove("APP_ENV")
+        .env_remove("RUST_LOG")
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env("APP__DATABASE__URL", database_url)
+        .env("APP__SERVER__PORT", port.to_string())
+        .env("APP__SERVER__WORKERS", "2")
+        .env("APP__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let binary = Binary {
+        child: command.spawn().expect("the binary starts"),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = awc::Client::default();
+    for _ in 0..300 {
+        if let Ok(res) = client.get(format!("{}/ready", binary.base)).send().await
+            && res.status().is_success()
+        {
+            return binary;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the server did not become ready");
+}
+
+/// `TEST_REDIS_URL`, or `None` (with a note) when it is not set.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("TEST_REDIS_URL is not set: this Redis test did not run");
+            None
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! API tests: the real server on port 0, over HTTP, on SQLite and (when
 //! `TEST_DATABASE_URL` is set) on PostgreSQL, each test with its own database.
 
+mod coherence;
 mod errors;
 mod health;
 mod helpers;

@@ -1,65 +1,14 @@
 //! The real binary, stopped with SIGTERM in the middle of a burst of
 //! asynchronous runs, loses none it accepted.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use registry_persistence::backend_tests;
 use registry_persistence::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
-/// Kills the process if the test ends before it does.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn start(database_url: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_prompt-registry"))
-        .current_dir(std::env::temp_dir())
-        .env_remove("APP_ENV")
-        .env_remove("RUST_LOG")
-        .env("APP__DATABASE__URL", database_url)
-        .env("APP__SERVER__PORT", port.to_string())
-        .env("APP__SERVER__WORKERS", "2")
-        .env("APP__RUNS__WRITER_BATCH_SIZE", "7")
-        .env("APP__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = awc::Client::default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(res) = client.get(format!("{}/ready", server.base)).send().await
-            && res.status().is_success()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not become ready");
-}
+use crate::helpers::start_binary;
 
 async fn post(client: &awc::Client, url: String, body: &Value, prefer_async: bool) -> (u16, Value) {
     let mut req = client.post(url);
@@ -76,7 +25,7 @@ async fn post(client: &awc::Client, url: String, body: &Value, prefer_async: boo
 
 async fn accepted_async_runs_survive_a_sigterm(backend: Backend) {
     let test_db = TestDatabase::new(&backend).await;
-    let mut server = start(&test_db.url).await;
+    let mut server = start_binary(&test_db.url, &[("APP__RUNS__WRITER_BATCH_SIZE", "7")]).await;
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let (status, _) = post(
         &client,
@@ -127,7 +76,7 @@ async fn accepted_async_runs_survive_a_sigterm(backend: Backend) {
     };
     assert!(exit.success(), "a clean exit: {exit:?}");
 
-    let restarted = start(&test_db.url).await;
+    let restarted = start_binary(&test_db.url, &[]).await;
     let mut res = client
         .get(format!("{}/v1/prompts/burst/runs?limit=1000", restarted.base))
         .send()

@@ -286,8 +286,62 @@ async fn fifty_concurrent_version_creates_give_versions_one_to_fifty(backend: Ba
     assert_eq!(items.iter().filter(|v| v["is_active"] == true).count(), 1);
 }
 
+async fn version_responses_carry_an_etag_and_answer_304_when_unchanged(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    app.create_prompt("p").await;
+    app.create_version("p", &json!({"template": "one"})).await;
+    let first = app.get("/v1/prompts/p/versions/active").await;
+    let etag = first
+        .headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("an ETag")
+        .to_owned();
+    assert!(
+        etag.starts_with('"') && !etag.starts_with("W/"),
+        "a strong ETag: {etag}"
+    );
+    assert_eq!(
+        first.headers.get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"private, no-cache"[..])
+    );
+    let numbered = app.get("/v1/prompts/p/versions/1").await;
+    assert_eq!(
+        numbered.headers.get("etag").and_then(|v| v.to_str().ok()),
+        Some(etag.as_str())
+    );
+    assert!(
+        numbered
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("immutable"))
+    );
+    let conditional = |tag: String| {
+        let app = &app;
+        async move {
+            let mut res = app
+                .client()
+                .get(format!("{}/v1/prompts/p/versions/active", app.address))
+                .insert_header(("if-none-match", tag))
+                .send()
+                .await
+                .expect("sent");
+            let body = res.body().await.expect("body");
+            (res.status().as_u16(), body.len())
+        }
+    };
+    assert_eq!(conditional(etag.clone()).await, (304, 0));
+    assert_eq!(conditional(format!("\"other\", {etag}")).await.0, 304);
+    app.create_version("p", &json!({"template": "two"})).await;
+    let (status, len) = conditional(etag.clone()).await;
+    assert_eq!(status, 200, "a new active version is a new body");
+    assert!(len > 0);
+}
+
 backend_tests!(
     #[actix_web::test]
+    version_responses_carry_an_etag_and_answer_304_when_unchanged,
     a_prompt_goes_through_versions_rollback_and_render,
     an_undeclared_placeholder_is_rejected_by_name,
     invalid_templates_and_variables_are_422_naming_each_field,

@@ -1,0 +1,22 @@
+//! Caches for the domain's `VersionCache` port.
+//!
+//! Both implementations keep version bodies in this process (moka, bounded,
+//! with single flight on misses) under a key that includes a *generation*.
+//! Invalidating a prompt moves to a new generation, so entries loaded before
+//! the invalidation are never answered again — even one whose load was still
+//! in flight when the write committed. They differ in where the generation
+//! lives:
+//!
+//! - [`TieredCache::in_process`]: one counter in this process. Coherent for a
+//!   single replica; other replicas see a change when their entries expire.
+//! - [`TieredCache::with_redis`]: one counter per prompt in Redis, read on every
+//!   lookup (one round trip) and incremented on every write. Every replica
+//!   sharing the Redis sees a change as soon as the write has returned. When
+//!   Redis is down or slow the cache fails open: lookups go to the database,
+//!   a rate-limited warning is logged, and the failure is counted.
+
+mod generation;
+mod tiered;
+
+pub use generation::RedisSettings;
+pub use tiered::{CacheCounters, TieredCache};

@@ -1,0 +1,305 @@
+//! The cache contract, in process and through a real Redis (`TEST_REDIS_URL`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use registry_cache::{RedisSettings, TieredCache};
+use registry_domain::prompt::ports::{CacheKey, VersionCache};
+use registry_domain::prompt::{
+    PromptError, PromptName, PromptVersion, Template, Variables, VersionNumber, VersionSelector,
+};
+use tokio::sync::Notify;
+
+fn name(s: &str) -> PromptName {
+    PromptName::new(s).expect("valid name")
+}
+
+fn version(n: u32) -> PromptVersion {
+    PromptVersion {
+        id: uuid::Uuid::now_v7(),
+        prompt_id: uuid::Uuid::nil(),
+        prompt_name: name("p"),
+        version: VersionNumber::new(i64::from(n)).expect("valid"),
+        template: Template::parse(None, &serde_json::json!("t")).expect("valid"),
+        variables: Variables::default(),
+        config: serde_json::Map::new(),
+        is_active: true,
+        commit_message: None,
+        created_at: registry_domain::time::now_utc(),
+    }
+}
+
+fn active(prompt: &str) -> CacheKey {
+    CacheKey {
+        name: name(prompt),
+        selector: VersionSelector::Active,
+    }
+}
+
+fn redis_settings(url: &str, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+        timeout: Duration::from_millis(200),
+        pool_size: 4,
+    }
+}
+
+#[derive(Clone)]
+enum Store {
+    InProcess,
+    Redis(String),
+}
+
+impl Store {
+    fn redis() -> Option<Self> {
+        match std::env::var("TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(Self::Redis(url)),
+            _ => {
+                eprintln!("TEST_REDIS_URL is not set: this Redis test did not run");
+                None
+            }
+        }
+    }
+
+    /// A cache with a key prefix of its own, so parallel tests never meet.
+    fn cache(&self, prefix: &str) -> TieredCache {
+        match self {
+            Self::InProcess => TieredCache::in_process(1_000, Duration::from_secs(60)),
+            Self::Redis(url) => {
+                TieredCache::with_redis(&redis_settings(url, prefix), 1_000, Duration::from_secs(60))
+                    .expect("valid Redis URL")
+            }
+        }
+    }
+}
+
+fn prefix() -> String {
+    format!("test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+async fn lookup(cache: &TieredCache, key: &CacheKey, loads: &AtomicU32, n: u32) -> Result<u32, PromptError> {
+    let load = Box::pin(async move {
+        loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Ok(version(n))
+    });
+    cache.get_or_load(key, load).await.map(|v| v.version.get())
+}
+
+async fn concurrent_misses_on_one_key_load_once(store: Store) {
+    let cache = store.cache(&prefix());
+    let loads = AtomicU32::new(0);
+    let key = active("hot");
+    let answers = futures::future::join_all((0..64).map(|_| lookup(&cache, &key, &loads, 1))).await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(1))));
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "one load for 64 concurrent misses"
+    );
+    let c = cache.counters();
+    assert_eq!((c.misses, c.hits), (1, 63));
+}
+
+async fn an_invalidation_makes_the_next_lookup_load_again(store: Store) {
+    let cache = store.cache(&prefix());
+    let loads = AtomicU32::new(0);
+    assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
+    assert_eq!(
+        lookup(&cache, &active("p"), &loads, 9).await.ok(),
+        Some(1),
+        "served from the cache"
+    );
+    cache.invalidate(&name("p")).await;
+    assert_eq!(lookup(&cache, &active("p"), &loads, 2).await.ok(), Some(2));
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+async fn a_load_in_flight_during_an_invalidation_is_never_served_after_it(store: Store) {
+    let cache = Arc::new(store.cache(&prefix()));
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let slow = {
+        let (cache, started, release) = (Arc::clone(&cache), Arc::clone(&started), Arc::clone(&release));
+        tokio::spawn(async move {
+            let load = Box::pin(async move {
+                started.notify_one();
+                release.notified().await;
+                Ok(version(1))
+            });
+            cache
+                .get_or_load(&active("p"), load)
+                .await
+                .map(|v| v.version.get())
+        })
+    };
+    started.notified().await;
+    // The write commits (version 2) and invalidates while the old load is in flight.
+    cache.invalidate(&name("p")).await;
+    release.notify_one();
+    assert_eq!(
+        slow.await.expect("task").ok(),
+        Some(1),
+        "the old reader gets what it loaded"
+    );
+    let loads = AtomicU32::new(0);
+    assert_eq!(
+        lookup(&cache, &active("p"), &loads, 2).await.ok(),
+        Some(2),
+        "later readers never see it"
+    );
+}
+
+async fn a_failed_load_is_not_cached(store: Store) {
+    let cache = store.cache(&prefix());
+    let missing = || {
+        Box::pin(async {
+            Err(PromptError::VersionNotFound {
+                name: name("p"),
+                selector: VersionSelector::Active,
+            })
+        })
+    };
+    assert!(cache.get_or_load(&active("p"), missing()).await.is_err());
+    let loads = AtomicU32::new(0);
+    assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
+}
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Store::InProcess).await; } )*
+        }
+        mod redis {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { if let Some(store) = super::Store::redis() { super::$name(store).await; } } )*
+        }
+    };
+}
+
+store_tests!(
+    concurrent_misses_on_one_key_load_once,
+    an_invalidation_makes_the_next_lookup_load_again,
+    a_load_in_flight_during_an_invalidation_is_never_served_after_it,
+    a_failed_load_is_not_cached,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_see_each_others_invalidations() {
+    let Some(Store::Redis(url)) = Store::redis() else {
+        return;
+    };
+    let shared = prefix();
+    let (a, b) = (
+        Store::Redis(url.clone()).cache(&shared),
+        Store::Redis(url).cache(&shared),
+    );
+    let loads = AtomicU32::new(0);
+    assert_eq!(lookup(&b, &active("p"), &loads, 1).await.ok(), Some(1));
+    assert_eq!(lookup(&b, &active("p"), &loads, 9).await.ok(), Some(1));
+    a.invalidate(&name("p")).await;
+    assert_eq!(
+        lookup(&b, &active("p"), &loads, 2).await.ok(),
+        Some(2),
+        "b reloads after a's write"
+    );
+    assert_eq!(a.counters().redis_errors + b.counters().redis_errors, 0);
+}
+
+/// A Redis server of this test's own, on a free port, so it can be stopped
+/// and started without disturbing anything else.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    async fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (it is installed with Redis)");
+        let server = Self { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_fails_open_while_redis_is_down_and_uses_it_again_when_it_returns() {
+    if Store::redis().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let redis = OwnRedis::start(port).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let cache =
+        TieredCache::with_redis(&redis_settings(&url, "t:"), 1_000, Duration::from_secs(60)).expect("url");
+    let loads = AtomicU32::new(0);
+    assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
+    assert_eq!(cache.counters().redis_errors, 0);
+
+    redis.stop();
+    // Every lookup still answers, from the database, and the failure is counted.
+    assert_eq!(lookup(&cache, &active("p"), &loads, 2).await.ok(), Some(2));
+    assert_eq!(lookup(&cache, &active("p"), &loads, 3).await.ok(), Some(3));
+    assert!(cache.ping().await.is_err());
+    assert!(cache.counters().redis_errors >= 2);
+
+    let _redis = OwnRedis::start(port).await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        if cache.ping().await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the pool reconnects once Redis is back");
+    let errors = cache.counters().redis_errors;
+    assert_eq!(
+        lookup(&cache, &active("p"), &loads, 4).await.ok(),
+        Some(4),
+        "a fresh Redis starts a new generation"
+    );
+    assert_eq!(
+        lookup(&cache, &active("p"), &loads, 5).await.ok(),
+        Some(4),
+        "and caches again"
+    );
+    assert_eq!(cache.counters().redis_errors, errors);
+}
