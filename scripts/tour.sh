@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The README's curl tour, runnable: create a prompt, two versions, fetch the
 # active one, roll back, render. Exits non-zero on the first unexpected answer.
-# Usage: scripts/tour.sh [BASE_URL]   (default http://127.0.0.1:8080)
+# Usage: API_KEY=pr_… scripts/tour.sh [BASE_URL]   (default http://127.0.0.1:8080)
 set -euo pipefail
 BASE=${1:-http://127.0.0.1:8080}
+: "${API_KEY:?set API_KEY to a key with the read and write scopes}"
 NAME="tour/greeting-$(date +%s%N)"
 ENC=${NAME//\//%2F}
 
 step() { printf '\n$ %s\n' "$*"; }
 call() { # METHOD PATH [BODY] -> prints status and body, fails on >= 400
   local method=$1 path=$2 body=${3:-}
-  local args=(-sS -X "$method" -w '\n%{http_code}' "$BASE$path")
+  local args=(-sS -X "$method" -w '\n%{http_code}' -H "Authorization: Bearer $API_KEY" "$BASE$path")
   [ -n "$body" ] && args+=(-H 'Content-Type: application/json' -d "$body")
   local out; out=$(curl "${args[@]}")
   local code=${out##*$'\n'}

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_prompts;
 mod m20261126_000002_add_prompt_version_counter;
 mod m20261127_000003_create_prompt_runs;
+mod m20261127_000004_create_api_keys;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_prompts::Migration),
             Box::new(m20261126_000002_add_prompt_version_counter::Migration),
             Box::new(m20261127_000003_create_prompt_runs::Migration),
+            Box::new(m20261127_000004_create_api_keys::Migration),
         ]
     }
 }

@@ -150,6 +150,21 @@ impl Db {
         Ok(pending.iter().map(|m| m.name().to_owned()).collect())
     }
 
+    /// Connections open and connections idle in the pool.
+    #[must_use]
+    pub fn pool_usage(&self) -> (u32, usize) {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
     /// Answers whether the database responds to a trivial query.
     ///
     /// # Errors

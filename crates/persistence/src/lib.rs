@@ -5,11 +5,13 @@
 //! domain's errors. No `DbErr` leaves it except inside `Unknown`.
 
 mod db;
+mod keys;
 mod prompts;
 mod runs;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use db::{Db, DbOptions};
+pub use keys::SeaOrmApiKeyRepository;
 pub use prompts::SeaOrmPromptRepository;
 pub use runs::SeaOrmRunRepository;

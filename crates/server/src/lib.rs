@@ -4,7 +4,11 @@
 //! Handlers parse input into domain types, call one service method and map
 //! the result. No rule about prompts lives here.
 
+pub mod auth;
 pub mod cache;
+pub mod cli;
+pub mod metrics;
+pub mod middleware;
 pub mod problem;
 pub mod routes;
 pub mod run_writer;

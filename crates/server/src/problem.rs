@@ -26,6 +26,8 @@ pub enum ErrorCode {
     ValidationFailed,
     /// A render request's values do not fit the version's variables.
     InvalidVariables,
+    Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     AlreadyExists,
@@ -42,6 +44,8 @@ impl ErrorCode {
         match self {
             Self::MalformedJson | Self::InvalidParameter => StatusCode::BAD_REQUEST,
             Self::ValidationFailed | Self::InvalidVariables => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AlreadyExists => StatusCode::CONFLICT,
@@ -60,6 +64,8 @@ impl ErrorCode {
             Self::InvalidParameter => "invalid_parameter",
             Self::ValidationFailed => "validation_failed",
             Self::InvalidVariables => "invalid_variables",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AlreadyExists => "already_exists",
@@ -78,6 +84,8 @@ impl ErrorCode {
             Self::InvalidParameter => "Invalid parameter",
             Self::ValidationFailed => "Validation failed",
             Self::InvalidVariables => "Invalid variables",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::AlreadyExists => "Already exists",
@@ -90,11 +98,13 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::MalformedJson,
         Self::InvalidParameter,
         Self::ValidationFailed,
         Self::InvalidVariables,
+        Self::Unauthorized,
+        Self::Forbidden,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::AlreadyExists,
@@ -225,6 +235,9 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds));
+        }
+        if self.code == ErrorCode::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(self.body())
     }

@@ -40,7 +40,39 @@ pub struct Settings {
     pub runs: RunSettings,
     pub cache: CacheSettings,
     pub redis: RedisConfig,
+    pub auth: AuthSettings,
     pub log: LogSettings,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    #[must_use]
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// An admin key accepted as configured (only its hash is kept in memory).
+    pub admin_key: Option<Secret>,
+    /// Whether `/metrics` answers without a key.
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -185,6 +217,7 @@ impl Settings {
             .set_default("redis.prefix", "prompt-registry:")?
             .set_default("redis.timeout_ms", 50)?
             .set_default("redis.pool_size", 16)?
+            .set_default("auth.metrics_public", true)?
             .set_default("log.level", "info")?
             .add_source(File::from(file).required(false))
             .add_source(
@@ -229,6 +262,11 @@ impl Settings {
                 || url.starts_with("redis+unix://"))
         {
             anyhow::bail!("redis.url must start with redis://, got `{}`", redact_url(url));
+        }
+        if let Some(key) = &self.auth.admin_key
+            && key.expose().len() < 32
+        {
+            anyhow::bail!("auth.admin_key must be at least 32 characters");
         }
         if self.server.json_limit == 0 {
             anyhow::bail!("server.json_limit must be at least 1 byte");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -20,10 +20,15 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::cache::AppCache;
 use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors};
+use crate::routes::keys::random_key_bytes;
 use crate::routes::{self, ApiDoc};
 use crate::run_writer::{self, WriterConfig, WriterTask};
 use crate::settings::{AppEnv, Settings};
 use crate::state::AppState;
+use crate::telemetry::RequestSpan;
+use crate::{auth, metrics, middleware};
+use registry_domain::auth::{AuthService, KeyName, Scopes};
+use registry_persistence::SeaOrmApiKeyRepository;
 
 /// Limits the app enforces on requests.
 #[derive(Debug, Clone, Copy)]
@@ -52,12 +57,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.configure(routes::health::configure).service(
-        scope::scope("/v1")
-            .configure(routes::prompts::configure)
-            .configure(routes::versions::configure)
-            .configure(routes::runs::configure),
-    );
+    cfg.configure(routes::health::configure)
+        .configure(metrics::configure)
+        .service(
+            scope::scope("/v1")
+                .configure(routes::prompts::configure)
+                .configure(routes::versions::configure)
+                .configure(routes::runs::configure)
+                .configure(routes::keys::configure),
+        );
 }
 
 /// The whole application, as served by `main` and exercised by the tests.
@@ -89,8 +97,14 @@ pub fn create_app(
     app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .route("/docs", web::get().to(redirect_to_docs))
         .default_service(web::to(not_found))
+        // The last `wrap` runs first: request id, then panic containment,
+        // then the request span, metrics, authentication, and error bodies.
         .wrap(ErrorHandlers::new().default_handler(problem_body))
-        .wrap(TracingLogger::default())
+        .wrap(from_fn(auth::authenticate))
+        .wrap(from_fn(metrics::record))
+        .wrap(TracingLogger::<RequestSpan>::new())
+        .wrap(from_fn(middleware::catch_panic))
+        .wrap(from_fn(middleware::request_id))
 }
 
 async fn redirect_to_docs() -> HttpResponse {
@@ -175,6 +189,40 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// The key service, making sure an admin can get in: in prod a configured
+/// admin key or a stored key is required; in dev a first admin key is
+/// created and printed when there is none.
+///
+/// # Errors
+/// Prod with no way in, or storage failures.
+pub async fn open_auth(settings: &Settings, db: &Db) -> anyhow::Result<crate::state::Auth> {
+    let repo = Arc::new(SeaOrmApiKeyRepository::new(db.clone()));
+    let auth = AuthService::new(
+        repo,
+        settings
+            .auth
+            .admin_key
+            .as_ref()
+            .map(crate::settings::Secret::expose),
+    );
+    if auth.has_a_way_in().await? {
+        return Ok(auth);
+    }
+    if settings.env == AppEnv::Prod {
+        anyhow::bail!(
+            "no admin API key: set APP__AUTH__ADMIN_KEY, or create one with `prompt-registry keys create --name admin --scopes admin`"
+        );
+    }
+    let name = KeyName::new("dev-admin").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, generated) = auth.create(name, Scopes::admin(), random_key_bytes()).await?;
+    // Printed, not logged: shown once, on this first start, so a newcomer can call the API.
+    eprintln!(
+        "\n  First start: created an admin API key (shown only now):\n\n    {}\n\n  Use it as `Authorization: Bearer <key>`, e.g.\n    curl -H 'Authorization: Bearer {}' http://{}:{}/v1/prompts\n",
+        generated.secret, generated.secret, settings.server.host, settings.server.port
+    );
+    Ok(auth)
+}
+
 /// A bound, ready-to-run server, with its background run writer.
 pub struct Application {
     port: u16,
@@ -211,7 +259,16 @@ impl Application {
         );
         let cache = Arc::new(AppCache::from_settings(&settings)?);
         tracing::info!(cache = ?settings.cache_mode(), "version cache");
-        let state = AppState::new(db, cache, run_repo, queue, settings.runs.max_batch);
+        let auth = Arc::new(open_auth(&settings, &db).await?);
+        let state = AppState::new(
+            db,
+            cache,
+            auth,
+            settings.auth.metrics_public,
+            run_repo,
+            queue,
+            settings.runs.max_batch,
+        );
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
             .shutdown_timeout(30)

@@ -2,17 +2,20 @@
 
 use std::sync::Arc;
 
+use registry_domain::auth::AuthService;
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
-use registry_persistence::{Db, SeaOrmPromptRepository, SeaOrmRunRepository};
+use registry_persistence::{Db, SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository};
 
 use crate::cache::AppCache;
+use crate::metrics::Metrics;
 use crate::run_writer::RunQueue;
 
 /// The cache in front of version reads.
 pub type Cache = AppCache;
 
 pub type Prompts = PromptService<SeaOrmPromptRepository, Cache>;
+pub type Auth = AuthService<SeaOrmApiKeyRepository>;
 pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache>;
 
 #[derive(Debug, Clone)]
@@ -21,6 +24,10 @@ pub struct AppState {
     pub runs: Runs,
     pub run_queue: RunQueue,
     pub cache: Arc<AppCache>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` answers without a key.
+    pub metrics_public: bool,
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,
@@ -29,9 +36,12 @@ pub struct AppState {
 impl AppState {
     /// The services over `db`, with runs written in the background through `run_queue`.
     #[must_use]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
         cache: Arc<AppCache>,
+        auth: Arc<Auth>,
+        metrics_public: bool,
         run_repo: Arc<SeaOrmRunRepository>,
         run_queue: RunQueue,
         max_batch: usize,
@@ -43,6 +53,9 @@ impl AppState {
             prompts,
             run_queue,
             cache,
+            auth,
+            metrics: Arc::new(Metrics::default()),
+            metrics_public,
             db,
             max_batch,
         }

@@ -1,7 +1,16 @@
-//! The tracing subscriber, set up once per process.
+//! The tracing subscriber, set up once per process, and the shape of the
+//! one span each request gets.
 
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{Error, HttpMessage as _};
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
+
+use crate::middleware::RequestId;
 
 /// Installs the global subscriber: JSON lines when `json`, human-readable
 /// otherwise. `RUST_LOG` wins over `default_filter`. A second call is a no-op.
@@ -9,15 +18,68 @@ pub fn init(default_filter: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_span_events(FmtSpan::NONE)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// When the request arrived, for its latency.
+#[derive(Debug, Clone, Copy)]
+pub struct Started(pub Instant);
+
+/// One span per request: method, route *pattern* (low cardinality), request
+/// id, and once it ends its status and latency. Bodies, query strings and
+/// headers (API keys among them) are never recorded.
+#[derive(Debug)]
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        request.extensions_mut().insert(Started(Instant::now()));
+        let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = %route,
+            request_id = %id,
+            key_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let (status, latency) = match outcome {
+            Ok(res) => (
+                res.status().as_u16(),
+                res.request()
+                    .extensions()
+                    .get::<Started>()
+                    .map(|s| s.0.elapsed().as_secs_f64() * 1000.0),
+            ),
+            Err(e) => (e.as_response_error().status_code().as_u16(), None),
+        };
+        span.record("status", status);
+        if let Some(ms) = latency {
+            span.record("latency_ms", ms);
+        }
+        span.in_scope(|| match status {
+            500.. => tracing::error!(status, "request failed"),
+            400..=499 => tracing::info!(status, "request refused"),
+            _ => tracing::debug!(status, "request served"),
+        });
+    }
 }

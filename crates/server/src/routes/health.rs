@@ -24,7 +24,7 @@ pub struct Status {
 }
 
 /// Liveness: the process is up. Does no I/O.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "Alive", body = Status)))]
+#[utoipa::path(tag = "operations", security(()), responses((status = 200, description = "Alive", body = Status)))]
 #[get("/health")]
 async fn health() -> web::Json<Status> {
     web::Json(Status { status: "ok" })
@@ -52,6 +52,7 @@ pub struct Readiness {
 /// fails open.
 #[utoipa::path(
     tag = "operations",
+    security(()),
     responses(
         (status = 200, description = "Ready to serve", body = Readiness),
         (status = 503, description = "A dependency is down; `detail` names it", body = Problem, content_type = "application/problem+json"),

@@ -2,6 +2,7 @@
 
 pub mod dto;
 pub mod health;
+pub mod keys;
 pub mod params;
 pub mod prompts;
 pub mod runs;
@@ -21,8 +22,35 @@ use utoipa::OpenApi;
         (name = "prompts", description = "Prompts: names, descriptions and tags"),
         (name = "versions", description = "Immutable, numbered versions of a prompt, activation and rendering"),
         (name = "runs", description = "Logged executions of prompt versions, and their statistics"),
+        (name = "api-keys", description = "API keys (admin scope)"),
         (name = "operations", description = "Liveness and readiness"),
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
+    modifiers(&Security),
+    security(("bearer" = []), ("api_key" = []))
 )]
 pub struct ApiDoc;
+
+/// Declares how keys are sent, so Swagger UI's Authorize button works.
+#[derive(Debug)]
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer pr_…`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}

@@ -36,7 +36,7 @@ async fn replicas_sharing_redis_never_serve_a_stale_active_version(backend: Back
         start_binary(&test_db.url, &env).await,
         start_binary(&test_db.url, &env).await,
     );
-    let client = awc::Client::default();
+    let client = crate::helpers::client();
     let (status, _) = send(
         &client,
         "POST",

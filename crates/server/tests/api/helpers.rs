@@ -4,11 +4,24 @@ use std::sync::LazyLock;
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
 use prompt_registry::settings::{
-    AppEnv, CacheSettings, DatabaseSettings, LogSettings, RedisConfig, RunSettings, ServerSettings, Settings,
+    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, LogSettings, RedisConfig, RunSettings, Secret,
+    ServerSettings, Settings,
 };
 use prompt_registry::startup::Application;
 use registry_persistence::testing::{Backend, TestDatabase};
 use serde_json::Value;
+
+/// The admin key every test app and test binary accepts.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123456789";
+
+/// An HTTP client that sends the admin key.
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .disable_redirects()
+        .add_default_header(("authorization", format!("Bearer {ADMIN_KEY}")))
+        .finish()
+}
 
 /// JSON bodies above this are refused in tests, so the 413 path is cheap to hit.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -118,6 +131,10 @@ pub fn test_settings(database_url: &str) -> Settings {
             timeout_ms: 50,
             pool_size: 4,
         },
+        auth: AuthSettings {
+            admin_key: Some(Secret::new(ADMIN_KEY)),
+            metrics_public: false,
+        },
         log: LogSettings {
             level: "info".into(),
             json: Some(false),
@@ -137,10 +154,7 @@ pub async fn spawn_app_with(backend: &Backend, adjust: impl FnOnce(&mut Settings
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: awc::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .disable_redirects()
-            .finish(),
+        client: client(),
         handle,
         _db: test_db,
     }
@@ -157,7 +171,7 @@ impl TestApp {
         &self.client
     }
 
-    /// Sends raw bytes with an optional content type.
+    /// Sends raw bytes with an optional content type, with the admin key.
     pub async fn raw(
         &self,
         method: Method,
@@ -165,7 +179,22 @@ impl TestApp {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Response {
+        self.raw_as(method, path, content_type, body, &[]).await
+    }
+
+    /// As [`TestApp::raw`], with extra headers (an `authorization` here replaces the admin key).
+    pub async fn raw_as(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut req = self.client.request(method, format!("{}{path}", self.address));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
         if let Some(ct) = content_type {
             req = req.insert_header(("content-type", ct));
         }
@@ -272,6 +301,7 @@ pub async fn start_binary(database_url: &str, env: &[(&str, &str)]) -> Binary {
         .env("APP__SERVER__PORT", port.to_string())
         .env("APP__SERVER__WORKERS", "2")
         .env("APP__LOG__LEVEL", "warn")
+        .env("APP__AUTH__ADMIN_KEY", ADMIN_KEY)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
     for (k, v) in env {
@@ -281,7 +311,7 @@ pub async fn start_binary(database_url: &str, env: &[(&str, &str)]) -> Binary {
         child: command.spawn().expect("the binary starts"),
         base: format!("http://127.0.0.1:{port}"),
     };
-    let client = awc::Client::default();
+    let client = client();
     for _ in 0..300 {
         if let Ok(res) = client.get(format!("{}/ready", binary.base)).send().await
             && res.status().is_success()

@@ -1,10 +1,12 @@
 //! API tests: the real server on port 0, over HTTP, on SQLite and (when
 //! `TEST_DATABASE_URL` is set) on PostgreSQL, each test with its own database.
 
+mod auth;
 mod coherence;
 mod errors;
 mod health;
 mod helpers;
+mod operations;
 mod prompts;
 mod runs;
 mod shutdown;

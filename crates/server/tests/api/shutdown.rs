@@ -26,7 +26,7 @@ async fn post(client: &awc::Client, url: String, body: &Value, prefer_async: boo
 async fn accepted_async_runs_survive_a_sigterm(backend: Backend) {
     let test_db = TestDatabase::new(&backend).await;
     let mut server = start_binary(&test_db.url, &[("APP__RUNS__WRITER_BATCH_SIZE", "7")]).await;
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let client = crate::helpers::client();
     let (status, _) = post(
         &client,
         format!("{}/v1/prompts", server.base),

@@ -1,0 +1,48 @@
+//! Where keys are kept.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::model::{ApiKey, KeyHash};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no API key with id {0}")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// # Errors
+    /// Storage failures.
+    async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), KeyError>;
+    /// The key with this public prefix and its stored hash.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn find_by_prefix(&self, prefix: &str) -> Result<Option<(ApiKey, KeyHash)>, KeyError>;
+    /// Every key, oldest first, revoked ones included.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn list(&self) -> Result<Vec<ApiKey>, KeyError>;
+    /// Marks the key revoked (again is fine).
+    ///
+    /// # Errors
+    /// MUST return [`KeyError::NotFound`] when no key has this id.
+    async fn revoke(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError>;
+    /// Records a use.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn touch(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError>;
+    /// How many keys are not revoked.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn count_active(&self) -> Result<u64, KeyError>;
+}

@@ -1,0 +1,194 @@
+//! The API key repository on SeaORM.
+
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use registry_domain::auth::ports::{ApiKeyRepository, KeyError};
+use registry_domain::auth::{ApiKey, KeyHash, KeyName, Scopes};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::{Db, is_unique_violation};
+
+fn iden(s: &'static str) -> Alias {
+    Alias::new(s)
+}
+
+/// API keys stored with SeaORM.
+#[derive(Debug, Clone)]
+pub struct SeaOrmApiKeyRepository {
+    db: Db,
+}
+
+impl SeaOrmApiKeyRepository {
+    #[must_use]
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+fn unknown(err: DbErr) -> KeyError {
+    KeyError::Unknown(anyhow::Error::new(err).context("database error"))
+}
+
+#[derive(Debug, FromQueryResult)]
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    key_hash: String,
+    scopes: Value,
+    created_at: OffsetDateTime,
+    last_used_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl KeyRow {
+    fn into_domain(self) -> anyhow::Result<(ApiKey, KeyHash)> {
+        let names: Vec<String> = serde_json::from_value(self.scopes).context("stored scopes")?;
+        Ok((
+            ApiKey {
+                id: self.id,
+                name: KeyName::new(&self.name).map_err(|e| anyhow!("stored key name: {e}"))?,
+                prefix: self.prefix,
+                scopes: Scopes::parse(&names).map_err(|e| anyhow!("stored scopes: {e}"))?,
+                created_at: self.created_at,
+                last_used_at: self.last_used_at,
+                revoked_at: self.revoked_at,
+            },
+            KeyHash(self.key_hash),
+        ))
+    }
+}
+
+fn select() -> SelectStatement {
+    Query::select()
+        .columns(
+            [
+                "id",
+                "name",
+                "prefix",
+                "key_hash",
+                "scopes",
+                "created_at",
+                "last_used_at",
+                "revoked_at",
+            ]
+            .map(iden),
+        )
+        .from(iden("api_keys"))
+        .to_owned()
+}
+
+fn rows(rows: &[sea_orm::QueryResult]) -> Result<Vec<(ApiKey, KeyHash)>, KeyError> {
+    rows.iter()
+        .map(|r| {
+            KeyRow::from_query_result(r, "")
+                .map_err(unknown)?
+                .into_domain()
+                .map_err(KeyError::Unknown)
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ApiKeyRepository for SeaOrmApiKeyRepository {
+    async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), KeyError> {
+        let scopes: Vec<&str> = key.scopes.as_slice().iter().map(|s| s.as_str()).collect();
+        let q = Query::insert()
+            .into_table(iden("api_keys"))
+            .columns(["id", "name", "prefix", "key_hash", "scopes", "created_at"].map(iden))
+            .values_panic([
+                key.id.into(),
+                key.name.as_str().into(),
+                key.prefix.as_str().into(),
+                hash.0.as_str().into(),
+                Value::from(scopes).into(),
+                self.db.time(key.created_at).into(),
+            ])
+            .to_owned();
+        self.db
+            .write(|| async { self.db.conn().execute(&q).await })
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    // 32 random bits of prefix: a collision is rare, and the caller can simply try again.
+                    KeyError::Unknown(anyhow!("key prefix collision; create the key again"))
+                } else {
+                    unknown(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn find_by_prefix(&self, prefix: &str) -> Result<Option<(ApiKey, KeyHash)>, KeyError> {
+        let q = select()
+            .and_where(Expr::col(iden("prefix")).eq(prefix))
+            .to_owned();
+        let row = self.db.conn().query_one(&q).await.map_err(unknown)?;
+        Ok(rows(&row.into_iter().collect::<Vec<_>>())?.pop())
+    }
+
+    async fn list(&self) -> Result<Vec<ApiKey>, KeyError> {
+        let q = select()
+            .order_by(iden("created_at"), Order::Asc)
+            .order_by(iden("id"), Order::Asc)
+            .to_owned();
+        let found = self.db.conn().query_all(&q).await.map_err(unknown)?;
+        Ok(rows(&found)?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    async fn revoke(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError> {
+        let q = Query::update()
+            .table(iden("api_keys"))
+            .value(iden("revoked_at"), self.db.time(at))
+            .and_where(Expr::col(iden("id")).eq(id))
+            .and_where(Expr::col(iden("revoked_at")).is_null())
+            .to_owned();
+        self.db
+            .write(|| async { self.db.conn().execute(&q).await })
+            .await
+            .map_err(unknown)?;
+        let exists = Query::select()
+            .expr(Expr::val(1))
+            .from(iden("api_keys"))
+            .and_where(Expr::col(iden("id")).eq(id))
+            .to_owned();
+        match self.db.conn().query_one(&exists).await.map_err(unknown)? {
+            Some(_) => Ok(()),
+            None => Err(KeyError::NotFound(id)),
+        }
+    }
+
+    async fn touch(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError> {
+        let q = Query::update()
+            .table(iden("api_keys"))
+            .value(iden("last_used_at"), self.db.time(at))
+            .and_where(Expr::col(iden("id")).eq(id))
+            .to_owned();
+        self.db
+            .write(|| async { self.db.conn().execute(&q).await })
+            .await
+            .map_err(unknown)?;
+        Ok(())
+    }
+
+    async fn count_active(&self) -> Result<u64, KeyError> {
+        let q = Query::select()
+            .expr_as(Expr::cust("COUNT(*)"), iden("n"))
+            .from(iden("api_keys"))
+            .and_where(Expr::col(iden("revoked_at")).is_null())
+            .to_owned();
+        let row = self
+            .db
+            .conn()
+            .query_one(&q)
+            .await
+            .map_err(unknown)?
+            .ok_or_else(|| KeyError::Unknown(anyhow!("no count")))?;
+        let n: i64 = row.try_get("", "n").map_err(unknown)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,133 @@
+//! Authentication and authorisation of every request, deny by default.
+//!
+//! Which scope a request needs follows from its method and path alone, so a
+//! route added later is protected without anyone remembering to: anything
+//! not on the public list needs a key; `/v1/api-keys` needs `admin`; other
+//! reads need `read` and other writes `write`.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage as _, ResponseError as _, web};
+use registry_domain::auth::Scope;
+use registry_domain::auth::service::{AuthError, Principal};
+
+use crate::problem::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// Paths that answer without a key.
+const PUBLIC: [&str; 4] = ["/health", "/ready", "/openapi.json", "/docs"];
+
+/// The scope a request needs, or `None` for a public path.
+#[must_use]
+pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Option<Scope> {
+    if PUBLIC.contains(&path) || path.starts_with("/docs/") || (path == "/metrics" && metrics_public) {
+        return None;
+    }
+    if path == "/metrics" || path == "/v1/api-keys" || path.starts_with("/v1/api-keys/") {
+        return Some(Scope::Admin);
+    }
+    if *method == Method::GET || *method == Method::HEAD {
+        Some(Scope::Read)
+    } else {
+        Some(Scope::Write)
+    }
+}
+
+/// The key a request carries: `Authorization: Bearer <key>` or `X-API-Key`.
+fn presented(req: &ServiceRequest) -> Option<String> {
+    let headers = req.headers();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim().to_owned());
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+        })
+        .filter(|k| !k.is_empty())
+}
+
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Err(ApiError::internal(anyhow::anyhow!("no application state")).into());
+    };
+    let Some(needed) = required_scope(req.method(), req.path(), state.metrics_public) else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    let refuse =
+        |req: ServiceRequest, e: ApiError| Ok(req.into_response(e.error_response()).map_into_right_body());
+    let Some(key) = presented(&req) else {
+        return refuse(
+            req,
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "send an API key: Authorization: Bearer <key>",
+            ),
+        );
+    };
+    let principal = match state.auth.authenticate(&key).await {
+        Ok(p) => p,
+        Err(AuthError::Unknown(e)) => return refuse(req, ApiError::internal(e)),
+        Err(e) => return refuse(req, ApiError::new(ErrorCode::Unauthorized, e.to_string())),
+    };
+    if !principal.scopes().allow(needed) {
+        let e = ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this key lacks the `{needed}` scope"),
+        );
+        return refuse(req, e);
+    }
+    if let Principal::Key(k) = &principal {
+        tracing::Span::current().record("key_id", tracing::field::display(k.id));
+    }
+    req.extensions_mut().insert(principal);
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_need_nothing_and_everything_else_needs_a_scope() {
+        for path in ["/health", "/ready", "/openapi.json", "/docs", "/docs/index.html"] {
+            assert_eq!(required_scope(&Method::GET, path, false), None, "{path}");
+        }
+        assert_eq!(required_scope(&Method::GET, "/metrics", true), None);
+        assert_eq!(
+            required_scope(&Method::GET, "/metrics", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/prompts", false),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/runs", false),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/v1/prompts/x", false),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/api-keys", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/anything-new", false),
+            Some(Scope::Read)
+        );
+        assert_eq!(required_scope(&Method::GET, "/healthz", false), Some(Scope::Read));
+    }
+}

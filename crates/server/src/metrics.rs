@@ -1,0 +1,176 @@
+//! `/metrics` in the Prometheus text format, written by hand: a few counters
+//! and one histogram do not need a metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, get, web};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::state::AppState;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// Request counts and latencies per (route pattern, method, status).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+impl Metrics {
+    fn observe(&self, route: String, method: String, status: u16, seconds: f64) {
+        if let Ok(mut series) = self.series.lock() {
+            let s = series.entry((route, method, status)).or_default();
+            s.count += 1;
+            s.sum += seconds;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                if seconds <= *bound {
+                    s.buckets[i] += 1;
+                }
+            }
+        }
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP http_requests_total Requests by route pattern, method and status."
+        );
+        let _ = writeln!(out, "# TYPE http_requests_total counter");
+        let Ok(series) = self.series.lock() else { return };
+        for ((route, method, status), s) in series.iter() {
+            let _ = writeln!(
+                out,
+                "http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {}",
+                s.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP http_request_duration_seconds Request latency by route pattern, method and status."
+        );
+        let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
+        for ((route, method, status), s) in series.iter() {
+            let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
+            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
+            let _ = writeln!(out, "http_request_duration_seconds_count{{{labels}}} {}", s.count);
+        }
+    }
+}
+
+/// Records every request under its route *pattern* (low cardinality).
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let registry = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| std::sync::Arc::clone(&s.metrics));
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    if let Some(registry) = registry {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        registry.observe(
+            route,
+            method,
+            res.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    Ok(res)
+}
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(prometheus);
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
+/// Prometheus metrics: requests, database pool, run queue and cache.
+#[utoipa::path(
+    tag = "operations",
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
+#[get("/metrics")]
+async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::with_capacity(8 * 1024);
+    state.metrics.render_requests(&mut out);
+    let (size, idle) = state.db.pool_usage();
+    gauge(
+        &mut out,
+        "db_pool_connections_in_use",
+        "Database connections in use.",
+        (size as usize).saturating_sub(idle),
+    );
+    gauge(
+        &mut out,
+        "db_pool_connections_idle",
+        "Idle database connections.",
+        idle,
+    );
+    gauge(
+        &mut out,
+        "run_queue_depth",
+        "Runs accepted with 202 and not yet written.",
+        state.run_queue.depth(),
+    );
+    let cache = state.cache.counters();
+    counter(
+        &mut out,
+        "cache_hits_total",
+        "Version lookups answered by the cache.",
+        cache.hits,
+    );
+    counter(
+        &mut out,
+        "cache_misses_total",
+        "Version lookups that went to the database.",
+        cache.misses,
+    );
+    counter(
+        &mut out,
+        "cache_redis_errors_total",
+        "Cache operations that could not reach Redis.",
+        cache.redis_errors,
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}

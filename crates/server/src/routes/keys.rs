@@ -1,0 +1,146 @@
+//! `/v1/api-keys`: creating, listing and revoking API keys (admin only).
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use registry_domain::auth::ports::KeyError;
+use registry_domain::auth::{ApiKey, KeyName, Scopes};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use crate::problem::{ApiError, ErrorCode, Problem};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(create_key).service(list_keys).service(revoke_key);
+}
+
+/// 24 bytes from the operating system's CSPRNG (through two v4 UUIDs, whose
+/// random bits come from it): 32 bits of public prefix, 160 of secret.
+#[must_use]
+pub fn random_key_bytes() -> [u8; 24] {
+    let mut out = [0u8; 24];
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    // Skip the version and variant nibbles: take bytes that are all random.
+    out[..6].copy_from_slice(&a.as_bytes()[..6]);
+    out[6..13].copy_from_slice(&a.as_bytes()[9..16]);
+    out[13..19].copy_from_slice(&b.as_bytes()[..6]);
+    out[19..24].copy_from_slice(&b.as_bytes()[9..14]);
+    out
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::NotFound(_) => Self::new(ErrorCode::NotFound, e.to_string()),
+            KeyError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    #[schema(example = "billing-service")]
+    pub name: String,
+    /// Any of `read`, `write`, `admin` (admin implies the others).
+    #[schema(example = json!(["read", "write"]))]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyResponse {
+    pub id: Uuid,
+    pub name: String,
+    /// The key's public part, to tell keys apart.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<ApiKey> for KeyResponse {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name.as_str().to_owned(),
+            prefix: k.prefix,
+            scopes: k
+                .scopes
+                .as_slice()
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: KeyResponse,
+    /// The key itself. It is shown only now: store it safely.
+    pub secret: String,
+}
+
+/// Creates a key. The response is the only time its secret is shown.
+#[utoipa::path(
+    tag = "api-keys",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "Created; `secret` is shown only now", body = CreatedKey),
+        (status = 422, description = "Invalid name or scopes", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/api-keys")]
+async fn create_key(
+    state: web::Data<AppState>,
+    body: web::Json<CreateKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let name = KeyName::new(&body.name);
+    let scopes = Scopes::parse(&body.scopes);
+    let (name, scopes) = match (name, scopes) {
+        (Ok(n), Ok(s)) => (n, s),
+        (n, s) => return Err(ApiError::validation(n.err().into_iter().chain(s.err()).collect())),
+    };
+    let (key, generated) = state.auth.create(name, scopes, random_key_bytes()).await?;
+    Ok(HttpResponse::Created().json(CreatedKey {
+        key: key.into(),
+        secret: generated.secret,
+    }))
+}
+
+/// Lists keys, revoked ones included; never their secrets.
+#[utoipa::path(tag = "api-keys", responses((status = 200, description = "Every key", body = Vec<KeyResponse>)))]
+#[get("/api-keys")]
+async fn list_keys(state: web::Data<AppState>) -> Result<web::Json<Vec<KeyResponse>>, ApiError> {
+    Ok(web::Json(
+        state.auth.list().await?.into_iter().map(Into::into).collect(),
+    ))
+}
+
+/// Revokes a key: it stops working at once on this replica, within 10 s on others.
+#[utoipa::path(
+    tag = "api-keys",
+    params(("id" = Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/api-keys/{id}")]
+async fn revoke_key(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::parameter("id", format!("`{id}` is not a UUID")))?;
+    state.auth.revoke(id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Hot-path benchmark: GET /v1/prompts/{name}/versions/active over random
+names, with the cache off, in process, and through Redis, against a trivial
+route of the same binary (same middleware) as the ceiling, in one run.
+
+Loads 1,000 prompts with 10 versions each into a fresh PostgreSQL database,
+then for each case starts the release binary, records its time from start
+to a 200 on /ready, warms it up, drives it with wrk at 64 connections, and
+reads its peak RSS (VmHWM). Prints a Markdown table.
+
+Usage: scripts/bench_fetch.py [--smoke] [--duration 10] [--connections 64]
+Needs: wrk, psql, PostgreSQL (PG_ADMIN_URL) and Redis (BENCH_REDIS_URL,
+default redis://127.0.0.1:6379).
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN = os.environ.get("PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+PORT = int(os.environ.get("BENCH_PORT", "18500"))
+BASE = f"http://127.0.0.1:{PORT}"
+PROMPTS, VERSIONS = 1000, 10
+
+
+def run(*args, **kw):
+    done = subprocess.run(args, text=True, capture_output=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"{args[0]} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def psql(url, sql):
+    return run("psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql).strip()
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(script, connections, duration):
+    out = run("wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, BASE)
+    lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": lat["50"],
+        "p99": lat["99"],
+        "bad": int(re.search(r"BAD (\d+)", out).group(1)),
+    }
+
+
+def script(path, body):
+    with open(path, "w") as f:
+        f.write(body)
+        f.write("bad = 0\nresponse = function(status) if status ~= 200 then bad = bad + 1 end end\n")
+        f.write('done = function() io.write(string.format("BAD %d\\n", bad)) end\n')
+
+
+def vmhwm_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        kb = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+    return kb / 1024
+
+
+def start(env, log):
+    t0 = time.monotonic()
+    proc = subprocess.Popen([os.path.join(ROOT, "target/release/prompt-registry")], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    while time.monotonic() - t0 < 30:
+        try:
+            with urllib.request.urlopen(BASE + "/ready", timeout=1) as res:
+                if res.status == 200:
+                    return proc, time.monotonic() - t0
+        except OSError:
+            time.sleep(0.005)
+    proc.kill()
+    sys.exit("the server did not become ready")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="a couple of seconds per case")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
+    args = ap.parse_args()
+    warmup = 1 if args.smoke else 3
+    if args.smoke:
+        args.duration = 2
+    for tool in ("wrk", "psql"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed (apt-get install wrk postgresql-client)")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry", "-p", "migration"], cwd=ROOT, check=True)
+
+    db = f"bench_fetch_{os.getpid()}"
+    url = ADMIN.rsplit("/", 1)[0] + "/" + db
+    psql(ADMIN, f"CREATE DATABASE {db}")
+    tmp = tempfile.mkdtemp()
+    proc = None
+    try:
+        run(os.path.join(ROOT, "target/release/migration"), "up", env=dict(os.environ, DATABASE_URL=url))
+        psql(url, f"""
+            INSERT INTO prompts (id, name, description, tags, created_at, updated_at, latest_version)
+            SELECT gen_random_uuid(), 'bench-' || g, 'benchmark prompt', '["bench"]', now(), now(), {VERSIONS}
+            FROM generate_series(1, {PROMPTS}) g;
+            INSERT INTO prompt_versions (id, prompt_id, version, kind, template, variables, config, is_active,
+                                         commit_message, created_at)
+            SELECT gen_random_uuid(), p.id, v, 'chat',
+                   '[{{"role": "system", "content": "You are a support agent for {{{{product}}}}."}},
+                     {{"role": "user", "content": "{{{{question}}}}"}}]',
+                   '{{"product": {{"type": "string", "default": "Acme"}}, "question": {{"type": "string"}}}}',
+                   '{{"model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 512}}',
+                   v = {VERSIONS}, 'version ' || v, now()
+            FROM prompts p CROSS JOIN generate_series(1, {VERSIONS}) v;
+            ANALYZE;""")
+        active = os.path.join(tmp, "active.lua")
+        script(active, f'request = function()\n  return wrk.format("GET", "/v1/prompts/bench-" .. math.random(1, {PROMPTS}) .. "/versions/active")\nend\n')
+        health = os.path.join(tmp, "health.lua")
+        script(health, 'request = function() return wrk.format("GET", "/health") end\n')
+
+        base_env = dict(os.environ, APP_ENV="prod", APP__DATABASE__URL=url, APP__SERVER__PORT=str(PORT),
+                        APP__SERVER__HOST="127.0.0.1", APP__LOG__LEVEL="warn", APP__DATABASE__MIGRATE="false")
+        for key in ("RUST_LOG", "REDIS_URL", "DATABASE_URL"):
+            base_env.pop(key, None)
+        prefix = f"bench:{uuid.uuid4().hex}:"
+        cases = [
+            ("(a) active version, cache off", {"APP__CACHE__MODE": "off"}, active),
+            ("(b) active version, in-process cache", {"APP__CACHE__MODE": "memory"}, active),
+            ("(c) active version, Redis cache", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}, active),
+            ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
+        ]
+        results = []
+        for name, extra, lua in cases:
+            with open(os.path.join(tmp, "server.log"), "a") as log:
+                proc, ready_s = start(dict(base_env, **extra), log)
+                wrk(lua, args.connections, warmup)
+                r = wrk(lua, args.connections, args.duration)
+                r["rss"] = vmhwm_mb(proc.pid)
+                r["ready"] = ready_s
+                proc.terminate()
+                proc.wait(timeout=30)
+                proc = None
+            results.append((name, r))
+        ceiling = results[-1][1]["rps"]
+        off = results[0][1]["rps"]
+        print(f"\nGET /v1/prompts/{{name}}/versions/active over {PROMPTS} random names ({PROMPTS} prompts x {VERSIONS} versions, PostgreSQL),")
+        print(f"wrk -t2 -c{args.connections} -d{args.duration}s after a {warmup} s warm-up; server and wrk share the machine's {os.cpu_count()} cores\n")
+        print("| case | requests/s | p50 ms | p99 ms | ÷ ceiling | × cache off | non-200 | peak RSS MB | start → ready ms |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, r in results:
+            print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps'] / ceiling:.0%} | "
+                  f"{r['rps'] / off:.1f} | {r['bad']} | {r['rss']:.1f} | {r['ready'] * 1000:.0f} |")
+    finally:
+        if proc:
+            proc.kill()
+        psql(ADMIN, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

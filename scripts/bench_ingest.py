@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Ingestion benchmark: runs/s through single sync POSTs, single async POSTs
+(`Prefer: respond-async`) and batch POSTs against the release server on
+PostgreSQL, with a raw PostgreSQL COPY of the same rows, in the same run, as
+the ceiling. Prints a Markdown table with the ratios.
+
+Usage: scripts/bench_ingest.py [--smoke] [--duration 10] [--concurrency 50]
+       [--batch-concurrency 4] [--batch-size 1000] [--copy-rows 200000]
+Needs: wrk, psql, a PostgreSQL server (PG_ADMIN_URL, default
+postgres://postgres@127.0.0.1:5432/test).
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN = os.environ.get("PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test")
+PORT = int(os.environ.get("BENCH_PORT", "18400"))
+BASE = f"http://127.0.0.1:{PORT}"
+
+RUN = {
+    "prompt": "bench",
+    "version": 1,
+    "status": "success",
+    "model": "gpt-4o-mini",
+    "latency_ms": 412,
+    "input": {"question": "How do I reset my password?", "locale": "en"},
+    "output": "Open Settings, then Security, then Reset password.",
+    "prompt_tokens": 118,
+    "completion_tokens": 24,
+    "cost_usd": "0.000123",
+    "metadata": {"user": "u-42", "region": "eu"},
+    "tags": ["bench"],
+}
+
+
+def sh(*args, **kw):
+    done = subprocess.run(args, text=True, capture_output=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"{args[0]} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def psql(url, sql):
+    return sh("psql", url, "-qAtc", sql).strip()
+
+
+def http(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(BASE + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as res:
+        return res.status, json.loads(res.read() or b"null")
+
+
+def lua(path, body, extra_headers=None):
+    headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (extra_headers or {}).items())
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(headers)
+        f.write(f"wrk.body = [==[{json.dumps(body)}]==]\n")
+        # Count non-2xx answers so an error cannot pass for throughput.
+        f.write("bad = 0\nresponse = function(status) if status >= 300 then bad = bad + 1 end end\n")
+        f.write('done = function() io.write(string.format("BAD %d\\n", bad)) end\n')
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(script, path, connections, duration):
+    out = sh("wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", script, BASE + path)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = int(re.search(r"BAD (\d+)", out).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "total": total, "bad": bad,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+def count(url):
+    return int(psql(url, "SELECT count(*) FROM prompt_runs"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="a couple of seconds per case, to keep the script working")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--batch-concurrency", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--copy-rows", type=int, default=200_000)
+    ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
+    args = ap.parse_args()
+    if args.smoke:
+        args.duration, args.copy_rows = 2, 20_000
+    for tool in ("wrk", "psql"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed (apt-get install wrk postgresql-client)")
+
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry", "-p", "migration"], cwd=ROOT, check=True)
+    db = f"bench_ingest_{os.getpid()}"
+    url = ADMIN.rsplit("/", 1)[0] + "/" + db
+    psql(ADMIN, f"CREATE DATABASE {db}")
+    tmp = tempfile.mkdtemp()
+    server = None
+    try:
+        env = dict(os.environ, APP__DATABASE__URL=url, APP__SERVER__PORT=str(PORT), APP__DATABASE__MIGRATE="true",
+                   APP__LOG__LEVEL="warn", APP__DATABASE__MAX_CONNECTIONS="16", APP_ENV="prod",
+                   APP__SERVER__HOST="127.0.0.1")
+        env.pop("RUST_LOG", None)
+        server = subprocess.Popen([os.path.join(ROOT, "target/release/prompt-registry")], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"))
+        for _ in range(100):
+            try:
+                if http("GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        http("POST", "/v1/prompts", {"name": "bench"})
+        http("POST", "/v1/prompts/bench/versions", {"template": "Answer: {{question}}", "variables": {"question": {}, "locale": {"required": False}}})
+
+        single, asynchronous, batch = (os.path.join(tmp, n) for n in ("single.lua", "async.lua", "batch.lua"))
+        lua(single, RUN)
+        lua(asynchronous, RUN, {"Prefer": "respond-async"})
+        lua(batch, {"runs": [RUN] * args.batch_size})
+        # Warm up connections and caches.
+        wrk(single, "/v1/runs", 4, 1)
+
+        rows = []
+        before = count(url)
+        r = wrk(single, "/v1/runs", args.concurrency, args.duration)
+        stored = count(url) - before
+        rows.append(("sync single POST", args.concurrency, r, r["rps"], stored))
+
+        before = count(url)
+        start = time.monotonic()
+        r = wrk(asynchronous, "/v1/runs", args.concurrency, args.duration)
+        accepted = r["total"] - r["bad"]
+        while count(url) - before < accepted and time.monotonic() - start < args.duration + 120:
+            time.sleep(0.05)
+        drained = time.monotonic() - start
+        stored = count(url) - before
+        r["drain_rows_per_s"] = stored / drained
+        rows.append(("async single POST (accepted)", args.concurrency, r, r["rps"], stored))
+
+        before = count(url)
+        r = wrk(batch, "/v1/runs/batch", args.batch_concurrency, args.duration)
+        stored = count(url) - before
+        rows.append((f"batch POST ({args.batch_size} runs)", args.batch_concurrency, r, r["rps"] * args.batch_size, stored))
+
+        # The ceiling: COPY of the same rows straight into the same table.
+        csv_path = os.path.join(tmp, "runs.csv")
+        prompt_id, version_id = psql(url, "SELECT prompt_id || ',' || id FROM prompt_versions LIMIT 1").split(",")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with open(csv_path, "w", newline="") as f:
+            out = csv.writer(f)
+            for _ in range(args.copy_rows):
+                out.writerow([uuid.uuid4(), prompt_id, version_id, 1, json.dumps(RUN["input"]), json.dumps(RUN["output"]),
+                              "success", None, RUN["model"], 412, 118, 24, 123000, json.dumps(RUN["metadata"]),
+                              json.dumps(RUN["tags"]), None, stamp])
+        cols = ("id,prompt_id,version_id,version,input,output,status,error,model,latency_ms,prompt_tokens,"
+                "completion_tokens,cost_nanos,metadata,tags,started_at,created_at")
+        start = time.monotonic()
+        sh("psql", url, "-qc", f"\\copy prompt_runs({cols}) FROM '{csv_path}' WITH (FORMAT csv)")
+        copy_s = time.monotonic() - start
+        copy_rps = args.copy_rows / copy_s
+
+        print(f"\nIngestion on PostgreSQL, {args.duration} s per case, wrk -t2; COPY of {args.copy_rows} rows as the ceiling\n")
+        print("| path | connections | requests/s | runs/s | p50 ms | p99 ms | runs stored | non-2xx | runs/s ÷ COPY |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, conns, r, runs_s, stored in rows:
+            print(f"| {name} | {conns} | {r['rps']:.0f} | {runs_s:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {stored} | {r['bad']} | {runs_s / copy_rps:.0%} |")
+            if "drain_rows_per_s" in r:
+                d = r["drain_rows_per_s"]
+                print(f"| async, accepted → stored | {conns} | | {d:.0f} | | | {stored} | | {d / copy_rps:.0%} |")
+        print(f"| COPY (psql \\copy, CSV) | 1 | | {copy_rps:.0f} | | | {args.copy_rows} | | 100% |")
+        if any(r["socket_errors"] for _, _, r, _, _ in rows):
+            print("\nsocket errors:", "; ".join(r["socket_errors"] for _, _, r, _, _ in rows if r["socket_errors"]))
+        lost = [name for name, _, r, _, stored in rows if stored < r["total"] - r["bad"]]
+        if lost:
+            sys.exit(f"runs lost on: {', '.join(lost)}")
+    finally:
+        if server:
+            server.terminate()
+            server.wait(timeout=60)
+        psql(ADMIN, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
