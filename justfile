@@ -22,9 +22,26 @@ fmt:
 migrate *args:
     DATABASE_URL=${DATABASE_URL:-sqlite://data/prompt-registry.db?mode=rwc} cargo run -q -p migration -- {{args}}
 
-# The README's curl tour against a running server.
+# The README's curl tour against a running server (API_KEY must be set).
 tour base="http://127.0.0.1:8080":
     scripts/tour.sh {{base}}
+
+# The hot-path benchmark (active-version fetch: cache off, in process, Redis, and the ceiling). --smoke for a quick run.
+bench *args:
+    python3 scripts/bench_fetch.py {{args}}
+
+# The ingestion benchmark (sync, async and batch POSTs against a raw COPY).
+bench-ingest *args:
+    python3 scripts/bench_ingest.py {{args}}
+
+# EXPLAIN ANALYZE of the runs queries on 1,000,000 rows.
+explain rows="1000000":
+    scripts/explain-runs.sh {{rows}}
+
+# Schemathesis against the release server's OpenAPI document: zero 5xx, zero schema violations.
+schemathesis *args:
+    cargo build --release -q -p prompt-registry
+    scripts/schemathesis.sh {{args}}
 
 # What CI runs.
 ci:

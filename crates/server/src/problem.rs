@@ -406,3 +406,50 @@ pub mod extractors {
         actix_web::error::InternalError::from_response(err, response).into()
     }
 }
+
+/// A JSON request body that must be an object of type `T`.
+///
+/// serde's derived structs also accept a JSON array of the fields in order,
+/// and report some type mismatches as syntax errors; reading the body as a
+/// JSON value first, then requiring an object, makes every body that does
+/// not fit the schema a 422 and only unreadable JSON a 400.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T> Body<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = actix_web::web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let actix_web::web::Json(value) = json.await?;
+            into_object(value).map(Body).map_err(Into::into)
+        })
+    }
+}
+
+/// Reads a JSON object as `T`.
+///
+/// # Errors
+/// A 422 problem for anything but an object of the right shape.
+pub fn into_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("the body does not fit the schema: {e}"),
+        )
+    })
+}

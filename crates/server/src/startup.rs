@@ -53,7 +53,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .openapi(ApiDoc::openapi())
         .configure(api_routes)
         .split_for_parts();
-    api
+    routes::finish_document(api)
 }
 
 fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
@@ -94,6 +94,7 @@ pub fn create_app(
         .app_data(web::PathConfig::default().error_handler(extractors::path_handler))
         .configure(api_routes)
         .split_for_parts();
+    let api = routes::finish_document(api);
     app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .route("/docs", web::get().to(redirect_to_docs))
         .default_service(web::to(not_found))
@@ -113,11 +114,55 @@ async fn redirect_to_docs() -> HttpResponse {
         .finish()
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// Every documented path with its methods, to tell "no such path" (404)
+/// from "not with this method" (405).
+static ROUTES: std::sync::LazyLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> =
+    std::sync::LazyLock::new(|| {
+        openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ];
+                let allowed = methods
+                    .into_iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(m, _)| m)
+                    .collect();
+                (actix_web::dev::ResourceDef::new(path.as_str()), allowed)
+            })
+            .collect()
+    });
+
+/// The default service: 405 with `Allow` for a documented path, else 404.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let path = req.path();
+    if let Some((_, allowed)) = ROUTES.iter().find(|(def, _)| def.is_match(path)) {
+        let mut response = ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!(
+                "{} is not allowed on {path}; use {}",
+                req.method(),
+                allowed.join(", ")
+            ),
+        )
+        .error_response();
+        if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        return response;
+    }
+    ApiError::new(
         ErrorCode::NotFound,
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
+        format!("no route for {} {path}", req.method()),
+    )
+    .error_response()
 }
 
 /// Gives a problem+json body to error responses that do not have one yet,
@@ -308,5 +353,25 @@ impl Application {
         tracing::info!("server stopped; flushing accepted runs");
         self.writer.shutdown().await;
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_path_is_known_to_the_405_check() {
+        assert!(ROUTES.len() >= 15, "{}", ROUTES.len());
+        assert!(
+            ROUTES
+                .iter()
+                .any(|(def, methods)| def.is_match("/health") && methods == &["GET"])
+        );
+        assert!(
+            ROUTES
+                .iter()
+                .any(|(def, _)| def.is_match("/v1/prompts/a%2Fb/versions/3"))
+        );
     }
 }

@@ -26,6 +26,10 @@ pub struct AppState {
     pub cache: Arc<AppCache>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    /// Serialized version bodies by version id and active flag. A version's
+    /// content never changes, so its JSON is computed once per state of the
+    /// flag; the hot path then only copies bytes.
+    pub bodies: moka::future::Cache<(uuid::Uuid, bool), actix_web::web::Bytes>,
     /// Whether `/metrics` answers without a key.
     pub metrics_public: bool,
     pub db: Db,
@@ -55,6 +59,7 @@ impl AppState {
             cache,
             auth,
             metrics: Arc::new(Metrics::default()),
+            bodies: moka::future::Cache::new(10_000),
             metrics_public,
             db,
             max_batch,

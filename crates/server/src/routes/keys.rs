@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use crate::problem::{ApiError, ErrorCode, Problem};
+use crate::problem::{ApiError, Body, ErrorCode, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -103,7 +103,7 @@ pub struct CreatedKey {
 #[post("/api-keys")]
 async fn create_key(
     state: web::Data<AppState>,
-    body: web::Json<CreateKeyRequest>,
+    body: Body<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let name = KeyName::new(&body.name);

@@ -54,3 +54,87 @@ impl utoipa::Modify for Security {
         );
     }
 }
+
+/// Completes the document once the handlers' paths are in it.
+#[must_use]
+pub fn finish_document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    utoipa::Modify::modify(&CommonResponses, &mut api);
+    api
+}
+
+/// Documents what every operation can answer besides its own responses, so
+/// the document stays true when a handler is added: 401/403 where a key is
+/// needed, 400/413/415/422 where there is a body, 400 where there are
+/// parameters; and gives prompt names their pattern.
+#[derive(Debug)]
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+        let problem = |description: &str| -> RefOr<utoipa::openapi::Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::problem::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        let name_schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[a-z0-9][a-z0-9._/-]*$"))
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let secured = op
+                    .security
+                    .as_ref()
+                    .is_none_or(|reqs| reqs.iter().any(|r| *r != SecurityRequirement::default()));
+                let mut add = |code: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(description));
+                };
+                if secured {
+                    add("401", "No key, or an unknown or revoked key");
+                    add("403", "The key lacks the scope this operation needs");
+                }
+                if op.request_body.is_some() {
+                    add("400", "The body is not valid JSON");
+                    add("413", "The body is larger than the configured limit");
+                    add("415", "The body is not sent as application/json");
+                    add("422", "The body does not fit the schema or breaks a rule");
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add("400", "A path or query parameter is invalid");
+                }
+                for param in op.parameters.iter_mut().flatten() {
+                    if let RefOr::T(p) = param
+                        && p.name == "name"
+                        && p.parameter_in == ParameterIn::Path
+                    {
+                        p.schema = Some(RefOr::T(name_schema.clone().into()));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::dto::{CreatePromptRequest, PromptPage, PromptResponse, UpdatePromptRequest};
 use super::params;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, Body, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -41,7 +41,7 @@ pub fn location(name: &PromptName) -> String {
 #[post("/prompts")]
 async fn create_prompt(
     state: web::Data<AppState>,
-    body: web::Json<CreatePromptRequest>,
+    body: Body<CreatePromptRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body.into_inner().try_into_domain()?;
     let prompt = state.prompts.create_prompt(new).await?;
@@ -134,7 +134,7 @@ async fn get_prompt(
 async fn update_prompt(
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<UpdatePromptRequest>,
+    body: Body<UpdatePromptRequest>,
 ) -> Result<web::Json<PromptResponse>, ApiError> {
     let name = params::prompt_name(&name)?;
     let patch = body.into_inner().try_into_domain()?;

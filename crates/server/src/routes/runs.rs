@@ -17,7 +17,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::params;
-use crate::problem::{ApiError, ErrorCode, Problem};
+use crate::problem::{ApiError, Body, ErrorCode, Problem};
 use crate::state::AppState;
 
 /// Largest page of runs.
@@ -234,7 +234,7 @@ fn prefers_async(req: &HttpRequest) -> bool {
 async fn create_run(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<CreateRunRequest>,
+    body: Body<CreateRunRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body
         .into_inner()
@@ -294,7 +294,7 @@ pub struct BatchResponse {
 #[post("/runs/batch")]
 async fn create_batch(
     state: web::Data<AppState>,
-    body: web::Json<BatchRequest>,
+    body: Body<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().runs;
     if items.is_empty() || items.len() > state.max_batch {
@@ -306,8 +306,8 @@ async fn create_batch(
     let mut errors = Vec::new();
     let mut runs = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<CreateRunRequest>(item)
-            .map_err(|e| vec![FieldError::new(format!("runs[{i}]"), e.to_string())])
+        let parsed = crate::problem::into_object::<CreateRunRequest>(item)
+            .map_err(|e| vec![FieldError::new(format!("runs[{i}]"), e.detail)])
             .and_then(|r| r.try_into_domain(&format!("runs[{i}].")));
         match parsed {
             Ok(run) => runs.push(run),

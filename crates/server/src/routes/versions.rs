@@ -11,7 +11,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::dto::{CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse};
 use super::{params, prompts};
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, Body, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -41,7 +41,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 async fn create_version(
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<CreateVersionRequest>,
+    body: Body<CreateVersionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let name = params::prompt_name(&name)?;
     let new = body.into_inner().try_into_domain()?;
@@ -109,8 +109,10 @@ async fn version(
     } else {
         MOVING
     };
-    // A version's id names exactly one immutable body: a strong validator.
-    let etag = EntityTag::new_strong(version.id.simple().to_string());
+    // A version's content never changes; only whether it is active does. Its
+    // id and that flag name exactly one body: a strong validator.
+    let flag = if version.is_active { "a" } else { "i" };
+    let etag = EntityTag::new_strong(format!("{}-{flag}", version.id.simple()));
     let tag = etag.to_string();
     let fresh = req
         .headers()
@@ -125,11 +127,17 @@ async fn version(
     response
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, cache_control));
-    Ok(if fresh {
-        response.finish()
-    } else {
-        response.json(VersionResponse::from(version.as_ref()))
-    })
+    if fresh {
+        return Ok(response.finish());
+    }
+    let body = state
+        .bodies
+        .try_get_with((version.id, version.is_active), async {
+            serde_json::to_vec(&VersionResponse::from(version.as_ref())).map(actix_web::web::Bytes::from)
+        })
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot serialise a version: {e}")))?;
+    Ok(response.content_type(header::ContentType::json()).body(body))
 }
 
 /// The newest version, active or not.
@@ -238,7 +246,7 @@ async fn activate_version(
 async fn render(
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<RenderRequest>,
+    body: Body<RenderRequest>,
 ) -> Result<web::Json<RenderResponse>, ApiError> {
     let name = params::prompt_name(&name)?;
     let body = body.into_inner();

@@ -134,6 +134,8 @@ async fn invalid_templates_and_variables_are_422_naming_each_field(backend: Back
         json!({"template": "x", "config": [1, 2]}),
         json!({"template": "x", "activate": "yes"}),
         json!({"template": "x", "variables": {"v": {"requird": true}}}),
+        json!({"template": "x", "kind": {}}),
+        json!({"template": "x", "variables": {"v": {"type": {}}}}),
     ] {
         app.post("/v1/prompts/p/versions", &body).await.problem(422);
     }
