@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpMessage as _, HttpResponse, get, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::state::AppState;
@@ -96,10 +96,12 @@ pub async fn record(
     let method = req.method().to_string();
     let res = next.call(req).await?;
     if let Some(registry) = registry {
-        let route = res
+        let found = res
             .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
+            .extensions()
+            .get::<crate::telemetry::RoutePattern>()
+            .map(|r| r.0.clone());
+        let route = found.unwrap_or_else(|| "unmatched".to_owned());
         registry.observe(
             route,
             method,

@@ -61,8 +61,10 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .configure(metrics::configure)
         .service(
             scope::scope("/v1")
-                .configure(routes::prompts::configure)
+                // Versions first: the active-version fetch is the hot path,
+                // and the router tries resources in registration order.
                 .configure(routes::versions::configure)
+                .configure(routes::prompts::configure)
                 .configure(routes::runs::configure)
                 .configure(routes::keys::configure),
         );

@@ -31,6 +31,10 @@ pub fn init(default_filter: &str, json: bool) {
     };
 }
 
+/// The route pattern a request matched, found once per request.
+#[derive(Debug, Clone)]
+pub struct RoutePattern(pub String);
+
 /// When the request arrived, for its latency.
 #[derive(Debug, Clone, Copy)]
 pub struct Started(pub Instant);
@@ -49,7 +53,10 @@ impl RootSpanBuilder for RequestSpan {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         request.extensions_mut().insert(Started(Instant::now()));
+        // Matching the pattern costs a walk of the router: do it once and
+        // leave it for the metrics middleware.
         let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+        request.extensions_mut().insert(RoutePattern(route.clone()));
         tracing::info_span!(
             "request",
             method = %request.method(),
@@ -77,6 +84,8 @@ impl RootSpanBuilder for RequestSpan {
             span.record("latency_ms", ms);
         }
         span.in_scope(|| match status {
+            // Back-pressure (a full run queue), not a failure: the client retries.
+            503 => tracing::info!(status, "request deferred"),
             500.. => tracing::error!(status, "request failed"),
             400..=499 => tracing::info!(status, "request refused"),
             _ => tracing::debug!(status, "request served"),

@@ -133,11 +133,22 @@ pub struct ApiKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHash(pub String);
 
+/// Lowercase hex, without a formatting call per byte: this runs on every
+/// authenticated request.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 impl KeyHash {
     #[must_use]
     pub fn of(key: &str) -> Self {
-        let digest = Sha256::digest(key.as_bytes());
-        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Self(hex(&Sha256::digest(key.as_bytes())))
     }
 
     /// Compares in time that does not depend on where the hashes differ.
@@ -169,7 +180,6 @@ impl GeneratedKey {
     /// bits) for the secret.
     #[must_use]
     pub fn from_random(bytes: [u8; 24]) -> Self {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let prefix = hex(&bytes[..4]);
         let secret = format!("pr_{prefix}_{}", hex(&bytes[4..]));
         Self {
@@ -237,6 +247,15 @@ mod tests {
         ] {
             assert_eq!(prefix_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(
+            KeyHash::of("abc").0,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -16,11 +16,11 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     // Literal segments first: `latest` and `active` must not be read as numbers.
-    cfg.service(create_version)
-        .service(list_versions)
+    cfg.service(get_active)
         .service(get_latest)
-        .service(get_active)
         .service(get_version)
+        .service(create_version)
+        .service(list_versions)
         .service(activate_version)
         .service(render);
 }

@@ -34,6 +34,8 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 
 pub struct TestApp {
     pub address: String,
+    /// The app's own database, for tests that reach under the API.
+    pub database_url: String,
     client: awc::Client,
     handle: actix_web::dev::ServerHandle,
     _db: TestDatabase,
@@ -154,6 +156,7 @@ pub async fn spawn_app_with(backend: &Backend, adjust: impl FnOnce(&mut Settings
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        database_url: test_db.url.clone(),
         client: client(),
         handle,
         _db: test_db,

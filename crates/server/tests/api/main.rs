@@ -10,4 +10,5 @@ mod operations;
 mod prompts;
 mod runs;
 mod shutdown;
+mod transactions;
 mod versions;
