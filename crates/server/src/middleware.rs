@@ -40,6 +40,32 @@ pub async fn request_id(
     Ok(res)
 }
 
+/// The longest a request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeout(pub std::time::Duration);
+
+/// Answers 504 when a request takes longer than its limit; the work is
+/// dropped (a database transaction in flight is rolled back).
+pub async fn timeout(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let limit = req
+        .app_data::<RequestTimeout>()
+        .map_or(std::time::Duration::from_secs(30), |t| t.0);
+    match tokio::time::timeout(limit, next.call(req)).await {
+        Ok(result) => result.map(ServiceResponse::map_into_left_body),
+        Err(_) => {
+            let error = ApiError::new(
+                crate::problem::ErrorCode::Timeout,
+                format!("the request took longer than {} s", limit.as_secs()),
+            );
+            let stand_in = actix_web::test::TestRequest::default().to_http_request();
+            Ok(ServiceResponse::new(stand_in, error.error_response()).map_into_right_body())
+        }
+    }
+}
+
 /// Turns a panic in a handler into a logged 500 problem; the worker carries on.
 pub async fn catch_panic(
     req: ServiceRequest,
@@ -70,6 +96,28 @@ mod tests {
     use actix_web::{App, HttpResponse, test, web};
 
     use super::*;
+
+    #[actix_web::test]
+    async fn a_request_over_its_time_limit_answers_504() {
+        let app = test::init_service(
+            App::new()
+                .app_data(RequestTimeout(std::time::Duration::from_millis(50)))
+                .wrap(from_fn(timeout))
+                .route(
+                    "/slow",
+                    web::get().to(|| async {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        HttpResponse::Ok().finish()
+                    }),
+                )
+                .route("/quick", web::get().to(|| async { HttpResponse::Ok().finish() })),
+        )
+        .await;
+        let slow = test::call_service(&app, test::TestRequest::get().uri("/slow").to_request()).await;
+        assert_eq!(slow.status(), 504);
+        let quick = test::call_service(&app, test::TestRequest::get().uri("/quick").to_request()).await;
+        assert_eq!(quick.status(), 200);
+    }
 
     #[actix_web::test]
     async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {

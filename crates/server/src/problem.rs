@@ -35,6 +35,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     NotAcceptable,
     ServiceUnavailable,
+    Timeout,
     Internal,
 }
 
@@ -53,6 +54,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +75,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotAcceptable => "not_acceptable",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::Timeout => "timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -93,12 +96,13 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotAcceptable => "Not acceptable",
             Self::ServiceUnavailable => "Service unavailable",
+            Self::Timeout => "Request timed out",
             Self::Internal => "Internal server error",
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::MalformedJson,
         Self::InvalidParameter,
         Self::ValidationFailed,
@@ -112,6 +116,7 @@ impl ErrorCode {
         Self::UnsupportedMediaType,
         Self::NotAcceptable,
         Self::ServiceUnavailable,
+        Self::Timeout,
         Self::Internal,
     ];
 }

@@ -135,6 +135,10 @@ pub struct ServerSettings {
     pub json_limit: usize,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Longest a request may take before it is answered 504.
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish.
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -205,6 +209,8 @@ impl Settings {
             .set_default("server.port", 8080)?
             .set_default("server.json_limit", 1_048_576)?
             .set_default("server.workers", 0)?
+            .set_default("server.request_timeout_secs", 30)?
+            .set_default("server.shutdown_timeout_secs", 30)?
             .set_default("database.url", "sqlite://data/prompt-registry.db")?
             .set_default("database.max_connections", 16)?
             .set_default("database.connect_timeout_ms", 5_000)?
@@ -267,6 +273,9 @@ impl Settings {
             && key.expose().len() < 32
         {
             anyhow::bail!("auth.admin_key must be at least 32 characters");
+        }
+        if self.server.request_timeout_secs == 0 {
+            anyhow::bail!("server.request_timeout_secs must be at least 1");
         }
         if self.server.json_limit == 0 {
             anyhow::bail!("server.json_limit must be at least 1 byte");

@@ -34,6 +34,7 @@ use registry_persistence::SeaOrmApiKeyRepository;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub json_bytes: usize,
+    pub request_timeout: Duration,
 }
 
 impl Limits {
@@ -41,6 +42,7 @@ impl Limits {
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
             json_bytes: settings.server.json_limit,
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
         }
     }
 }
@@ -93,6 +95,7 @@ pub fn create_app(
                 .error_handler(extractors::json_handler),
         )
         .app_data(web::QueryConfig::default().error_handler(extractors::query_handler))
+        .app_data(middleware::RequestTimeout(limits.request_timeout))
         .app_data(web::PathConfig::default().error_handler(extractors::path_handler))
         .configure(api_routes)
         .split_for_parts();
@@ -104,6 +107,7 @@ pub fn create_app(
         // then the request span, metrics, authentication, and error bodies.
         .wrap(ErrorHandlers::new().default_handler(problem_body))
         .wrap(from_fn(auth::authenticate))
+        .wrap(from_fn(middleware::timeout))
         .wrap(from_fn(metrics::record))
         .wrap(TracingLogger::<RequestSpan>::new())
         .wrap(from_fn(middleware::catch_panic))
@@ -318,7 +322,7 @@ impl Application {
         );
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
-            .shutdown_timeout(30)
+            .shutdown_timeout(settings.server.shutdown_timeout_secs)
             .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

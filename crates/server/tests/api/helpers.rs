@@ -109,6 +109,8 @@ pub fn test_settings(database_url: &str) -> Settings {
             port: 0,
             json_limit: JSON_LIMIT,
             workers: 1,
+            request_timeout_secs: 30,
+            shutdown_timeout_secs: 10,
         },
         database: DatabaseSettings {
             url: database_url.to_owned(),
