@@ -248,6 +248,21 @@ impl ResponseError for ApiError {
     }
 }
 
+/// A 405 problem with the `Allow` header, for a path that exists with other methods.
+#[must_use]
+pub fn method_not_allowed(method: &actix_web::http::Method, path: &str, allowed: &[&str]) -> HttpResponse {
+    let allow = allowed.join(", ");
+    let mut response = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {path}; use {allow}"),
+    )
+    .error_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
 impl From<PromptError> for ApiError {
     fn from(err: PromptError) -> Self {
         match err {

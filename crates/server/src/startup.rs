@@ -19,7 +19,7 @@ use utoipa_actix_web::{AppExt as _, scope};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::cache::AppCache;
-use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors};
+use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors, method_not_allowed};
 use crate::routes::keys::random_key_bytes;
 use crate::routes::{self, ApiDoc};
 use crate::run_writer::{self, WriterConfig, WriterTask};
@@ -150,19 +150,7 @@ static ROUTES: std::sync::LazyLock<Vec<(actix_web::dev::ResourceDef, Vec<&'stati
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let path = req.path();
     if let Some((_, allowed)) = ROUTES.iter().find(|(def, _)| def.is_match(path)) {
-        let mut response = ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!(
-                "{} is not allowed on {path}; use {}",
-                req.method(),
-                allowed.join(", ")
-            ),
-        )
-        .error_response();
-        if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-        return response;
+        return method_not_allowed(req.method(), path, allowed);
     }
     ApiError::new(
         ErrorCode::NotFound,
@@ -172,7 +160,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// Gives a problem+json body to error responses that do not have one yet,
-/// such as actix's own 405 for a known path with an unknown method.
+/// such as those of the HTTP layer itself.
 fn problem_body<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {

@@ -2,7 +2,7 @@
 //! them back.
 
 use actix_web::http::header::{self, LOCATION};
-use actix_web::{HttpRequest, HttpResponse, ResponseError as _, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use registry_domain::page::Cursor as _;
 use registry_domain::prompt::{FieldError, PromptError};
 use registry_domain::run::ports::{Logged, RunError};
@@ -339,15 +339,11 @@ async fn create_batch(
 async fn get_run(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     // `/v1/runs/batch` is a sibling resource that only takes POST.
     if id.as_str() == "batch" {
-        let mut response = ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "GET is not allowed on /v1/runs/batch; use POST",
-        )
-        .error_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return Ok(response);
+        return Ok(crate::problem::method_not_allowed(
+            &actix_web::http::Method::GET,
+            "/v1/runs/batch",
+            &["POST"],
+        ));
     }
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::parameter("id", format!("`{id}` is not a UUID")))?;
     Ok(HttpResponse::Ok().json(RunResponse::from(state.runs.get(id).await?)))
