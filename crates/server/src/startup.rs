@@ -2,6 +2,7 @@
 //! an [`Application`] that binds a listener (port 0 in tests) and serves.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -10,8 +11,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
-use std::sync::Arc;
-
+use registry_domain::auth::{AuthService, KeyName, Scopes};
+use registry_persistence::SeaOrmApiKeyRepository;
 use registry_persistence::{Db, DbOptions, SeaOrmRunRepository};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi as _;
@@ -27,8 +28,6 @@ use crate::settings::{AppEnv, Settings};
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
 use crate::{auth, metrics, middleware};
-use registry_domain::auth::{AuthService, KeyName, Scopes};
-use registry_persistence::SeaOrmApiKeyRepository;
 
 /// Limits the app enforces on requests.
 #[derive(Debug, Clone, Copy)]
