@@ -47,7 +47,7 @@ RUN = {
 
 
 def sh(*args, **kw):
-    done = subprocess.run(args, text=True, capture_output=True, **kw)
+    done = subprocess.run(args, check=False, text=True, capture_output=True, **kw)
     if done.returncode != 0:
         sys.exit(f"{args[0]} failed: {done.stderr.strip()}")
     return done.stdout
@@ -90,7 +90,7 @@ def to_ms(value, unit):
 def wrk(script, path, connections, duration):
     out = sh("wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", script, BASE + path)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)}
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = non_2xx(out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -130,8 +130,10 @@ def main():
                    APP__LOG__LEVEL="warn", APP__DATABASE__MAX_CONNECTIONS="16", APP_ENV="prod",
                    APP__SERVER__HOST="127.0.0.1", APP__AUTH__ADMIN_KEY=KEY)
         env.pop("RUST_LOG", None)
-        server = subprocess.Popen([os.path.join(ROOT, "target/release/prompt-registry")], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"))
+        # The child keeps its own copy of the log's descriptor.
+        with open(os.path.join(tmp, "server.log"), "w") as log:
+            server = subprocess.Popen([os.path.join(ROOT, "target/release/prompt-registry")], cwd=ROOT, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=log)
         for _ in range(100):
             try:
                 if http("GET", "/ready")[0] == 200:
