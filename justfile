@@ -6,17 +6,27 @@ pg_url := env_var_or_default("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1
 run:
     cargo run --release
 
-# Every test, on SQLite and on the local PostgreSQL.
+# Every test: SQLite, and the local PostgreSQL and Redis.
 test:
-    TEST_DATABASE_URL={{pg_url}} cargo test --workspace
+    TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379} cargo test --workspace
 
-# Formatting and lints, as CI checks them.
+# Formatting and lints, as CI checks them (the file checks need `pip install pre-commit`).
 lint:
-    cargo fmt --all --check
+    scripts/fmt.sh --check
     cargo clippy --workspace --all-targets -- -D warnings
+    SKIP=cargo-fmt,cargo-clippy pre-commit run --all-files
 
+# rustfmt; imports are regrouped std / external / crate when the nightly rustfmt is installed.
 fmt:
-    cargo fmt --all
+    scripts/fmt.sh
+
+# Start the local PostgreSQL and Redis (the machine's services, else containers).
+db-up:
+    scripts/db.sh up
+
+# Recreate the local database `prompt_registry` (DB_NAME), migrated, and drop stale test databases.
+db-reset:
+    scripts/db.sh reset
 
 # Migrations: just migrate up|down|status|fresh|reset (DATABASE_URL picks the database).
 migrate *args:
@@ -42,6 +52,15 @@ explain rows="1000000":
 schemathesis *args:
     cargo build --release -q -p prompt-registry
     scripts/schemathesis.sh {{args}}
+
+# Deeper API fuzzing: Schemathesis with 1000 generated cases per operation.
+fuzz examples="1000":
+    cargo build --release -q -p prompt-registry
+    scripts/schemathesis.sh --max-examples {{examples}}
+
+# Test coverage (cargo-llvm-cov): HTML and summary under target/llvm-cov/.
+coverage:
+    TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379} scripts/coverage.sh
 
 # What CI runs.
 ci:

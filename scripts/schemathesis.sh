@@ -10,8 +10,9 @@
 # The binary is NOT built here: the caller builds it first, e.g.
 #   cargo build --release -p prompt-registry
 #
-# Usage: scripts/schemathesis.sh [--smoke] [-- EXTRA_ST_RUN_ARGS...]
-#   --smoke   5 examples per operation in the fuzzing phase: a quick sanity run
+# Usage: scripts/schemathesis.sh [--smoke | --max-examples N] [-- EXTRA_ST_RUN_ARGS...]
+#   --smoke           5 examples per operation in the fuzzing phase: a quick sanity run
+#   --max-examples N  N per operation (default 100); `just fuzz` runs 1000
 #   -- ...    passed to `st run` as they are, e.g. -- --include-path-regex '^/v1/runs'
 # Environment:
 #   SCHEMATHESIS_REPORT_DIR  where the JUnit report goes (default /tmp/schemathesis-report)
@@ -43,8 +44,9 @@ EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) MAX_EXAMPLES=5 ;;
+    --max-examples) MAX_EXAMPLES=${2:?--max-examples needs a number}; shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (expected --smoke, or -- followed by st run options)" >&2; exit 2 ;;
   esac
   shift
@@ -65,6 +67,7 @@ done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/schemathesis.XXXXXX")
 SERVER_PID=
 ST_PID=
+# shellcheck disable=SC2329 # invoked by the EXIT trap below
 cleanup() {
   local rc=$?
   if [ -n "$ST_PID" ] && kill -0 "$ST_PID" 2>/dev/null; then
