@@ -62,6 +62,15 @@ fuzz examples="1000":
 coverage:
     TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379} scripts/coverage.sh
 
+# Render docs/architecture.svg and .png from the Mermaid source in docs/architecture.md (npm, Chromium).
+diagram:
+    scripts/render-diagram.sh
+
+# Screenshot Swagger UI into docs/swagger-ui.png (headless Chromium against the release binary).
+screenshot:
+    cargo build --release -q -p prompt-registry
+    scripts/screenshot-swagger.sh
+
 # What CI runs.
 ci:
     bash .ci/run
