@@ -44,7 +44,7 @@ fn index(name: &str, cols: &[PromptRuns]) -> IndexCreateStatement {
     for col in cols {
         idx.col(*col);
     }
-    idx.to_owned()
+    idx.clone()
 }
 
 #[async_trait::async_trait]

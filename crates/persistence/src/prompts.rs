@@ -205,7 +205,7 @@ fn escape_like(s: &str) -> String {
     out
 }
 
-fn version_rows(rows: Vec<QueryResult>) -> Result<Vec<PromptVersion>, PromptError> {
+fn version_rows(rows: &[QueryResult]) -> Result<Vec<PromptVersion>, PromptError> {
     rows.iter()
         .map(|r| {
             VersionRow::from_query_result(r, "")
@@ -533,7 +533,7 @@ impl PromptRepository for SeaOrmPromptRepository {
         if rows.is_empty() && !self.prompt_exists(name).await? {
             return Err(PromptError::NotFound(name.clone()));
         }
-        let versions = version_rows(rows)?;
+        let versions = version_rows(&rows)?;
         Ok(Page::from_overfetch(versions, page.limit, |v| {
             VersionCursor(v.version)
         }))
@@ -553,7 +553,7 @@ impl PromptRepository for SeaOrmPromptRepository {
         };
         let row = self.db.conn().query_one(&q).await.map_err(unknown)?;
         match row {
-            Some(row) => Ok(version_rows(vec![row])?.remove(0)),
+            Some(row) => Ok(version_rows(std::slice::from_ref(&row))?.remove(0)),
             None => Err(self.not_found(name, selector).await),
         }
     }

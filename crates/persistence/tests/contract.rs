@@ -434,7 +434,13 @@ async fn updating_a_prompt_changes_only_what_the_patch_names(backend: Backend) {
         tags: None,
     };
     let updated = repo.update_prompt(&name("p"), &patch).await.expect("updated");
-    assert_eq!(updated.description.as_ref().map(|d| d.as_str()), Some("new"));
+    assert_eq!(
+        updated
+            .description
+            .as_ref()
+            .map(registry_domain::prompt::Description::as_str),
+        Some("new")
+    );
     assert_eq!(updated.tags.as_slice(), ["keep"]);
     assert!(updated.updated_at >= created.updated_at);
     let cleared = repo

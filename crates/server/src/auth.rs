@@ -54,6 +54,12 @@ fn presented(req: &ServiceRequest) -> Option<String> {
         .filter(|k| !k.is_empty())
 }
 
+/// Admits a request whose key holds the scope its route needs.
+///
+/// # Errors
+/// A missing application state, or what the inner service returns. Refusals
+/// (401 without a valid key, 403 without the scope, 500 when keys cannot be
+/// checked) are problem responses, not errors.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

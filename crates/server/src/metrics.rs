@@ -85,6 +85,9 @@ impl Metrics {
 }
 
 /// Records every request under its route *pattern* (low cardinality).
+///
+/// # Errors
+/// Only what the inner service returns.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

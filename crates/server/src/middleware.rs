@@ -22,6 +22,10 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Gives the request its [`RequestId`] and echoes it in the response.
+///
+/// # Errors
+/// Only what the inner service returns.
 pub async fn request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -46,6 +50,9 @@ pub struct RequestTimeout(pub std::time::Duration);
 
 /// Answers 504 when a request takes longer than its limit; the work is
 /// dropped (a database transaction in flight is rolled back).
+///
+/// # Errors
+/// What the inner service returns, or the 504 problem.
 pub async fn timeout(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -67,6 +74,9 @@ pub async fn timeout(
 }
 
 /// Turns a panic in a handler into a logged 500 problem; the worker carries on.
+///
+/// # Errors
+/// What the inner service returns; a panic becomes a response, not an error.
 pub async fn catch_panic(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -142,7 +152,9 @@ mod tests {
         let boom = test::call_service(&app, test::TestRequest::get().uri("/boom").to_request()).await;
         assert_eq!(boom.status(), 500);
         assert_eq!(
-            boom.headers().get("content-type").map(|v| v.as_bytes()),
+            boom.headers()
+                .get("content-type")
+                .map(actix_web::http::header::HeaderValue::as_bytes),
             Some(crate::problem::PROBLEM_JSON.as_bytes())
         );
         let body = test::read_body(boom).await;

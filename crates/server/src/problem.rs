@@ -399,10 +399,18 @@ pub mod extractors {
         }
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "actix-web's error handler signature"
+    )]
     pub fn json_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
         to_actix(json_error(&err))
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "actix-web's error handler signature"
+    )]
     pub fn query_handler(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
         let detail = match &err {
             QueryPayloadError::Deserialize(e) => e.to_string(),
@@ -414,6 +422,10 @@ pub mod extractors {
         ))
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "actix-web's error handler signature"
+    )]
     pub fn path_handler(err: PathError, _req: &HttpRequest) -> actix_web::Error {
         to_actix(ApiError::new(
             ErrorCode::InvalidParameter,

@@ -160,6 +160,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Gives a problem+json body to error responses that do not have one yet,
 /// such as those of the HTTP layer itself.
+#[allow(clippy::unnecessary_wraps, reason = "ErrorHandlers requires a Result")]
 fn problem_body<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {

@@ -60,6 +60,7 @@ struct Report {
     runs_counted: u64,
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "used as `map_err(invalid)`")]
 fn invalid(errors: Vec<FieldError>) -> anyhow::Error {
     let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
     anyhow!("invalid input: {}", list.join("; "))
@@ -97,7 +98,10 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
         .await?;
     registry
         .prompts
-        .create_version(&name, version("Hi {{ name }}, welcome back.", variables, "friendlier")?)
+        .create_version(
+            &name,
+            version("Hi {{ name }}, welcome back.", variables, "friendlier")?,
+        )
         .await?;
     // Version 2 is active now; roll back to 1 in one call.
     registry
@@ -106,7 +110,10 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
         .await?;
 
     // The hot path: the active version, from the cache after the first call.
-    let active = registry.prompts.get_version(&name, VersionSelector::Active).await?;
+    let active = registry
+        .prompts
+        .get_version(&name, VersionSelector::Active)
+        .await?;
     let (_, rendered) = registry
         .prompts
         .render(&name, VersionSelector::Active, &values(json!({ "name": "Ada" })))
@@ -167,10 +174,15 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "sqlite::memory:".to_owned());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "sqlite::memory:".to_owned());
     let registry = Registry::open(&url).await?;
     let report = walk_through(&registry).await?;
-    println!("active version after the rollback: {}", report.active_after_rollback);
+    println!(
+        "active version after the rollback: {}",
+        report.active_after_rollback
+    );
     println!("rendered: {}", report.rendered);
     println!("without `name`: {}", report.missing_variable);
     println!("runs counted for the active version: {}", report.runs_counted);

@@ -125,8 +125,8 @@ impl From<Prompt> for PromptResponse {
             name: p.name.to_string(),
             description: p.description.map(|d| d.as_str().to_owned()),
             tags: p.tags.as_slice().to_vec(),
-            active_version: p.active_version.map(|n| n.get()),
-            latest_version: p.latest_version.map(|n| n.get()),
+            active_version: p.active_version.map(registry_domain::prompt::VersionNumber::get),
+            latest_version: p.latest_version.map(registry_domain::prompt::VersionNumber::get),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

@@ -99,7 +99,7 @@ impl CreateRunRequest {
                     errors.push(FieldError::new(
                         named("started_at"),
                         "must be an RFC 3339 timestamp",
-                    ))
+                    ));
                 })
                 .ok()
         });

@@ -103,7 +103,9 @@ async fn every_operation_checks_keys_and_scopes(backend: Backend) {
             let res = send(vec![("authorization", auth)]).await;
             res.problem(401);
             assert_eq!(
-                res.headers.get("www-authenticate").map(|v| v.as_bytes()),
+                res.headers
+                    .get("www-authenticate")
+                    .map(awc::error::HeaderValue::as_bytes),
                 Some(&b"Bearer"[..]),
                 "{method} {path}"
             );

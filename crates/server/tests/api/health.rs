@@ -53,7 +53,10 @@ async fn swagger_ui_is_served_from_vendored_assets(backend: Backend) {
     let redirect = app.get("/docs").await;
     assert_eq!(redirect.status, 308);
     assert_eq!(
-        redirect.headers.get("location").map(|v| v.as_bytes()),
+        redirect
+            .headers
+            .get("location")
+            .map(awc::error::HeaderValue::as_bytes),
         Some(&b"/docs/"[..])
     );
     let page = app.get("/docs/").await;

@@ -174,7 +174,9 @@ async fn logs_carry_request_ids_but_never_keys_bodies_or_prompt_data() {
         .expect("sent");
     assert_eq!(res.status(), 404);
     assert_eq!(
-        res.headers().get("x-request-id").map(|v| v.as_bytes()),
+        res.headers()
+            .get("x-request-id")
+            .map(awc::error::HeaderValue::as_bytes),
         Some(&b"req-from-client-42"[..])
     );
     let generated = http.get(format!("{base}/health")).send().await.expect("sent");

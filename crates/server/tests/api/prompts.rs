@@ -14,7 +14,7 @@ async fn creating_a_prompt_answers_201_with_its_location(backend: Backend) {
         .await;
     assert_eq!(res.status, 201, "{}", res.text);
     assert_eq!(
-        res.headers.get("location").map(|v| v.as_bytes()),
+        res.headers.get("location").map(awc::error::HeaderValue::as_bytes),
         Some(&b"/v1/prompts/support%2Ftriage"[..])
     );
     assert_eq!(res.body["name"], "support/triage");

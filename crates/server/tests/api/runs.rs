@@ -97,6 +97,11 @@ fn ids(items: &[Value]) -> Vec<String> {
 
 /// `percentile_cont`, written out again here so the server's answer is
 /// checked against an independent computation.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "rank is in 0..len, non-negative and whole after floor/ceil"
+)]
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.len() == 1 {
         return sorted[0] as f64;
@@ -197,7 +202,7 @@ async fn logged_runs_can_be_filtered_sorted_paged_and_summarised(backend: Backen
             row["cost_usd"]["total"],
             Cost::from_nanos(total).expect("valid").to_string()
         );
-        let n = mine.len() as i64;
+        let n = i64::try_from(mine.len()).expect("a handful of runs");
         assert_eq!(
             row["cost_usd"]["average"],
             Cost::from_nanos((total + n / 2) / n).expect("valid").to_string()

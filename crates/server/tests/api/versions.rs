@@ -304,7 +304,10 @@ async fn version_responses_carry_an_etag_and_answer_304_when_unchanged(backend: 
         "a strong ETag: {etag}"
     );
     assert_eq!(
-        first.headers.get("cache-control").map(|v| v.as_bytes()),
+        first
+            .headers
+            .get("cache-control")
+            .map(awc::error::HeaderValue::as_bytes),
         Some(&b"private, no-cache"[..])
     );
     let numbered = app.get("/v1/prompts/p/versions/1").await;
