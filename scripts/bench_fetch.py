@@ -15,55 +15,18 @@ default redis://127.0.0.1:6379).
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ADMIN = os.environ.get("PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test")
+from benchlib import KEY, ROOT, SERVER, prepare, psql, run, scratch_database, wrk
+
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 PORT = int(os.environ.get("BENCH_PORT", "18500"))
 BASE = f"http://127.0.0.1:{PORT}"
-# The admin key the benchmarked server accepts; every request carries it, so
-# the measured path includes authentication.
-KEY = f"bench-admin-{uuid.uuid4().hex}"
 PROMPTS, VERSIONS = 1000, 10
-
-
-def run(*args, **kw):
-    done = subprocess.run(args, check=False, text=True, capture_output=True, **kw)
-    if done.returncode != 0:
-        sys.exit(f"{args[0]} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def psql(url, sql):
-    return run("psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql).strip()
-
-
-def non_2xx(out):
-    """wrk's own count of answers that were not 2xx or 3xx (absent when none)."""
-    found = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return int(found.group(1)) if found else 0
-
-
-def to_ms(value, unit):
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(script, connections, duration):
-    out = run("wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, BASE)
-    lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)}
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": lat["50"],
-        "p99": lat["99"],
-        "bad": non_2xx(out),
-    }
 
 
 def script(path, body):
@@ -80,7 +43,7 @@ def vmhwm_mb(pid):
 
 def start(env, log):
     t0 = time.monotonic()
-    proc = subprocess.Popen([os.path.join(ROOT, "target/release/prompt-registry")], cwd=ROOT, env=env,
+    proc = subprocess.Popen([SERVER], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
     while time.monotonic() - t0 < 30:
         try:
@@ -103,16 +66,12 @@ def main():
     warmup = 1 if args.smoke else 3
     if args.smoke:
         args.duration = 2
-    for tool in ("wrk", "psql"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is needed (apt-get install wrk postgresql-client)")
-    if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry", "-p", "migration"], cwd=ROOT, check=True)
+    prepare(args.no_build)
+    with scratch_database("bench_fetch") as (url, tmp):
+        measure(args, warmup, url, tmp)
 
-    db = f"bench_fetch_{os.getpid()}"
-    url = ADMIN.rsplit("/", 1)[0] + "/" + db
-    psql(ADMIN, f"CREATE DATABASE {db}")
-    tmp = tempfile.mkdtemp()
+
+def measure(args, warmup, url, tmp):
     proc = None
     try:
         run(os.path.join(ROOT, "target/release/migration"), "up", env=dict(os.environ, DATABASE_URL=url))
@@ -151,8 +110,8 @@ def main():
         for name, extra, lua in cases:
             with open(os.path.join(tmp, "server.log"), "a") as log:
                 proc, ready_s = start(dict(base_env, **extra), log)
-                wrk(lua, args.connections, warmup)
-                r = wrk(lua, args.connections, args.duration)
+                wrk(lua, BASE, args.connections, warmup)
+                r = wrk(lua, BASE, args.connections, args.duration)
                 r["rss"] = vmhwm_mb(proc.pid)
                 r["ready"] = ready_s
                 proc.terminate()
@@ -171,8 +130,6 @@ def main():
     finally:
         if proc:
             proc.kill()
-        psql(ADMIN, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

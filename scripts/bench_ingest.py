@@ -13,22 +13,16 @@ import argparse
 import csv
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ADMIN = os.environ.get("PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test")
+from benchlib import KEY, ROOT, SERVER, prepare, psql, run, scratch_database, wrk
+
 PORT = int(os.environ.get("BENCH_PORT", "18400"))
 BASE = f"http://127.0.0.1:{PORT}"
-# The admin key the benchmarked server accepts; every request carries it, so
-# the measured path includes authentication.
-KEY = f"bench-admin-{uuid.uuid4().hex}"
 
 RUN = {
     "prompt": "bench",
@@ -44,17 +38,6 @@ RUN = {
     "metadata": {"user": "u-42", "region": "eu"},
     "tags": ["bench"],
 }
-
-
-def sh(*args, **kw):
-    done = subprocess.run(args, check=False, text=True, capture_output=True, **kw)
-    if done.returncode != 0:
-        sys.exit(f"{args[0]} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def psql(url, sql):
-    return sh("psql", url, "-qAtc", sql).strip()
 
 
 def http(method, path, body=None):
@@ -77,29 +60,18 @@ def lua(path, body, extra_headers=None, delay_ms=None):
             f.write(f"delay = function() return {delay_ms} end\n")
 
 
-def non_2xx(out):
-    """wrk's own count of answers that were not 2xx or 3xx (absent when none)."""
-    found = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return int(found.group(1)) if found else 0
-
-
-def to_ms(value, unit):
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(script, path, connections, duration):
-    out = sh("wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", script, BASE + path)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)}
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    bad = non_2xx(out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "total": total, "bad": bad,
-            "socket_errors": errors.group(1) if errors else ""}
-
-
 def count(url):
     return int(psql(url, "SELECT count(*) FROM prompt_runs"))
+
+
+def post(script, path, connections, duration):
+    return wrk(script, BASE + path, connections, duration, "--timeout", "10s")
+
+
+def wait_until_stored(url, before, accepted, start, duration):
+    """Waits until every accepted run is stored, or two minutes past the run."""
+    while count(url) - before < accepted and time.monotonic() - start < duration + 120:
+        time.sleep(0.05)
 
 
 def main():
@@ -114,16 +86,12 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.duration, args.copy_rows = 2, 20_000
-    for tool in ("wrk", "psql"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is needed (apt-get install wrk postgresql-client)")
+    prepare(args.no_build)
+    with scratch_database("bench_ingest") as (url, tmp):
+        measure(args, url, tmp)
 
-    if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry", "-p", "migration"], cwd=ROOT, check=True)
-    db = f"bench_ingest_{os.getpid()}"
-    url = ADMIN.rsplit("/", 1)[0] + "/" + db
-    psql(ADMIN, f"CREATE DATABASE {db}")
-    tmp = tempfile.mkdtemp()
+
+def measure(args, url, tmp):
     server = None
     try:
         env = dict(os.environ, APP__DATABASE__URL=url, APP__SERVER__PORT=str(PORT), APP__DATABASE__MIGRATE="true",
@@ -132,7 +100,7 @@ def main():
         env.pop("RUST_LOG", None)
         # The child keeps its own copy of the log's descriptor.
         with open(os.path.join(tmp, "server.log"), "w") as log:
-            server = subprocess.Popen([os.path.join(ROOT, "target/release/prompt-registry")], cwd=ROOT, env=env,
+            server = subprocess.Popen([SERVER], cwd=ROOT, env=env,
                                       stdout=subprocess.DEVNULL, stderr=log)
         for _ in range(100):
             try:
@@ -150,20 +118,19 @@ def main():
         lua(paced, RUN, {"Prefer": "respond-async"}, delay_ms=20)
         lua(batch, {"runs": [RUN] * args.batch_size})
         # Warm up connections and caches.
-        wrk(single, "/v1/runs", 4, 1)
+        post(single, "/v1/runs", 4, 1)
 
         rows = []
         before = count(url)
-        r = wrk(single, "/v1/runs", args.concurrency, args.duration)
+        r = post(single, "/v1/runs", args.concurrency, args.duration)
         stored = count(url) - before
         rows.append(("sync single POST", args.concurrency, r, (r["total"] - r["bad"]) / args.duration, stored))
 
         before = count(url)
         start = time.monotonic()
-        r = wrk(asynchronous, "/v1/runs", args.concurrency, args.duration)
+        r = post(asynchronous, "/v1/runs", args.concurrency, args.duration)
         accepted = r["total"] - r["bad"]
-        while count(url) - before < accepted and time.monotonic() - start < args.duration + 120:
-            time.sleep(0.05)
+        wait_until_stored(url, before, accepted, start, args.duration)
         drained = time.monotonic() - start
         stored = count(url) - before
         r["drain_rows_per_s"] = stored / drained
@@ -173,15 +140,14 @@ def main():
         # what the writer sustains: the latency of a 202 without back-pressure.
         before = count(url)
         start = time.monotonic()
-        r = wrk(paced, "/v1/runs", args.concurrency, args.duration)
+        r = post(paced, "/v1/runs", args.concurrency, args.duration)
         accepted = r["total"] - r["bad"]
-        while count(url) - before < accepted and time.monotonic() - start < args.duration + 120:
-            time.sleep(0.05)
+        wait_until_stored(url, before, accepted, start, args.duration)
         stored = count(url) - before
         rows.append(("async single POST, 50 runs/s per client", args.concurrency, r, accepted / args.duration, stored))
 
         before = count(url)
-        r = wrk(batch, "/v1/runs/batch", args.batch_concurrency, args.duration)
+        r = post(batch, "/v1/runs/batch", args.batch_concurrency, args.duration)
         stored = count(url) - before
         rows.append((f"batch POST ({args.batch_size} runs)", args.batch_concurrency, r,
                      (r["total"] - r["bad"]) * args.batch_size / args.duration, stored))
@@ -199,7 +165,7 @@ def main():
         cols = ("id,prompt_id,version_id,version,input,output,status,error,model,latency_ms,prompt_tokens,"
                 "completion_tokens,cost_nanos,metadata,tags,started_at,created_at")
         start = time.monotonic()
-        sh("psql", url, "-qc", f"\\copy prompt_runs({cols}) FROM '{csv_path}' WITH (FORMAT csv)")
+        run("psql", url, "-qc", f"\\copy prompt_runs({cols}) FROM '{csv_path}' WITH (FORMAT csv)")
         copy_s = time.monotonic() - start
         copy_rps = args.copy_rows / copy_s
 
@@ -221,8 +187,6 @@ def main():
         if server:
             server.terminate()
             server.wait(timeout=60)
-        psql(ADMIN, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
