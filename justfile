@@ -1,6 +1,7 @@
 # Local shortcuts. Plain cargo works without just: see README.md.
 
 pg_url := env_var_or_default("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+redis_url := env_var_or_default("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 # Serve on the embedded SQLite database.
 run:
@@ -8,7 +9,7 @@ run:
 
 # Every test: SQLite, and the local PostgreSQL and Redis.
 test:
-    TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379} cargo test --workspace
+    TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL={{redis_url}} cargo test --workspace
 
 # Formatting and lints, as CI checks them (the file checks need `pip install pre-commit`).
 lint:
@@ -60,7 +61,7 @@ fuzz examples="1000":
 
 # Test coverage (cargo-llvm-cov): HTML and summary under target/llvm-cov/.
 coverage:
-    TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379} scripts/coverage.sh
+    TEST_DATABASE_URL={{pg_url}} TEST_REDIS_URL={{redis_url}} scripts/coverage.sh
 
 # Render docs/architecture.svg and .png from the Mermaid source in docs/architecture.md (npm, Chromium).
 diagram:

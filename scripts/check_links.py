@@ -8,12 +8,14 @@ link's own #anchor is checked against the target file's headings.
 
 import re
 import sys
+from functools import cache
 from pathlib import Path
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^(```|~~~)")
 
 
+@cache
 def anchors(path: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
     found = set()
