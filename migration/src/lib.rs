@@ -10,6 +10,7 @@ mod m20261126_000001_create_prompts;
 mod m20261126_000002_add_prompt_version_counter;
 mod m20261127_000003_create_prompt_runs;
 mod m20261127_000004_create_api_keys;
+mod m20261129_000005_run_latency_micros;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_add_prompt_version_counter::Migration),
             Box::new(m20261127_000003_create_prompt_runs::Migration),
             Box::new(m20261127_000004_create_api_keys::Migration),
+            Box::new(m20261129_000005_run_latency_micros::Migration),
         ]
     }
 }

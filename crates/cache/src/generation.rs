@@ -1,6 +1,7 @@
 //! Where generations come from: this process, or Redis.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,6 +37,48 @@ pub struct RedisSettings {
     /// How long a lookup waits for Redis before answering from the database.
     pub timeout: Duration,
     pub pool_size: usize,
+    /// Failed lookups in a row after which Redis is skipped and probed in
+    /// the background instead.
+    pub circuit_failures: u32,
+    /// How often an open circuit probes Redis.
+    pub circuit_probe: Duration,
+}
+
+/// A circuit breaker in front of Redis.
+///
+/// A Redis that answers nothing (paused, partitioned) costs every lookup
+/// its whole timeout. After `threshold` failures in a row the circuit opens:
+/// lookups skip Redis at once and read the database (correct, only slower),
+/// while one background task probes Redis every `probe` and closes the
+/// circuit when it answers.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    failures: AtomicU32,
+    open: AtomicBool,
+    threshold: u32,
+    probe: Duration,
+    /// Lookups answered without asking Redis because the circuit was open.
+    pub(crate) skipped: AtomicU64,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a failure; true when this one opened the circuit.
+    fn failed(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        failures >= self.threshold
+            && self
+                .open
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +88,7 @@ pub(crate) enum Generations {
         pool: deadpool_redis::Pool,
         prefix: String,
         timeout: Duration,
+        breaker: Arc<Breaker>,
     },
 }
 
@@ -67,7 +111,38 @@ impl Generations {
             pool,
             prefix: settings.prefix.clone(),
             timeout: settings.timeout,
+            breaker: Arc::new(Breaker {
+                failures: AtomicU32::new(0),
+                open: AtomicBool::new(false),
+                threshold: settings.circuit_failures.max(1),
+                probe: settings.circuit_probe,
+                skipped: AtomicU64::new(0),
+            }),
         })
+    }
+
+    /// The circuit breaker, when there is Redis to break from.
+    pub(crate) fn breaker(&self) -> Option<&Breaker> {
+        match self {
+            Self::Local(_) => None,
+            Self::Redis { breaker, .. } => Some(breaker),
+        }
+    }
+
+    /// Probes Redis in the background until it answers, then closes the circuit.
+    fn probe_until_closed(pool: deadpool_redis::Pool, timeout: Duration, breaker: Arc<Breaker>) {
+        tokio::spawn(async move {
+            tracing::warn!("Redis keeps failing: circuit open, lookups read the database until it answers");
+            loop {
+                tokio::time::sleep(breaker.probe).await;
+                if ping(&pool, timeout * 10).await.is_ok() {
+                    breaker.succeeded();
+                    breaker.open.store(false, Ordering::Release);
+                    tracing::info!("Redis answers again: circuit closed");
+                    return;
+                }
+            }
+        });
     }
 
     fn key(prefix: &str, name: &PromptName) -> String {
@@ -81,13 +156,21 @@ impl Generations {
     /// counters start again from zero, but the epoch changes, so entries
     /// cached before the restart (when a write may have failed to reach Redis)
     /// are never answered again.
-    pub(crate) async fn current(&self, name: &PromptName) -> anyhow::Result<u64> {
+    ///
+    /// `None` while the circuit is open: Redis is not asked, and the caller
+    /// reads the database.
+    pub(crate) async fn current(&self, name: &PromptName) -> anyhow::Result<Option<u64>> {
         match self {
-            Self::Local(g) => Ok(g.load(Ordering::Acquire)),
+            Self::Local(g) => Ok(Some(g.load(Ordering::Acquire))),
+            Self::Redis { breaker, .. } if breaker.is_open() => {
+                breaker.skipped.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
             Self::Redis {
                 pool,
                 prefix,
                 timeout,
+                breaker,
             } => {
                 let epoch_key = format!("{prefix}epoch");
                 let key = Self::key(prefix, name);
@@ -115,11 +198,20 @@ impl Generations {
                             theirs.unwrap_or(mine)
                         }
                     };
-                    anyhow::Ok(token(&epoch, counter.unwrap_or(0)))
+                    anyhow::Ok(Some(token(&epoch, counter.unwrap_or(0))))
                 };
-                tokio::time::timeout(*timeout, read)
+                let result = tokio::time::timeout(*timeout, read)
                     .await
-                    .context("Redis did not answer in time")?
+                    .context("Redis did not answer in time")
+                    .and_then(|r| r);
+                match &result {
+                    Ok(_) => breaker.succeeded(),
+                    Err(_) if breaker.failed() => {
+                        Self::probe_until_closed(pool.clone(), *timeout, Arc::clone(breaker));
+                    }
+                    Err(_) => {}
+                }
+                result
             }
         }
     }
@@ -135,6 +227,7 @@ impl Generations {
                 pool,
                 prefix,
                 timeout,
+                ..
             } => {
                 let key = Self::key(prefix, name);
                 let write = async {
@@ -154,19 +247,24 @@ impl Generations {
     pub(crate) async fn ping(&self) -> anyhow::Result<()> {
         match self {
             Self::Local(_) => Ok(()),
-            Self::Redis { pool, timeout, .. } => {
-                let ping = async {
-                    let mut conn = pool.get().await.context("no Redis connection")?;
-                    let _: String = redis::cmd("PING")
-                        .query_async(&mut conn)
-                        .await
-                        .context("Redis PING failed")?;
-                    anyhow::Ok(())
-                };
-                tokio::time::timeout(*timeout * 10, ping)
-                    .await
-                    .context("Redis did not answer in time")?
+            Self::Redis { breaker, .. } if breaker.is_open() => {
+                anyhow::bail!("the Redis circuit is open: Redis did not answer the last lookups")
             }
+            Self::Redis { pool, timeout, .. } => ping(pool, *timeout * 10).await,
         }
     }
+}
+
+async fn ping(pool: &deadpool_redis::Pool, timeout: Duration) -> anyhow::Result<()> {
+    let ping = async {
+        let mut conn = pool.get().await.context("no Redis connection")?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .context("Redis PING failed")?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(timeout, ping)
+        .await
+        .context("Redis did not answer in time")?
 }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use registry_domain::prompt::ports::{CacheKey, Load, VersionCache};
+use registry_domain::prompt::ports::{CacheKey, Cached, Load, VersionCache};
 use registry_domain::prompt::{PromptError, PromptName, PromptVersion};
 
 use crate::generation::{Generations, RedisSettings};
@@ -23,15 +23,27 @@ pub struct CacheCounters {
     pub misses: u64,
     /// Lookups and invalidations that could not reach Redis.
     pub redis_errors: u64,
+    /// Lookups that skipped Redis because its circuit was open.
+    pub redis_skipped: u64,
+    /// Entries served past their TTL because the database was unreachable.
+    pub stale_served: u64,
 }
+
+type Key = (u64, CacheKey);
 
 #[derive(Debug)]
 pub struct TieredCache {
-    entries: moka::future::Cache<(u64, CacheKey), Arc<PromptVersion>>,
+    entries: moka::future::Cache<Key, Arc<PromptVersion>>,
+    /// The last good load of each key, kept `ttl + stale_if_error` for
+    /// answering while the database is unreachable. Keyed like `entries`, by
+    /// generation: an entry a write has superseded is never found here.
+    last_good: Option<moka::future::Cache<Key, (Arc<PromptVersion>, Instant)>>,
+    ttl: Duration,
     generations: Arc<Generations>,
     hits: AtomicU64,
     misses: AtomicU64,
     redis_errors: AtomicU64,
+    stale_served: AtomicU64,
     last_warning: AtomicU64,
 }
 
@@ -57,12 +69,29 @@ impl TieredCache {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            last_good: None,
+            ttl,
             generations: Arc::new(generations),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
             last_warning: AtomicU64::new(0),
         }
+    }
+
+    /// Serve an entry up to `max_age` past its TTL while the database is
+    /// unreachable (stale-if-error), as long as no write has superseded it.
+    /// `Duration::ZERO` keeps it off.
+    #[must_use]
+    pub fn with_stale_if_error(mut self, max_age: Duration) -> Self {
+        self.last_good = (!max_age.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(self.entries.policy().max_capacity().unwrap_or(10_000))
+                .time_to_live(self.ttl.saturating_add(max_age))
+                .build()
+        });
+        self
     }
 
     #[must_use]
@@ -71,6 +100,11 @@ impl TieredCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             redis_errors: self.redis_errors.load(Ordering::Relaxed),
+            redis_skipped: self
+                .generations
+                .breaker()
+                .map_or(0, |b| b.skipped.load(Ordering::Relaxed)),
+            stale_served: self.stale_served.load(Ordering::Relaxed),
         }
     }
 
@@ -88,7 +122,9 @@ impl TieredCache {
         self.generations.ping().await
     }
 
-    fn degraded(&self, what: &str, err: &anyhow::Error) {
+    /// Records that Redis failed `what`: counted every time, logged at most
+    /// once per interval, so an outage does not flood the log.
+    pub fn degraded(&self, what: &str, err: &anyhow::Error) {
         self.redis_errors.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -114,6 +150,8 @@ fn unshare(err: &PromptError) -> PromptError {
             name: name.clone(),
             selector: *selector,
         },
+        PromptError::Invalid(errors) => PromptError::Invalid(errors.clone()),
+        PromptError::Unavailable(e) => PromptError::Unavailable(anyhow::anyhow!("{e:#}")),
         PromptError::Unknown(e) => PromptError::Unknown(anyhow::anyhow!("{e:#}")),
     }
 }
@@ -121,20 +159,36 @@ fn unshare(err: &PromptError) -> PromptError {
 #[async_trait]
 impl VersionCache for TieredCache {
     async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError> {
+        self.lookup(key, load).await.map(|c| c.version)
+    }
+
+    async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
         let generation = match self.generations.current(&key.name).await {
-            Ok(g) => g,
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                // The Redis circuit is open: the database answers.
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return load.await.map(|v| Cached::fresh(Arc::new(v)));
+            }
             Err(e) => {
                 self.degraded("cache lookup", &e);
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                return load.await.map(Arc::new);
+                return load.await.map(|v| Cached::fresh(Arc::new(v)));
             }
         };
+        let entry_key = (generation, key.clone());
         let loaded = AtomicBool::new(false);
         let result = self
             .entries
-            .try_get_with((generation, key.clone()), async {
+            .try_get_with(entry_key.clone(), async {
                 loaded.store(true, Ordering::Relaxed);
-                load.await.map(Arc::new)
+                let version = Arc::new(load.await?);
+                if let Some(last_good) = &self.last_good {
+                    last_good
+                        .insert(entry_key.clone(), (Arc::clone(&version), Instant::now()))
+                        .await;
+                }
+                Ok(version)
             })
             .await;
         let counter = if loaded.load(Ordering::Relaxed) {
@@ -143,7 +197,24 @@ impl VersionCache for TieredCache {
             &self.hits
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        result.map_err(|e| unshare(&e))
+        match result {
+            Ok(version) => Ok(Cached::fresh(version)),
+            Err(e) => {
+                if matches!(*e, PromptError::Unavailable(_))
+                    && let Some(last_good) = &self.last_good
+                    && let Some((version, loaded_at)) = last_good.get(&entry_key).await
+                {
+                    // Same generation: no write has happened since this was
+                    // loaded, so it is still the current answer.
+                    self.stale_served.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Cached {
+                        version,
+                        stale_age: Some(loaded_at.elapsed()),
+                    });
+                }
+                Err(unshare(&e))
+            }
+        }
     }
 
     async fn invalidate(&self, name: &PromptName) {

@@ -44,6 +44,8 @@ fn redis_settings(url: &str, prefix: &str) -> RedisSettings {
         prefix: prefix.to_owned(),
         timeout: Duration::from_millis(200),
         pool_size: 4,
+        circuit_failures: 3,
+        circuit_probe: Duration::from_millis(100),
     }
 }
 
@@ -66,11 +68,14 @@ impl Store {
 
     /// A cache with a key prefix of its own, so parallel tests never meet.
     fn cache(&self, prefix: &str) -> TieredCache {
+        self.cache_with_ttl(prefix, Duration::from_secs(60))
+    }
+
+    fn cache_with_ttl(&self, prefix: &str, ttl: Duration) -> TieredCache {
         match self {
-            Self::InProcess => TieredCache::in_process(1_000, Duration::from_secs(60)),
+            Self::InProcess => TieredCache::in_process(1_000, ttl),
             Self::Redis(url) => {
-                TieredCache::with_redis(&redis_settings(url, prefix), 1_000, Duration::from_secs(60))
-                    .expect("valid Redis URL")
+                TieredCache::with_redis(&redis_settings(url, prefix), 1_000, ttl).expect("valid Redis URL")
             }
         }
     }
@@ -168,6 +173,56 @@ async fn a_failed_load_is_not_cached(store: Store) {
     assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
 }
 
+async fn stale_lookup(
+    cache: &TieredCache,
+    key: &CacheKey,
+    outcome: Result<u32, ()>,
+) -> (Result<u32, String>, bool) {
+    let load = Box::pin(async move {
+        outcome
+            .map(version)
+            .map_err(|()| PromptError::Unavailable(anyhow::anyhow!("connection refused")))
+    });
+    match cache.lookup(key, load).await {
+        Ok(c) => (Ok(c.version.version.get()), c.stale_age.is_some()),
+        Err(e) => (Err(e.to_string()), false),
+    }
+}
+
+async fn an_expired_entry_is_served_stale_while_the_database_is_down_but_never_after_a_write(store: Store) {
+    let cache = store
+        .cache_with_ttl(&prefix(), Duration::from_millis(50))
+        .with_stale_if_error(Duration::from_secs(60));
+    let key = active("p");
+    assert_eq!(stale_lookup(&cache, &key, Ok(1)).await, (Ok(1), false));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        stale_lookup(&cache, &key, Err(())).await,
+        (Ok(1), true),
+        "past its TTL, the database down: the last good answer, marked stale"
+    );
+    assert_eq!(cache.counters().stale_served, 1);
+    // A write supersedes it: never served again, even with the database down.
+    cache.invalidate(&name("p")).await;
+    let (answer, _) = stale_lookup(&cache, &key, Err(())).await;
+    assert!(answer.is_err(), "{answer:?}");
+    // Another kind of failure is not an outage: no stale answer either.
+    let other = active("q");
+    assert_eq!(stale_lookup(&cache, &other, Ok(3)).await, (Ok(3), false));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let load = Box::pin(async { Err(PromptError::Unknown(anyhow::anyhow!("corrupt row"))) });
+    assert!(cache.lookup(&other, load).await.is_err());
+}
+
+async fn without_stale_if_error_an_outage_is_an_error(store: Store) {
+    let cache = store.cache_with_ttl(&prefix(), Duration::from_millis(50));
+    let key = active("p");
+    assert_eq!(stale_lookup(&cache, &key, Ok(1)).await, (Ok(1), false));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (answer, _) = stale_lookup(&cache, &key, Err(())).await;
+    assert!(answer.is_err(), "{answer:?}");
+}
+
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
         mod in_process {
@@ -186,6 +241,8 @@ store_tests!(
     an_invalidation_makes_the_next_lookup_load_again,
     a_load_in_flight_during_an_invalidation_is_never_served_after_it,
     a_failed_load_is_not_cached,
+    an_expired_entry_is_served_stale_while_the_database_is_down_but_never_after_a_write,
+    without_stale_if_error_an_outage_is_an_error,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,4 +359,67 @@ async fn the_cache_fails_open_while_redis_is_down_and_uses_it_again_when_it_retu
         "and caches again"
     );
     assert_eq!(cache.counters().redis_errors, errors);
+}
+
+/// Sends a signal to a process (`STOP` freezes it, `CONT` resumes it).
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_opens_the_circuit_and_a_resumed_one_closes_it() {
+    if Store::redis().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let redis = OwnRedis::start(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let cache =
+        TieredCache::with_redis(&redis_settings(&url, "t:"), 1_000, Duration::from_secs(60)).expect("url");
+    let loads = AtomicU32::new(0);
+    assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
+
+    // Frozen, as by SIGSTOP: connections stay open, nothing answers.
+    signal(&redis.child, "STOP");
+    for n in 1..=100 {
+        assert!(
+            lookup(&cache, &active("p"), &loads, n).await.is_ok(),
+            "every lookup answers"
+        );
+    }
+    let frozen = cache.counters();
+    assert!(
+        frozen.redis_errors <= 4,
+        "after 3 timeouts in a row the circuit opens and Redis is no longer waited for: {frozen:?}"
+    );
+    assert!(frozen.redis_skipped >= 95, "{frozen:?}");
+    assert!(cache.ping().await.is_err(), "readiness sees the open circuit");
+
+    signal(&redis.child, "CONT");
+    let mut closed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if cache.ping().await.is_ok() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the background probe closes the circuit once Redis answers"
+    );
+    let before = cache.counters();
+    // No write happened: the generation in Redis is unchanged, so the entry
+    // cached before the freeze answers again.
+    assert_eq!(lookup(&cache, &active("p"), &loads, 7).await.ok(), Some(1));
+    let after = cache.counters();
+    assert_eq!(after.redis_skipped, before.redis_skipped, "Redis is asked again");
+    assert_eq!(after.hits, before.hits + 1, "and the cache answers");
 }

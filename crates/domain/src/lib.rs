@@ -10,4 +10,5 @@ pub mod auth;
 pub mod page;
 pub mod prompt;
 pub mod run;
+pub mod text;
 pub mod time;

@@ -20,6 +20,29 @@ pub fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
 }
 
+/// The earliest and latest instants a stored timestamp may have: years 1
+/// to 9999, which both backends (and RFC 3339) can represent and compare.
+fn representable(t: OffsetDateTime) -> bool {
+    (1..=9999).contains(&t.to_offset(time::UtcOffset::UTC).year())
+}
+
+/// The instant `micros` microseconds after the Unix epoch, when it is one a
+/// stored timestamp can be (years 1 to 9999).
+#[must_use]
+pub fn from_micros(micros: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .ok()
+        .filter(|t| representable(*t))
+}
+
+/// As [`from_micros`], from nanoseconds.
+#[must_use]
+pub fn from_nanos(nanos: i128) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .filter(|t| representable(*t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,6 +52,16 @@ mod tests {
         let t = now_utc();
         assert_eq!(t.nanosecond() % 1_000, 0);
         assert_eq!(t.offset(), time::UtcOffset::UTC);
+    }
+
+    #[test]
+    fn only_instants_every_backend_can_store_are_accepted() {
+        assert!(from_micros(0).is_some());
+        assert!(from_micros(i64::MAX).is_none());
+        assert!(from_micros(i64::MIN).is_none());
+        // Year 0 exists in `time` but not in PostgreSQL's AD/BC calendar.
+        assert!(from_micros(-62_167_219_200_000_000).is_none());
+        assert!(from_nanos(-62_135_596_800_000_000_000).is_some());
     }
 
     #[test]

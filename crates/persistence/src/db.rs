@@ -136,6 +136,18 @@ impl Db {
     /// # Errors
     /// A migration that fails.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        if self.backend() == DbBackend::Sqlite {
+            // The migrator runs SQLite migrations outside a transaction, one
+            // statement per pooled connection: a statement could then run on a
+            // connection whose read snapshot predates the one before it (an
+            // index "already exists" right after it was dropped). One
+            // transaction keeps every statement on one connection, and makes
+            // the whole upgrade atomic, as it is on PostgreSQL.
+            use sea_orm::TransactionTrait as _;
+            let txn = self.conn.begin().await.context("cannot start the migrations")?;
+            Migrator::up(&txn, None).await.context("migrations failed")?;
+            return txn.commit().await.context("cannot commit the migrations");
+        }
         Migrator::up(&self.conn, None).await.context("migrations failed")
     }
 
@@ -193,7 +205,12 @@ impl Db {
     }
 }
 
-/// Retries `op` while it fails with a transient error.
+/// Retries `op` while it fails with an error that running it again may
+/// mend: a write conflict (serialization failure, deadlock, SQLite busy)
+/// several times, a connection that broke under it once. An unreachable
+/// database is not retried here: the pool already waited its acquire
+/// timeout, and the caller decides (a request answers 503, the run writer
+/// keeps its runs and tries again later).
 async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
@@ -203,9 +220,12 @@ where
     loop {
         attempt += 1;
         match op().await {
-            Err(err) if attempt < MAX_ATTEMPTS && is_transient(&err) => {
-                tracing::warn!(attempt, error = %err, "transient database error; retrying the transaction");
+            Err(err) if attempt < MAX_ATTEMPTS && is_conflict(&err) => {
+                tracing::warn!(attempt, error = %err, "write conflict; retrying the transaction");
                 tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(err) if attempt == 1 && is_broken_connection(&err) => {
+                tracing::warn!(error = %err, "the connection broke; retrying the transaction once");
             }
             result => return result,
         }
@@ -221,27 +241,73 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(cap_ms / 2 + random % (cap_ms / 2 + 1))
 }
 
-/// Whether running the same transaction again may succeed: serialization
-/// failures and deadlocks on PostgreSQL, busy or locked on SQLite, and lost
-/// connections.
-pub(crate) fn is_transient(err: &DbErr) -> bool {
-    use sea_orm::sqlx::Error as SqlxError;
-    let sqlx_err = match err {
+fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match err {
         DbErr::Conn(RuntimeErr::SqlxError(e))
         | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_ref(),
-        DbErr::ConnectionAcquire(_) => return true,
-        _ => return false,
-    };
-    match sqlx_err {
-        SqlxError::Database(db) => matches!(
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
+        _ => None,
+    }
+}
+
+/// Serialization failures and deadlocks on PostgreSQL, busy or locked on
+/// SQLite: the same transaction run again may commit.
+fn is_conflict(err: &DbErr) -> bool {
+    matches!(
+        sqlx_error(err),
+        Some(sea_orm::sqlx::Error::Database(db)) if matches!(
             db.code().as_deref(),
             // PostgreSQL: serialization_failure, deadlock_detected.
             // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
             Some("40001" | "40P01" | "5" | "6" | "261" | "517" | "262")
-        ),
-        SqlxError::Io(_) | SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::WorkerCrashed => true,
+        )
+    )
+}
+
+/// A connection that failed under a statement (the server restarted, the
+/// socket was reset): a fresh connection from the pool may work.
+fn is_broken_connection(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    matches!(sqlx_error(err), Some(SqlxError::Io(_) | SqlxError::WorkerCrashed))
+}
+
+/// Whether `err` says the database cannot be reached now, rather than that
+/// it refused what was asked: no connection could be had, the connection
+/// broke, or the server is shutting down or starting up. Such a failure may
+/// pass; any other will happen again with the same input.
+#[must_use]
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    // No connection could be had, or one could not be opened (refused, closed
+    // during the handshake, a proxy in front with nothing behind it).
+    if matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
+        return true;
+    }
+    match sqlx_error(err) {
+        Some(
+            SqlxError::Io(_) | SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::WorkerCrashed,
+        ) => true,
+        Some(SqlxError::Database(db)) => db.code().is_some_and(|code| {
+            // PostgreSQL: class 08 (connection exception), 53300
+            // (too_many_connections), 57P01–57P03 (shutdown, cannot connect now).
+            code.starts_with("08") || matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03")
+        }),
         _ => false,
+    }
+}
+
+/// Wraps a database error as the domain expects it: `unavailable` when the
+/// database cannot be reached, `unknown` otherwise, with the whole cause
+/// chain kept for the log.
+pub(crate) fn classify<E>(
+    err: DbErr,
+    unavailable: impl FnOnce(anyhow::Error) -> E,
+    unknown: impl FnOnce(anyhow::Error) -> E,
+) -> E {
+    if is_unavailable(&err) {
+        unavailable(anyhow::Error::new(err).context("the database is unavailable"))
+    } else {
+        unknown(anyhow::Error::new(err).context("database error"))
     }
 }
 
@@ -313,20 +379,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_transient_error_is_retried_until_it_succeeds() {
+    async fn an_unreachable_database_is_not_retried_but_reported_as_unavailable() {
+        let mut calls = 0;
+        let result: Result<(), DbErr> = retry_transient(|| {
+            calls += 1;
+            async { Err(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout)) }
+        })
+        .await;
+        assert_eq!(calls, 1, "the pool already waited its acquire timeout");
+        assert!(result.as_ref().is_err_and(is_unavailable));
+        assert!(!is_unavailable(&DbErr::Custom("constraint".into())));
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_is_retried_once() {
         let mut calls = 0;
         let result = retry_transient(|| {
             calls += 1;
-            let fail = calls < 3;
+            let fail = calls < 2;
             async move {
                 if fail {
-                    Err(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))
+                    let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                    Err(DbErr::Query(RuntimeErr::SqlxError(Arc::new(
+                        sea_orm::sqlx::Error::Io(io),
+                    ))))
                 } else {
                     Ok(calls)
                 }
             }
         })
         .await;
-        assert_eq!(result.ok(), Some(3));
+        assert_eq!(result.ok(), Some(2));
     }
 }

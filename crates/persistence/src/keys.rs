@@ -29,8 +29,8 @@ impl SeaOrmApiKeyRepository {
     }
 }
 
-fn unknown(err: DbErr) -> KeyError {
-    KeyError::Unknown(anyhow::Error::new(err).context("database error"))
+fn db_error(err: DbErr) -> KeyError {
+    crate::db::classify(err, KeyError::Unavailable, KeyError::Unknown)
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -86,7 +86,7 @@ fn rows(rows: &[sea_orm::QueryResult]) -> Result<Vec<(ApiKey, KeyHash)>, KeyErro
     rows.iter()
         .map(|r| {
             KeyRow::from_query_result(r, "")
-                .map_err(unknown)?
+                .map_err(db_error)?
                 .into_domain()
                 .map_err(KeyError::Unknown)
         })
@@ -117,7 +117,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
                     // 32 random bits of prefix: a collision is rare, and the caller can simply try again.
                     KeyError::Unknown(anyhow!("key prefix collision; create the key again"))
                 } else {
-                    unknown(e)
+                    db_error(e)
                 }
             })?;
         Ok(())
@@ -127,7 +127,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         let q = select()
             .and_where(Expr::col(iden("prefix")).eq(prefix))
             .to_owned();
-        let row = self.db.conn().query_one(&q).await.map_err(unknown)?;
+        let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         Ok(rows(&row.into_iter().collect::<Vec<_>>())?.pop())
     }
 
@@ -136,7 +136,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .order_by(iden("created_at"), Order::Asc)
             .order_by(iden("id"), Order::Asc)
             .to_owned();
-        let found = self.db.conn().query_all(&q).await.map_err(unknown)?;
+        let found = self.db.conn().query_all(&q).await.map_err(db_error)?;
         Ok(rows(&found)?.into_iter().map(|(k, _)| k).collect())
     }
 
@@ -150,13 +150,13 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         self.db
             .write(|| async { self.db.conn().execute(&q).await })
             .await
-            .map_err(unknown)?;
+            .map_err(db_error)?;
         let exists = Query::select()
             .expr(Expr::val(1))
             .from(iden("api_keys"))
             .and_where(Expr::col(iden("id")).eq(id))
             .to_owned();
-        match self.db.conn().query_one(&exists).await.map_err(unknown)? {
+        match self.db.conn().query_one(&exists).await.map_err(db_error)? {
             Some(_) => Ok(()),
             None => Err(KeyError::NotFound(id)),
         }
@@ -171,7 +171,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         self.db
             .write(|| async { self.db.conn().execute(&q).await })
             .await
-            .map_err(unknown)?;
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -186,9 +186,9 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .conn()
             .query_one(&q)
             .await
-            .map_err(unknown)?
+            .map_err(db_error)?
             .ok_or_else(|| KeyError::Unknown(anyhow!("no count")))?;
-        let n: i64 = row.try_get("", "n").map_err(unknown)?;
+        let n: i64 = row.try_get("", "n").map_err(db_error)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -6,6 +6,7 @@
 
 mod db;
 mod keys;
+mod nul;
 mod prompts;
 mod runs;
 #[cfg(feature = "testing")]

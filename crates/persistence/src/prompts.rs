@@ -124,8 +124,8 @@ impl VersionRow {
     }
 }
 
-fn unknown(err: DbErr) -> PromptError {
-    PromptError::Unknown(anyhow::Error::new(err).context("database error"))
+fn db_error(err: DbErr) -> PromptError {
+    crate::db::classify(err, PromptError::Unavailable, PromptError::Unknown)
 }
 
 /// `SELECT p.*, active.version AS active_version FROM prompts p LEFT JOIN …`
@@ -209,7 +209,7 @@ fn version_rows(rows: &[QueryResult]) -> Result<Vec<PromptVersion>, PromptError>
     rows.iter()
         .map(|r| {
             VersionRow::from_query_result(r, "")
-                .map_err(unknown)?
+                .map_err(db_error)?
                 .into_domain()
                 .map_err(PromptError::Unknown)
         })
@@ -223,7 +223,7 @@ impl SeaOrmPromptRepository {
             .from(iden("prompts"))
             .and_where(Expr::col(iden("name")).eq(name.as_str()))
             .to_owned();
-        Ok(self.db.conn().query_one(&q).await.map_err(unknown)?.is_some())
+        Ok(self.db.conn().query_one(&q).await.map_err(db_error)?.is_some())
     }
 
     async fn not_found(&self, name: &PromptName, selector: VersionSelector) -> PromptError {
@@ -393,7 +393,7 @@ impl PromptRepository for SeaOrmPromptRepository {
                 if is_unique_violation(&e) {
                     PromptError::Duplicate(new.name.clone())
                 } else {
-                    unknown(e)
+                    db_error(e)
                 }
             })?;
         Ok(Prompt {
@@ -436,12 +436,12 @@ impl PromptRepository for SeaOrmPromptRepository {
         q.order_by(p("created_at"), Order::Asc)
             .order_by(p("id"), Order::Asc)
             .limit(u64::from(page.limit.get()) + 1);
-        let rows = self.db.conn().query_all(&q).await.map_err(unknown)?;
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         let prompts = rows
             .iter()
             .map(|r| {
                 PromptRow::from_query_result(r, "")
-                    .map_err(unknown)?
+                    .map_err(db_error)?
                     .into_domain()
                     .map_err(PromptError::Unknown)
             })
@@ -456,10 +456,10 @@ impl PromptRepository for SeaOrmPromptRepository {
         let q = prompt_select()
             .and_where(Expr::col(p("name")).eq(name.as_str()))
             .to_owned();
-        let row = self.db.conn().query_one(&q).await.map_err(unknown)?;
+        let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         let row = row.ok_or_else(|| PromptError::NotFound(name.clone()))?;
         PromptRow::from_query_result(&row, "")
-            .map_err(unknown)?
+            .map_err(db_error)?
             .into_domain()
             .map_err(PromptError::Unknown)
     }
@@ -482,7 +482,7 @@ impl PromptRepository for SeaOrmPromptRepository {
             .db
             .write(|| async { self.db.conn().execute(&q).await })
             .await
-            .map_err(unknown)?;
+            .map_err(db_error)?;
         if result.rows_affected() == 0 {
             return Err(PromptError::NotFound(name.clone()));
         }
@@ -498,7 +498,7 @@ impl PromptRepository for SeaOrmPromptRepository {
             .db
             .write(|| async { self.db.conn().execute(&q).await })
             .await
-            .map_err(unknown)?;
+            .map_err(db_error)?;
         if result.rows_affected() == 0 {
             return Err(PromptError::NotFound(name.clone()));
         }
@@ -513,7 +513,7 @@ impl PromptRepository for SeaOrmPromptRepository {
         self.db
             .write(|| self.try_create_version(name, new))
             .await
-            .map_err(unknown)?
+            .map_err(db_error)?
             .ok_or_else(|| PromptError::NotFound(name.clone()))
     }
 
@@ -529,7 +529,7 @@ impl PromptRepository for SeaOrmPromptRepository {
         }
         q.order_by(v("version"), Order::Desc)
             .limit(u64::from(page.limit.get()) + 1);
-        let rows = self.db.conn().query_all(&q).await.map_err(unknown)?;
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         if rows.is_empty() && !self.prompt_exists(name).await? {
             return Err(PromptError::NotFound(name.clone()));
         }
@@ -551,7 +551,7 @@ impl PromptRepository for SeaOrmPromptRepository {
             VersionSelector::Latest => q.and_where(Expr::col(v("version")).equals(p("latest_version"))),
             VersionSelector::Number(n) => q.and_where(Expr::col(v("version")).eq(n.as_i32())),
         };
-        let row = self.db.conn().query_one(&q).await.map_err(unknown)?;
+        let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         match row {
             Some(row) => Ok(version_rows(std::slice::from_ref(&row))?.remove(0)),
             None => Err(self.not_found(name, selector).await),
@@ -567,7 +567,7 @@ impl PromptRepository for SeaOrmPromptRepository {
             .db
             .write(|| self.try_activate(name, version))
             .await
-            .map_err(unknown)?
+            .map_err(db_error)?
         {
             None => Err(PromptError::NotFound(name.clone())),
             Some(false) => Err(PromptError::VersionNotFound {

@@ -8,7 +8,9 @@ use registry_domain::page::{Page, PageRequest};
 use registry_domain::prompt::{PromptName, Tags, VersionNumber};
 use registry_domain::run::ports::{Logged, RunError, RunRepository};
 use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats, percentile_cont};
-use registry_domain::run::{Cost, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField};
+use registry_domain::run::{
+    Cost, Latency, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField,
+};
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr,
 };
@@ -20,6 +22,7 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::db::Db;
+use crate::nul;
 
 /// Rows per INSERT statement: 17 parameters a row stays well under the
 /// parameter limits of both backends.
@@ -43,7 +46,7 @@ const COLUMNS: [&str; 17] = [
     "status",
     "error",
     "model",
-    "latency_ms",
+    "latency_us",
     "prompt_tokens",
     "completion_tokens",
     "cost_nanos",
@@ -66,8 +69,15 @@ impl SeaOrmRunRepository {
     }
 }
 
-fn unknown(err: DbErr) -> RunError {
-    RunError::Unknown(anyhow::Error::new(err).context("database error"))
+fn db_error(err: DbErr) -> RunError {
+    crate::db::classify(err, RunError::Unavailable, RunError::Unknown)
+}
+
+/// A copy of `value` with U+0000 escaped (see [`crate::nul`]).
+fn escaped(value: Value) -> Value {
+    let mut value = value;
+    nul::escape_json(&mut value);
+    value
 }
 
 fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 17] {
@@ -78,16 +88,16 @@ fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 17] {
         run.prompt_id.into(),
         run.version_id.into(),
         run.version.as_i32().into(),
-        Value::Object(f.input.clone()).into(),
-        f.output.clone().into(),
+        escaped(Value::Object(f.input.clone())).into(),
+        f.output.clone().map(escaped).into(),
         f.status.as_str().into(),
-        f.error.clone().into(),
+        f.error.as_deref().map(|e| nul::escape_str(e).into_owned()).into(),
         f.model.clone().into(),
-        i32::try_from(f.latency_ms).unwrap_or(i32::MAX).into(),
+        i64::try_from(f.latency.micros()).unwrap_or(i64::MAX).into(),
         opt_i32(f.prompt_tokens).into(),
         opt_i32(f.completion_tokens).into(),
         f.cost.nanos().into(),
-        Value::Object(f.metadata.clone()).into(),
+        escaped(Value::Object(f.metadata.clone())).into(),
         Value::from(f.tags.as_slice().to_vec()).into(),
         db.opt_time(f.started_at).into(),
         db.time(run.created_at).into(),
@@ -118,7 +128,7 @@ struct RunRow {
     status: String,
     error: Option<String>,
     model: Option<String>,
-    latency_ms: i32,
+    latency_us: i64,
     prompt_tokens: Option<i32>,
     completion_tokens: Option<i32>,
     cost_nanos: i64,
@@ -128,7 +138,9 @@ struct RunRow {
     created_at: OffsetDateTime,
 }
 
-fn object(v: Value, what: &str) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// A stored JSON object, unescaped (see [`crate::nul`]).
+fn object(mut v: Value, what: &str) -> anyhow::Result<serde_json::Map<String, Value>> {
+    nul::unescape_json(&mut v);
     match v {
         Value::Object(m) => Ok(m),
         other => Err(anyhow!("stored {what} is not an object: {other}")),
@@ -147,12 +159,18 @@ impl RunRow {
             version: VersionNumber::new(i64::from(self.version)).context("stored version")?,
             fields: RunFields {
                 input: object(self.input, "input")?,
-                output: self.output,
+                output: self.output.map(|mut v| {
+                    nul::unescape_json(&mut v);
+                    v
+                }),
                 status: RunStatus::parse(&self.status)
                     .with_context(|| format!("stored status {:?}", self.status))?,
-                error: self.error,
+                error: self.error.map(|e| nul::unescape_str(&e).into_owned()),
                 model: self.model,
-                latency_ms: unsigned(self.latency_ms)?,
+                latency: u64::try_from(self.latency_us)
+                    .ok()
+                    .and_then(|us| Latency::from_micros(us).ok())
+                    .with_context(|| format!("stored latency {} µs", self.latency_us))?,
                 prompt_tokens: self.prompt_tokens.map(unsigned).transpose()?,
                 completion_tokens: self.completion_tokens.map(unsigned).transpose()?,
                 cost: Cost::from_nanos(self.cost_nanos).map_err(|e| anyhow!("stored cost: {e}"))?,
@@ -169,7 +187,7 @@ fn runs_from(rows: &[QueryResult]) -> Result<Vec<Run>, RunError> {
     rows.iter()
         .map(|row| {
             RunRow::from_query_result(row, "")
-                .map_err(unknown)?
+                .map_err(db_error)?
                 .into_domain()
                 .map_err(RunError::Unknown)
         })
@@ -200,10 +218,6 @@ fn of_prompt(prompt: &PromptName) -> SimpleExpr {
         .and_where(Expr::col(iden("name")).eq(prompt.as_str()))
         .to_owned();
     Expr::col(r("prompt_id")).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
-}
-
-fn micros_to_time(micros: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()
 }
 
 impl SeaOrmRunRepository {
@@ -252,10 +266,10 @@ impl SeaOrmRunRepository {
         let sql = format!(
             "SELECT r.version, {bucket} AS bucket, count(*) AS count, \
              count(*) FILTER (WHERE r.status = 'error') AS error_count, \
-             percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms) AS p50, \
-             percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS p95, \
-             percentile_cont(0.99) WITHIN GROUP (ORDER BY r.latency_ms) AS p99, \
-             max(r.latency_ms) AS latency_max, \
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_us) / 1000 AS p50, \
+             percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_us) / 1000 AS p95, \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY r.latency_us) / 1000 AS p99, \
+             max(r.latency_us)::float8 / 1000 AS latency_max, \
              COALESCE(sum(r.prompt_tokens), 0)::bigint AS prompt_tokens, \
              COALESCE(sum(r.completion_tokens), 0)::bigint AS completion_tokens, \
              COALESCE(sum(r.cost_nanos), 0)::bigint AS cost_total \
@@ -268,7 +282,7 @@ impl SeaOrmRunRepository {
             .conn()
             .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
             .await
-            .map_err(unknown)?;
+            .map_err(db_error)?;
         rows.iter()
             .map(|row| -> Result<VersionStats, DbErr> {
                 let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
@@ -281,7 +295,7 @@ impl SeaOrmRunRepository {
                     latency_p50: row.try_get("", "p50")?,
                     latency_p95: row.try_get("", "p95")?,
                     latency_p99: row.try_get("", "p99")?,
-                    latency_max: unsigned(i64::from(row.try_get::<i32>("", "latency_max")?)),
+                    latency_max: row.try_get("", "latency_max")?,
                     prompt_tokens: unsigned(row.try_get("", "prompt_tokens")?),
                     completion_tokens: unsigned(row.try_get("", "completion_tokens")?),
                     cost_total: Cost::from_nanos(row.try_get("", "cost_total")?)
@@ -289,7 +303,7 @@ impl SeaOrmRunRepository {
                 })
             })
             .collect::<Result<_, _>>()
-            .map_err(unknown)
+            .map_err(db_error)
     }
 
     /// SQLite has no percentile aggregate: the matching rows are read in
@@ -303,7 +317,7 @@ impl SeaOrmRunRepository {
         q.columns([
             r("version"),
             r("status"),
-            r("latency_ms"),
+            r("latency_us"),
             r("prompt_tokens"),
             r("completion_tokens"),
             r("cost_nanos"),
@@ -317,7 +331,7 @@ impl SeaOrmRunRepository {
             Expr::col((iden("p"), iden("id"))).equals(r("prompt_id")),
         )
         .and_where(Expr::col((iden("p"), iden("name"))).eq(prompt.as_str()))
-        .order_by(r("latency_ms"), Order::Asc);
+        .order_by(r("latency_us"), Order::Asc);
         if let Some(from) = query.from {
             q.and_where(Expr::col(r("created_at")).gte(self.db.time(from)));
         }
@@ -335,26 +349,26 @@ impl SeaOrmRunRepository {
             completion_tokens: u64,
             cost: i64,
         }
-        let rows = self.db.conn().query_all(&q).await.map_err(unknown)?;
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         let mut groups: BTreeMap<(i32, Option<OffsetDateTime>), Acc> = BTreeMap::new();
         for row in &rows {
             let get = || -> Result<_, DbErr> {
                 Ok((
                     row.try_get::<i32>("", "version")?,
                     row.try_get::<String>("", "status")?,
-                    row.try_get::<i32>("", "latency_ms")?,
+                    row.try_get::<i64>("", "latency_us")?,
                     row.try_get::<Option<i32>>("", "prompt_tokens")?,
                     row.try_get::<Option<i32>>("", "completion_tokens")?,
                     row.try_get::<i64>("", "cost_nanos")?,
                     row.try_get::<OffsetDateTime>("", "created_at")?,
                 ))
             };
-            let (version, status, latency, pt, ct, cost, created_at) = get().map_err(unknown)?;
+            let (version, status, latency, pt, ct, cost, created_at) = get().map_err(db_error)?;
             let acc = groups
                 .entry((version, query.bucket.start(created_at)))
                 .or_default();
             let unsigned = |n: i32| u64::try_from(n).unwrap_or(0);
-            acc.latencies.push(unsigned(latency));
+            acc.latencies.push(u64::try_from(latency).unwrap_or(0));
             acc.errors += u64::from(status == RunStatus::Error.as_str());
             acc.prompt_tokens += pt.map_or(0, unsigned);
             acc.completion_tokens += ct.map_or(0, unsigned);
@@ -372,10 +386,10 @@ impl SeaOrmRunRepository {
                     bucket,
                     count: acc.latencies.len() as u64,
                     error_count: acc.errors,
-                    latency_p50: percentile_cont(&acc.latencies, 0.5),
-                    latency_p95: percentile_cont(&acc.latencies, 0.95),
-                    latency_p99: percentile_cont(&acc.latencies, 0.99),
-                    latency_max: acc.latencies.last().copied().unwrap_or(0),
+                    latency_p50: percentile_cont(&acc.latencies, 0.5) / 1000.0,
+                    latency_p95: percentile_cont(&acc.latencies, 0.95) / 1000.0,
+                    latency_p99: percentile_cont(&acc.latencies, 0.99) / 1000.0,
+                    latency_max: percentile_cont(&acc.latencies, 1.0) / 1000.0,
                     prompt_tokens: acc.prompt_tokens,
                     completion_tokens: acc.completion_tokens,
                     cost_total: Cost::from_nanos(acc.cost).map_err(|e| RunError::Unknown(anyhow!("{e}")))?,
@@ -393,7 +407,7 @@ impl RunRepository for SeaOrmRunRepository {
             .db
             .write(|| async { self.db.conn().query_all(&stmt).await })
             .await
-            .map_err(unknown)?;
+            .map_err(db_error)?;
         if inserted.is_empty() {
             Ok(Logged::Existing(self.find(run.id).await?))
         } else {
@@ -405,7 +419,7 @@ impl RunRepository for SeaOrmRunRepository {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let inserted = self.db.write(|| self.insert_all(runs)).await.map_err(unknown)?;
+        let inserted = self.db.write(|| self.insert_all(runs)).await.map_err(db_error)?;
         if inserted.len() == runs.len() {
             return Ok(Vec::new());
         }
@@ -419,7 +433,7 @@ impl RunRepository for SeaOrmRunRepository {
 
     async fn find(&self, id: Uuid) -> Result<Run, RunError> {
         let q = run_select().and_where(Expr::col(r("id")).eq(id)).to_owned();
-        let row = self.db.conn().query_one(&q).await.map_err(unknown)?;
+        let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         let row = row.ok_or(RunError::NotFound(id))?;
         Ok(runs_from(&[row])?.remove(0))
     }
@@ -451,16 +465,18 @@ impl RunRepository for SeaOrmRunRepository {
         }
         let column = match sort.field {
             SortField::CreatedAt => r("created_at"),
-            SortField::LatencyMs => r("latency_ms"),
+            SortField::LatencyMs => r("latency_us"),
             SortField::Cost => r("cost_nanos"),
         };
         if let Some(after) = page.after {
             let key: SqlValue = match sort.field {
+                // The domain refuses a cursor whose key no run can have.
                 SortField::CreatedAt => self.db.time(
-                    micros_to_time(after.key)
+                    after
+                        .time()
                         .ok_or_else(|| RunError::Unknown(anyhow!("cursor time out of range")))?,
                 ),
-                SortField::LatencyMs => i32::try_from(after.key).unwrap_or(i32::MAX).into(),
+                SortField::LatencyMs => after.key.into(),
                 SortField::Cost => after.key.into(),
             };
             // A row-value comparison, not an OR of two conditions: PostgreSQL
@@ -477,7 +493,7 @@ impl RunRepository for SeaOrmRunRepository {
         q.order_by(column, order.clone())
             .order_by(r("id"), order)
             .limit(u64::from(page.limit.get()) + 1);
-        let rows = self.db.conn().query_all(&q).await.map_err(unknown)?;
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         let runs = runs_from(&rows)?;
         Ok(Page::from_overfetch(runs, page.limit, |run| RunCursor {
             sort,

@@ -495,8 +495,79 @@ async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
         .expect("schema works");
 }
 
+/// The latency migration keeps every stored run's latency, both ways.
+async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend) {
+    use migration::{Migrator, MigratorTrait};
+    use registry_domain::run::ports::RunRepository;
+    use registry_domain::run::{Latency, Run, RunFields, RunStatus};
+    use registry_persistence::SeaOrmRunRepository;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let (_test_db, db) = TestDatabase::migrated(&backend).await;
+    let prompts = SeaOrmPromptRepository::new(db.clone());
+    let prompt = prompts
+        .create_prompt(&new_prompt("lat", &[]))
+        .await
+        .expect("created");
+    let version = prompts
+        .create_version(&name("lat"), &new_version("t", true))
+        .await
+        .expect("version");
+    let run = |micros: u64| Run {
+        id: uuid::Uuid::now_v7(),
+        prompt_id: prompt.id,
+        prompt_name: name("lat"),
+        version_id: version.id,
+        version: version.version,
+        fields: RunFields {
+            input: Map::new(),
+            output: None,
+            status: RunStatus::Success,
+            error: None,
+            model: None,
+            latency: Latency::from_micros(micros).expect("in range"),
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost: registry_domain::run::Cost::ZERO,
+            metadata: Map::new(),
+            tags: Tags::default(),
+            started_at: None,
+        },
+        created_at: registry_domain::time::now_utc(),
+    };
+    let runs = SeaOrmRunRepository::new(db.clone());
+    let (fast, slow) = (run(400), run(120_500));
+    runs.insert_batch(&[fast.clone(), slow.clone()])
+        .await
+        .expect("stored");
+
+    Migrator::down(db.conn(), Some(1)).await.expect("down one");
+    let rows = db
+        .conn()
+        .query_all_raw(Statement::from_string(
+            db.backend(),
+            "SELECT latency_ms FROM prompt_runs ORDER BY latency_ms",
+        ))
+        .await
+        .expect("old column");
+    let ms: Vec<i32> = rows
+        .iter()
+        .map(|r| r.try_get::<i32>("", "latency_ms").expect("an integer"))
+        .collect();
+    assert_eq!(ms, [0, 121], "rounded to the nearest millisecond");
+
+    db.migrate().await.expect("up again");
+    let micros = |id| {
+        let runs = runs.clone();
+        async move { runs.find(id).await.expect("found").fields.latency.micros() }
+    };
+    assert_eq!(micros(slow.id).await, 121_000);
+    assert_eq!(micros(fast.id).await, 0);
+}
+
 backend_tests!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    the_latency_migration_converts_stored_runs_down_and_up,
     a_created_prompt_can_be_found_by_name,
     a_second_prompt_with_the_same_name_is_a_duplicate,
     versions_are_numbered_in_order_and_the_newest_becomes_active,

@@ -84,6 +84,9 @@ pub async fn authenticate(
     let principal = match state.auth.authenticate(&key).await {
         Ok(p) => p,
         Err(AuthError::Unknown(e)) => return refuse(req, ApiError::internal(e)),
+        Err(AuthError::Unavailable(e)) => {
+            return refuse(req, ApiError::unavailable("the key store (database)", e));
+        }
         Err(e) => return refuse(req, ApiError::new(ErrorCode::Unauthorized, e.to_string())),
     };
     if !principal.scopes().allow(needed) {

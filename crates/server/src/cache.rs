@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use registry_cache::{CacheCounters, RedisSettings, TieredCache};
-use registry_domain::prompt::ports::{CacheKey, Load, VersionCache};
+use registry_domain::prompt::ports::{CacheKey, Cached, Load, VersionCache};
 use registry_domain::prompt::{PromptError, PromptName, PromptVersion};
 
 use crate::settings::{CacheMode, Settings};
@@ -13,7 +13,8 @@ use crate::settings::{CacheMode, Settings};
 #[derive(Debug)]
 pub enum AppCache {
     Off,
-    Tiered(TieredCache),
+    /// Boxed: the cache is large and chosen once, the `Off` variant tiny.
+    Tiered(Box<TieredCache>),
 }
 
 /// How the cache is doing, for `/ready`.
@@ -44,17 +45,24 @@ impl AppCache {
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let ttl = Duration::from_secs(settings.cache.ttl_secs.max(1));
         let capacity = settings.cache.capacity.max(1);
+        let stale = settings.stale_if_error();
         Ok(match settings.cache_mode() {
             CacheMode::Off => Self::Off,
-            CacheMode::Memory => Self::Tiered(TieredCache::in_process(capacity, ttl)),
+            CacheMode::Memory => Self::Tiered(Box::new(
+                TieredCache::in_process(capacity, ttl).with_stale_if_error(stale),
+            )),
             CacheMode::Redis => {
                 let redis = RedisSettings {
                     url: settings.redis.url.clone().unwrap_or_default(),
                     prefix: settings.redis.prefix.clone(),
                     timeout: Duration::from_millis(settings.redis.timeout_ms.max(1)),
                     pool_size: settings.redis.pool_size,
+                    circuit_failures: settings.redis.circuit_failures,
+                    circuit_probe: Duration::from_millis(settings.redis.circuit_probe_ms.max(1)),
                 };
-                Self::Tiered(TieredCache::with_redis(&redis, capacity, ttl)?)
+                Self::Tiered(Box::new(
+                    TieredCache::with_redis(&redis, capacity, ttl)?.with_stale_if_error(stale),
+                ))
             }
         })
     }
@@ -74,7 +82,8 @@ impl AppCache {
             Self::Tiered(c) => match c.ping().await {
                 Ok(()) => CacheHealth::RedisOk,
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "readiness: Redis does not answer");
+                    // Probes come every few seconds: log once per interval.
+                    c.degraded("readiness probe", &e);
                     CacheHealth::RedisDegraded
                 }
             },
@@ -88,6 +97,13 @@ impl VersionCache for AppCache {
         match self {
             Self::Off => load.await.map(Arc::new),
             Self::Tiered(c) => c.get_or_load(key, load).await,
+        }
+    }
+
+    async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
+        match self {
+            Self::Off => load.await.map(|v| Cached::fresh(Arc::new(v))),
+            Self::Tiered(c) => c.lookup(key, load).await,
         }
     }
 

@@ -5,6 +5,7 @@
 //! the result. No rule about prompts lives here.
 
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod metrics;

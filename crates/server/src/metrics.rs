@@ -27,13 +27,36 @@ struct Series {
 }
 
 /// Request counts and latencies per (route pattern, method, status).
+///
+/// Every label comes from a bounded set, whatever clients send: the route is
+/// a registered pattern or `unmatched`, the method one of the standard ones
+/// or `other`, the status a three-digit code. Without that, a client
+/// inventing methods or paths could grow the exposition without limit.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    series: Mutex<BTreeMap<(String, &'static str, u16), Series>>,
+}
+
+/// The method as a metric label: a standard method, else `other`.
+#[must_use]
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 impl Metrics {
-    fn observe(&self, route: String, method: String, status: u16, seconds: f64) {
+    fn observe(&self, route: String, method: &'static str, status: u16, seconds: f64) {
         if let Ok(mut series) = self.series.lock() {
             let s = series.entry((route, method, status)).or_default();
             s.count += 1;
@@ -96,7 +119,7 @@ pub async fn record(
     let registry = req
         .app_data::<web::Data<AppState>>()
         .map(|s| std::sync::Arc::clone(&s.metrics));
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     if let Some(registry) = registry {
         let found = res
@@ -113,6 +136,20 @@ pub async fn record(
         );
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let invented = Method::from_bytes(b"QWERTYUIOPAS").expect("a token");
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+    }
 }
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -174,6 +211,31 @@ async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         "cache_redis_errors_total",
         "Cache operations that could not reach Redis.",
         cache.redis_errors,
+    );
+    counter(
+        &mut out,
+        "cache_redis_skipped_total",
+        "Lookups that skipped Redis because its circuit was open.",
+        cache.redis_skipped,
+    );
+    counter(
+        &mut out,
+        "cache_stale_served_total",
+        "Versions served past their TTL because the database was unreachable.",
+        cache.stale_served,
+    );
+    let writer = state.run_queue.counters();
+    counter(
+        &mut out,
+        "run_writer_retries_total",
+        "Background write attempts that found the database unreachable (runs kept and retried).",
+        writer.retries.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "run_writer_refused_total",
+        "Accepted runs the database refused (logged with their ids, not stored).",
+        writer.refused.load(std::sync::atomic::Ordering::Relaxed),
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     MalformedJson,
     /// A query or path parameter cannot be parsed.
     InvalidParameter,
+    /// A `cursor` that this endpoint did not issue, or that points nowhere.
+    InvalidCursor,
     /// Well-formed input that breaks a rule; `errors` says which.
     ValidationFailed,
     /// A render request's values do not fit the version's variables.
@@ -43,7 +45,7 @@ impl ErrorCode {
     #[must_use]
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MalformedJson | Self::InvalidParameter => StatusCode::BAD_REQUEST,
+            Self::MalformedJson | Self::InvalidParameter | Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::ValidationFailed | Self::InvalidVariables => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -64,6 +66,7 @@ impl ErrorCode {
         match self {
             Self::MalformedJson => "malformed_json",
             Self::InvalidParameter => "invalid_parameter",
+            Self::InvalidCursor => "invalid_cursor",
             Self::ValidationFailed => "validation_failed",
             Self::InvalidVariables => "invalid_variables",
             Self::Unauthorized => "unauthorized",
@@ -85,6 +88,7 @@ impl ErrorCode {
         match self {
             Self::MalformedJson => "Malformed JSON body",
             Self::InvalidParameter => "Invalid parameter",
+            Self::InvalidCursor => "Invalid cursor",
             Self::ValidationFailed => "Validation failed",
             Self::InvalidVariables => "Invalid variables",
             Self::Unauthorized => "Unauthorized",
@@ -102,9 +106,10 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::MalformedJson,
         Self::InvalidParameter,
+        Self::InvalidCursor,
         Self::ValidationFailed,
         Self::InvalidVariables,
         Self::Unauthorized,
@@ -189,6 +194,19 @@ impl ApiError {
         e
     }
 
+    /// A 503 for a dependency that cannot be reached now: the client is
+    /// told what and when to try again, the log gets the whole cause chain.
+    #[must_use]
+    pub fn unavailable(what: &str, source: anyhow::Error) -> Self {
+        Self {
+            code: ErrorCode::ServiceUnavailable,
+            detail: format!("{what} is unavailable; retry shortly"),
+            errors: Vec::new(),
+            source: Some(source),
+            retry_after: Some(1),
+        }
+    }
+
     #[must_use]
     pub fn internal(source: anyhow::Error) -> Self {
         Self {
@@ -234,7 +252,14 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let Some(source) = &self.source {
-            tracing::error!(error = ?source, code = self.code.name(), "request failed");
+            // `{:#}` prints the whole cause chain on one line: the operator
+            // sees why (e.g. "connection refused"), not only "database error".
+            let error = format!("{source:#}");
+            if self.code == ErrorCode::ServiceUnavailable {
+                tracing::warn!(%error, code = self.code.name(), "dependency unavailable");
+            } else {
+                tracing::error!(%error, code = self.code.name(), "request failed");
+            }
         }
         let mut response = HttpResponse::build(self.code.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
@@ -267,6 +292,8 @@ impl From<PromptError> for ApiError {
     fn from(err: PromptError) -> Self {
         match err {
             PromptError::Duplicate(_) => Self::new(ErrorCode::AlreadyExists, err.to_string()),
+            PromptError::Invalid(errors) => Self::validation(errors),
+            PromptError::Unavailable(source) => Self::unavailable("the database", source),
             PromptError::NotFound(_) | PromptError::VersionNotFound { .. } => {
                 Self::new(ErrorCode::NotFound, err.to_string())
             }
@@ -279,6 +306,11 @@ impl From<RenderFailure> for ApiError {
     fn from(err: RenderFailure) -> Self {
         match err {
             RenderFailure::Lookup(e) => e.into(),
+            RenderFailure::TooLarge { .. } => {
+                let mut e = Self::new(ErrorCode::PayloadTooLarge, err.to_string());
+                e.errors.push(FieldError::new("variables", err.to_string()));
+                e
+            }
             RenderFailure::Invalid(errors) => {
                 let detail = errors.to_string();
                 let fields = errors
@@ -314,6 +346,7 @@ impl From<RunError> for ApiError {
             RunError::Conflict(_) => Self::new(ErrorCode::AlreadyExists, err.to_string()),
             RunError::NotFound(_) => Self::new(ErrorCode::NotFound, err.to_string()),
             RunError::InvalidItems(errors) => Self::validation(errors),
+            RunError::Unavailable(source) => Self::unavailable("the database", source),
             RunError::Unknown(source) => Self::internal(source),
         }
     }
@@ -327,7 +360,9 @@ impl From<LimitError> for ApiError {
 
 impl From<CursorError> for ApiError {
     fn from(err: CursorError) -> Self {
-        Self::parameter("cursor", err)
+        let mut e = Self::parameter("cursor", err);
+        e.code = ErrorCode::InvalidCursor;
+        e
     }
 }
 
@@ -379,6 +414,10 @@ pub mod extractors {
             JsonPayloadError::ContentType => ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "the body must be sent with Content-Type: application/json",
+            ),
+            JsonPayloadError::Deserialize(e) if crate::body::is_duplicate_key(e) => ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body is not valid JSON for this API: {e}"),
             ),
             JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(
                 ErrorCode::ValidationFailed,
@@ -437,51 +476,4 @@ pub mod extractors {
         let response: HttpResponse = err.error_response();
         actix_web::error::InternalError::from_response(err, response).into()
     }
-}
-
-/// A JSON request body that must be an object of type `T`.
-///
-/// serde's derived structs also accept a JSON array of the fields in order,
-/// and report some type mismatches as syntax errors; reading the body as a
-/// JSON value first, then requiring an object, makes every body that does
-/// not fit the schema a 422 and only unreadable JSON a 400.
-#[derive(Debug)]
-pub struct Body<T>(pub T);
-
-impl<T> Body<T> {
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T> {
-    type Error = actix_web::Error;
-    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
-
-    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let json = actix_web::web::Json::<serde_json::Value>::from_request(req, payload);
-        Box::pin(async move {
-            let actix_web::web::Json(value) = json.await?;
-            into_object(value).map(Body).map_err(Into::into)
-        })
-    }
-}
-
-/// Reads a JSON object as `T`.
-///
-/// # Errors
-/// A 422 problem for anything but an object of the right shape.
-pub fn into_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::new(
-            ErrorCode::ValidationFailed,
-            "the body must be a JSON object",
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::new(
-            ErrorCode::ValidationFailed,
-            format!("the body does not fit the schema: {e}"),
-        )
-    })
 }

@@ -2,21 +2,36 @@
 //!
 //! What a 202 promises: the run was valid, its prompt and version were
 //! resolved, and it sits in this process's bounded queue. The writer inserts
-//! queued runs in multi-row batches; a batch that fails is retried, then its
-//! runs are inserted one by one, and any run that still cannot be stored is
-//! logged at error level with its id. On SIGTERM or SIGINT the queue is
-//! drained into the database before the process exits. What a 202 does not
-//! survive is the process being killed outright (SIGKILL, power loss)
-//! before the queue is flushed: clients that cannot lose a run use the
-//! synchronous path, which answers only after the run is committed.
+//! queued runs in multi-row batches and tells two kinds of failure apart:
+//!
+//! - **The database is unreachable** (refused connections, an exhausted pool,
+//!   a server restarting): nothing is wrong with the runs. The writer keeps
+//!   the batch and tries again with capped exponential backoff for as long as
+//!   the outage lasts; meanwhile the queue fills and the API answers 503 when
+//!   it is full, so nothing accepted is dropped and nothing more is accepted
+//!   than can be held.
+//! - **The database refuses the batch** (a constraint, a value it cannot
+//!   store): trying again will not help, so the batch is split in halves until
+//!   the refused runs are alone. Every other run is stored at once, with no
+//!   sleep; each refused run is logged at error level with its id and the
+//!   cause, and counted.
+//!
+//! On SIGTERM or SIGINT the queue is drained into the database before the
+//! process exits, for at most the shutdown grace if the database is down.
+//! What a 202 does not survive is the process being killed outright
+//! (SIGKILL, power loss) before the queue is flushed: clients that cannot
+//! lose a run use the synchronous path, which answers only after the run is
+//! committed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use registry_domain::run::Run;
-use registry_domain::run::ports::RunRepository;
-use tokio::sync::{mpsc, oneshot};
+use registry_domain::run::ports::{RunError, RunRepository};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// How the writer batches and retries.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +40,10 @@ pub struct WriterConfig {
     pub capacity: usize,
     /// Most runs in one INSERT transaction.
     pub batch_size: usize,
-    /// Attempts for a failed batch before it is split into single runs.
-    pub attempts: u32,
+    /// First wait after a failed attempt while the database is unreachable.
+    pub retry_initial: Duration,
+    /// Longest wait between two attempts while the database is unreachable.
+    pub retry_max: Duration,
 }
 
 impl Default for WriterConfig {
@@ -34,9 +51,21 @@ impl Default for WriterConfig {
         Self {
             capacity: 10_000,
             batch_size: 500,
-            attempts: 3,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
         }
     }
+}
+
+/// What the writer has done since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Attempts that found the database unreachable (and were retried).
+    pub retries: AtomicU64,
+    /// Runs the database refused; logged with their ids, not stored.
+    pub refused: AtomicU64,
+    /// Runs still queued when the shutdown grace ran out with the database down.
+    pub abandoned: AtomicU64,
 }
 
 /// The sending side, cloned into every worker.
@@ -44,6 +73,7 @@ impl Default for WriterConfig {
 pub struct RunQueue {
     tx: mpsc::Sender<Run>,
     capacity: usize,
+    counters: Arc<WriterCounters>,
 }
 
 /// The queue is full: the caller should answer 503 and let the client retry.
@@ -64,19 +94,27 @@ impl RunQueue {
     pub fn depth(&self) -> usize {
         self.capacity.saturating_sub(self.tx.capacity())
     }
+
+    #[must_use]
+    pub fn counters(&self) -> &WriterCounters {
+        &self.counters
+    }
 }
 
 /// The running writer; [`WriterTask::shutdown`] flushes and stops it.
 #[derive(Debug)]
 pub struct WriterTask {
-    stop: oneshot::Sender<()>,
+    /// `Some(deadline)` once asked to stop: drain, and give up retrying then.
+    stop: watch::Sender<Option<Instant>>,
     join: JoinHandle<()>,
 }
 
 impl WriterTask {
-    /// Stops accepting runs, writes every queued run, and returns when done.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
+    /// Stops accepting runs, writes every queued run, and returns when done —
+    /// or, if the database stays unreachable, once `grace` has passed (the
+    /// runs still held are then logged as abandoned).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(Some(Instant::now() + grace));
         if let Err(e) = self.join.await {
             tracing::error!(error = %e, "the run writer failed while flushing");
         }
@@ -87,60 +125,134 @@ impl WriterTask {
 pub fn spawn<R: RunRepository>(repo: Arc<R>, config: WriterConfig) -> (RunQueue, WriterTask) {
     let capacity = config.capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
-    let (stop, stopped) = oneshot::channel();
-    let join = tokio::spawn(run(repo, rx, stopped, config));
-    (RunQueue { tx, capacity }, WriterTask { stop, join })
+    let (stop, stopping) = watch::channel(None);
+    let counters = Arc::new(WriterCounters::default());
+    let writer = Writer {
+        repo,
+        config,
+        stopping,
+        counters: Arc::clone(&counters),
+    };
+    let join = tokio::spawn(writer.run(rx));
+    (
+        RunQueue {
+            tx,
+            capacity,
+            counters,
+        },
+        WriterTask { stop, join },
+    )
 }
 
-async fn run<R: RunRepository>(
+struct Writer<R> {
     repo: Arc<R>,
-    mut rx: mpsc::Receiver<Run>,
-    mut stopped: oneshot::Receiver<()>,
     config: WriterConfig,
-) {
-    let batch_size = config.batch_size.max(1);
-    let mut batch = Vec::with_capacity(batch_size);
-    loop {
-        tokio::select! {
-            received = rx.recv_many(&mut batch, batch_size) => {
-                if received == 0 {
+    stopping: watch::Receiver<Option<Instant>>,
+    counters: Arc<WriterCounters>,
+}
+
+impl<R: RunRepository> Writer<R> {
+    async fn run(self, mut rx: mpsc::Receiver<Run>) {
+        let batch_size = self.config.batch_size.max(1);
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut stopping = self.stopping.clone();
+        loop {
+            tokio::select! {
+                received = rx.recv_many(&mut batch, batch_size) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.write(std::mem::take(&mut batch)).await;
+                }
+                // The guard `wait_for` returns must not live across an await.
+                () = async { drop(stopping.wait_for(Option::is_some).await) } => {
+                    rx.close();
+                    let mut flushed = 0;
+                    while rx.recv_many(&mut batch, batch_size).await > 0 {
+                        flushed += batch.len();
+                        self.write(std::mem::take(&mut batch)).await;
+                    }
+                    tracing::info!(flushed, "run writer drained its queue");
                     break;
                 }
-                write(repo.as_ref(), &mut batch, config.attempts).await;
-            }
-            _ = &mut stopped => {
-                rx.close();
-                let mut flushed = 0;
-                while rx.recv_many(&mut batch, batch_size).await > 0 {
-                    flushed += batch.len();
-                    write(repo.as_ref(), &mut batch, config.attempts).await;
-                }
-                tracing::info!(flushed, "run writer drained its queue");
-                break;
             }
         }
     }
-}
 
-async fn write<R: RunRepository>(repo: &R, batch: &mut Vec<Run>, attempts: u32) {
-    for attempt in 1..=attempts.max(1) {
-        match repo.insert_batch(batch).await {
-            Ok(_) => {
-                batch.clear();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(attempt, runs = batch.len(), error = %format!("{e:#}"), "a run batch failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+    /// The shutdown deadline, once there is one and it has passed.
+    fn out_of_time(&self) -> bool {
+        self.stopping
+            .borrow()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Stores `batch`, retrying while the database is unreachable and
+    /// isolating the runs it refuses.
+    async fn write(&self, batch: Vec<Run>) {
+        // Chunks still to store, the next one last.
+        let mut pending = vec![batch];
+        let mut wait = self.config.retry_initial;
+        let mut failures: u64 = 0;
+        while let Some(chunk) = pending.pop() {
+            match self.repo.insert_batch(&chunk).await {
+                Ok(_) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the database is reachable again; stored the held runs");
+                        failures = 0;
+                    }
+                    wait = self.config.retry_initial;
+                }
+                Err(RunError::Unavailable(e)) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    let held = chunk.len() + pending.iter().map(Vec::len).sum::<usize>();
+                    if self.out_of_time() {
+                        self.abandon(&chunk, &pending, &e);
+                        return;
+                    }
+                    // The first failure, then about once a minute at the longest wait.
+                    if failures == 1 || failures.is_multiple_of(12) {
+                        tracing::warn!(held, error = %format!("{e:#}"), "the database is unreachable; holding accepted runs and retrying");
+                    }
+                    pending.push(chunk);
+                    let mut stopping = self.stopping.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stopping.changed() => {}
+                    }
+                    wait = (wait * 2).min(self.config.retry_max);
+                }
+                Err(e) if chunk.len() == 1 => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    let run = &chunk[0];
+                    tracing::error!(run_id = %run.id, prompt = %run.prompt_name, error = %format!("{e:#}"), "the database refused an accepted run; it is not stored");
+                }
+                Err(_) => {
+                    // Refused as a whole: store the halves apart, at once.
+                    let mut first = chunk;
+                    let second = first.split_off(first.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
             }
         }
     }
-    // The batch as a whole keeps failing: store what can be stored, one by one,
-    // and name every run that cannot.
-    for run in batch.drain(..) {
-        if let Err(e) = repo.insert_batch(std::slice::from_ref(&run)).await {
-            tracing::error!(run_id = %run.id, prompt = %run.prompt_name, error = %format!("{e:#}"), "an accepted run could not be stored");
-        }
+
+    fn abandon(&self, chunk: &[Run], pending: &[Vec<Run>], cause: &anyhow::Error) {
+        let lost: Vec<String> = chunk
+            .iter()
+            .chain(pending.iter().flatten())
+            .map(|r| r.id.to_string())
+            .collect();
+        self.counters
+            .abandoned
+            .fetch_add(lost.len() as u64, Ordering::Relaxed);
+        tracing::error!(
+            runs = lost.len(),
+            run_ids = %lost.join(","),
+            error = %format!("{cause:#}"),
+            "shutting down with the database unreachable: these accepted runs are not stored"
+        );
     }
 }
 
@@ -159,14 +271,18 @@ mod tests {
 
     use super::*;
 
-    /// Stores batches in memory; waits for a permit per batch when gated, and
-    /// fails every batch of more than one run when `fail_multi` is set.
+    /// Stores batches in memory; waits for a permit per batch when gated,
+    /// answers "unavailable" to the first `unavailable_for` calls, and refuses
+    /// every batch that holds one of `fail_ids` (or, with `fail_multi`, any
+    /// batch of more than one run).
     #[derive(Default)]
     struct Stub {
         stored: Mutex<Vec<Uuid>>,
         gate: Option<Semaphore>,
         fail_multi: bool,
         fail_ids: Vec<Uuid>,
+        unavailable_for: AtomicU64,
+        calls: AtomicU64,
     }
 
     #[async_trait]
@@ -181,6 +297,14 @@ mod tests {
                     .await
                     .map_err(|e| RunError::Unknown(e.into()))?
                     .forget();
+            }
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let down = self
+                .unavailable_for
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if down {
+                return Err(RunError::Unavailable(anyhow::anyhow!("connection refused")));
             }
             if (self.fail_multi && runs.len() > 1) || runs.iter().any(|r| self.fail_ids.contains(&r.id)) {
                 return Err(RunError::Unknown(anyhow::anyhow!("batch refused")));
@@ -226,7 +350,7 @@ mod tests {
                 status: RunStatus::Success,
                 error: None,
                 model: None,
-                latency_ms: 1,
+                latency: registry_domain::run::Latency::from_micros(1_000).expect("in range"),
                 prompt_tokens: None,
                 completion_tokens: None,
                 cost: Cost::ZERO,
@@ -235,6 +359,15 @@ mod tests {
                 started_at: None,
             },
             created_at: registry_domain::time::now_utc(),
+        }
+    }
+
+    /// Retries in milliseconds, so outages of many attempts are quick to test.
+    fn quick() -> WriterConfig {
+        WriterConfig {
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(2),
+            ..WriterConfig::default()
         }
     }
 
@@ -253,7 +386,7 @@ mod tests {
             WriterConfig {
                 capacity: 2,
                 batch_size: 1,
-                attempts: 1,
+                ..quick()
             },
         );
         let first = run();
@@ -273,7 +406,7 @@ mod tests {
         if let Some(gate) = &repo.gate {
             gate.add_permits(10);
         }
-        task.shutdown().await;
+        task.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stored(&repo), vec![first.id, second.id, third.id]);
         assert_eq!(
             queue.try_enqueue(run()),
@@ -295,7 +428,7 @@ mod tests {
             WriterConfig {
                 capacity: 10,
                 batch_size: 10,
-                attempts: 2,
+                ..quick()
             },
         );
         let good: Vec<Run> = (0..3).map(|_| run()).collect();
@@ -303,11 +436,63 @@ mod tests {
         queue.try_enqueue(bad.clone()).expect("queued");
         queue.try_enqueue(good[1].clone()).expect("queued");
         queue.try_enqueue(good[2].clone()).expect("queued");
-        task.shutdown().await;
+        task.shutdown(Duration::from_secs(5)).await;
         let mut got = stored(&repo);
         got.sort();
         let mut want: Vec<Uuid> = good.iter().map(|r| r.id).collect();
         want.sort();
         assert_eq!(got, want);
+        assert_eq!(queue.counters().refused.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            queue.counters().retries.load(Ordering::Relaxed),
+            0,
+            "a refused run is not retried with sleeps"
+        );
+    }
+
+    #[tokio::test]
+    async fn runs_held_through_an_outage_longer_than_any_retry_budget_are_all_stored() {
+        let repo = Arc::new(Stub {
+            unavailable_for: AtomicU64::new(200),
+            ..Stub::default()
+        });
+        let (queue, task) = spawn(
+            Arc::clone(&repo),
+            WriterConfig {
+                capacity: 100,
+                batch_size: 7,
+                ..quick()
+            },
+        );
+        let runs: Vec<Run> = (0..50).map(|_| run()).collect();
+        for r in &runs {
+            queue.try_enqueue(r.clone()).expect("queued");
+        }
+        // Wait for the outage to end on its own, then for the queue to empty.
+        for _ in 0..5_000 {
+            if stored(&repo).len() == runs.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        task.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(stored(&repo), runs.iter().map(|r| r.id).collect::<Vec<_>>());
+        assert_eq!(queue.counters().retries.load(Ordering::Relaxed), 200);
+        assert_eq!(queue.counters().refused.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_during_an_endless_outage_gives_up_after_its_grace_and_counts_the_runs() {
+        let repo = Arc::new(Stub {
+            unavailable_for: AtomicU64::new(u64::MAX),
+            ..Stub::default()
+        });
+        let (queue, task) = spawn(Arc::clone(&repo), quick());
+        for _ in 0..3 {
+            queue.try_enqueue(run()).expect("queued");
+        }
+        task.shutdown(Duration::from_millis(50)).await;
+        assert!(stored(&repo).is_empty());
+        assert_eq!(queue.counters().abandoned.load(Ordering::Relaxed), 3);
     }
 }

@@ -42,6 +42,17 @@ pub struct Settings {
     pub redis: RedisConfig,
     pub auth: AuthSettings,
     pub log: LogSettings,
+    pub render: RenderSettings,
+}
+
+/// Bounds on templates and renders, so that a small request cannot make a
+/// large answer.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct RenderSettings {
+    /// Most placeholder occurrences one template may hold.
+    pub max_placeholders: usize,
+    /// Most bytes one render may produce; more is a 413 naming the limit.
+    pub max_output_bytes: usize,
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -93,8 +104,12 @@ pub struct CacheSettings {
     pub mode: Option<CacheMode>,
     /// Most versions kept in this process.
     pub capacity: u64,
-    /// Longest an entry is kept, whatever happens.
+    /// How long an entry is served before it is read again from the database.
     pub ttl_secs: u64,
+    /// While the database is unreachable, an entry past its TTL that no
+    /// write has superseded is still served (marked stale) up to this age;
+    /// verified API keys are accepted for as long. 0 turns it off.
+    pub stale_if_error_secs: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -105,6 +120,11 @@ pub struct RedisConfig {
     /// How long a lookup waits for Redis before answering from the database.
     pub timeout_ms: u64,
     pub pool_size: usize,
+    /// Failed lookups in a row after which Redis is skipped (circuit open)
+    /// and probed in the background instead.
+    pub circuit_failures: u32,
+    /// How often an open circuit probes Redis.
+    pub circuit_probe_ms: u64,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -147,6 +167,8 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub connect_timeout_ms: u64,
+    /// How long a request waits for a database connection before it is
+    /// answered 503: short, so an outage is a fast answer, not a hung one.
     pub acquire_timeout_ms: u64,
     /// Apply pending migrations at startup. Unset: yes in dev, no in prod.
     pub migrate: Option<bool>,
@@ -214,12 +236,17 @@ impl Settings {
             .set_default("database.url", "sqlite://data/prompt-registry.db")?
             .set_default("database.max_connections", 16)?
             .set_default("database.connect_timeout_ms", 5_000)?
-            .set_default("database.acquire_timeout_ms", 5_000)?
+            .set_default("database.acquire_timeout_ms", 1_000)?
             .set_default("runs.queue_capacity", 10_000)?
             .set_default("runs.writer_batch_size", 500)?
             .set_default("runs.max_batch", 1_000)?
             .set_default("cache.capacity", 100_000)?
             .set_default("cache.ttl_secs", 60)?
+            .set_default("cache.stale_if_error_secs", 300)?
+            .set_default("render.max_placeholders", 1_000)?
+            .set_default("render.max_output_bytes", 4 * 1024 * 1024)?
+            .set_default("redis.circuit_failures", 3)?
+            .set_default("redis.circuit_probe_ms", 500)?
             .set_default("redis.prefix", "prompt-registry:")?
             .set_default("redis.timeout_ms", 50)?
             .set_default("redis.pool_size", 16)?
@@ -280,6 +307,12 @@ impl Settings {
         if self.server.json_limit == 0 {
             anyhow::bail!("server.json_limit must be at least 1 byte");
         }
+        if self.render.max_placeholders == 0 || self.render.max_output_bytes == 0 {
+            anyhow::bail!("render.max_placeholders and render.max_output_bytes must be at least 1");
+        }
+        if self.redis.circuit_failures == 0 {
+            anyhow::bail!("redis.circuit_failures must be at least 1");
+        }
         Ok(())
     }
 
@@ -287,6 +320,22 @@ impl Settings {
     #[must_use]
     pub fn migrate_on_start(&self) -> bool {
         self.database.migrate.unwrap_or(self.env == AppEnv::Dev)
+    }
+
+    /// The render limits the domain enforces.
+    #[must_use]
+    pub fn render_limits(&self) -> registry_domain::prompt::RenderLimits {
+        registry_domain::prompt::RenderLimits {
+            max_placeholders: self.render.max_placeholders,
+            max_output_bytes: self.render.max_output_bytes,
+        }
+    }
+
+    /// How long past its TTL an entry (or a verified key) may serve while
+    /// the database is unreachable.
+    #[must_use]
+    pub fn stale_if_error(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.cache.stale_if_error_secs)
     }
 
     /// The cache to run with.

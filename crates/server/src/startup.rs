@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, from_fn};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
 use registry_domain::auth::{AuthService, KeyName, Scopes};
@@ -111,6 +111,8 @@ pub fn create_app(
         .wrap(TracingLogger::<RequestSpan>::new())
         .wrap(from_fn(middleware::catch_panic))
         .wrap(from_fn(middleware::request_id))
+        // Outermost, so every response the app makes carries it.
+        .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
 }
 
 async fn redirect_to_docs() -> HttpResponse {
@@ -243,7 +245,8 @@ pub async fn open_auth(settings: &Settings, db: &Db) -> anyhow::Result<crate::st
             .admin_key
             .as_ref()
             .map(crate::settings::Secret::expose),
-    );
+    )
+    .with_outage_grace(settings.stale_if_error());
     if auth.has_a_way_in().await? {
         return Ok(auth);
     }
@@ -267,6 +270,8 @@ pub struct Application {
     port: u16,
     server: Server,
     writer: WriterTask,
+    /// How long the writer may keep trying to flush at shutdown.
+    flush_grace: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -307,6 +312,7 @@ impl Application {
             run_repo,
             queue,
             settings.runs.max_batch,
+            settings.render_limits(),
         );
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
@@ -323,6 +329,7 @@ impl Application {
             port,
             server: server.run(),
             writer,
+            flush_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
 
@@ -345,7 +352,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         tracing::info!("server stopped; flushing accepted runs");
-        self.writer.shutdown().await;
+        self.writer.shutdown(self.flush_grace).await;
         served
     }
 }

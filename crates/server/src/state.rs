@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use registry_domain::auth::AuthService;
-use registry_domain::prompt::PromptService;
+use registry_domain::prompt::{PromptService, RenderLimits};
 use registry_domain::run::RunService;
 use registry_persistence::{Db, SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository};
 
@@ -49,9 +49,10 @@ impl AppState {
         run_repo: Arc<SeaOrmRunRepository>,
         run_queue: RunQueue,
         max_batch: usize,
+        render: RenderLimits,
     ) -> Self {
         let repo = Arc::new(SeaOrmPromptRepository::new(db.clone()));
-        let prompts = PromptService::new(repo, Arc::clone(&cache));
+        let prompts = PromptService::new(repo, Arc::clone(&cache)).with_limits(render);
         Self {
             runs: RunService::new(run_repo, prompts.clone()),
             prompts,

@@ -141,7 +141,7 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
         output: Some(json!("Hello Ada! How can I help?")),
         status: "success".to_owned(),
         model: Some("example-model".to_owned()),
-        latency_ms: 420,
+        latency_ms: 420.5,
         prompt_tokens: Some(12),
         completion_tokens: Some(9),
         cost_usd: Some("0.000105".to_owned()),

@@ -10,6 +10,9 @@ use super::model::{ApiKey, KeyHash};
 pub enum KeyError {
     #[error("no API key with id {0}")]
     NotFound(Uuid),
+    /// The storage cannot be reached now; the same call may succeed later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }

@@ -13,6 +13,9 @@ use super::ports::{ApiKeyRepository, KeyError};
 /// on another replica stops working there within this time; on this replica,
 /// at once.
 pub const VERIFIED_FOR: Duration = Duration::from_secs(10);
+/// How long a verified key is accepted while the key store is down, unless
+/// configured otherwise ([`AuthService::with_outage_grace`]).
+pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(300);
 /// `last_used_at` is written at most this often per key and replica.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -40,6 +43,9 @@ pub enum AuthError {
     Invalid,
     #[error("this API key has been revoked")]
     Revoked,
+    /// Keys cannot be read now and this one was not verified recently.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -55,6 +61,8 @@ pub struct AuthService<R> {
     repo: Arc<R>,
     bootstrap: Option<KeyHash>,
     memo: Mutex<Memo>,
+    verified_for: Duration,
+    outage_grace: Duration,
 }
 
 impl<R: ApiKeyRepository> AuthService<R> {
@@ -65,7 +73,19 @@ impl<R: ApiKeyRepository> AuthService<R> {
             repo,
             bootstrap: bootstrap_admin_key.map(KeyHash::of),
             memo: Mutex::new(Memo::default()),
+            verified_for: VERIFIED_FOR,
+            outage_grace: DEFAULT_OUTAGE_GRACE,
         }
+    }
+
+    /// How long after its last verification a key is still accepted while
+    /// the key store cannot be reached. No revocation can be committed while
+    /// the store is down, so this only stretches the window in which a key
+    /// revoked on another replica just before the outage still works.
+    #[must_use]
+    pub fn with_outage_grace(mut self, grace: Duration) -> Self {
+        self.outage_grace = grace;
+        self
     }
 
     /// Creates a key from 24 random bytes and returns it with its secret,
@@ -134,18 +154,28 @@ impl<R: ApiKeyRepository> AuthService<R> {
         if let Some(key) = self.memo.lock().ok().and_then(|m| {
             m.verified
                 .get(&hash.0)
-                .filter(|(at, _)| now.duration_since(*at) < VERIFIED_FOR)
+                .filter(|(at, _)| now.duration_since(*at) < self.verified_for)
                 .map(|(_, k)| k.clone())
         }) {
             self.touch(&key, now).await;
             return Ok(Principal::Key(key));
         }
-        let (key, stored) = self
-            .repo
-            .find_by_prefix(prefix)
-            .await
-            .map_err(|e| AuthError::Unknown(anyhow::Error::new(e)))?
-            .ok_or(AuthError::Invalid)?;
+        let found = match self.repo.find_by_prefix(prefix).await {
+            Ok(found) => found,
+            Err(KeyError::Unavailable(e)) => {
+                // Stale-if-error: a key verified a moment before the outage.
+                let grace = self.outage_grace;
+                let recent = self.memo.lock().ok().and_then(|m| {
+                    m.verified
+                        .get(&hash.0)
+                        .filter(|(at, _)| now.duration_since(*at) < grace)
+                        .map(|(_, k)| k.clone())
+                });
+                return recent.map(Principal::Key).ok_or(AuthError::Unavailable(e));
+            }
+            Err(e) => return Err(AuthError::Unknown(anyhow::Error::new(e))),
+        };
+        let (key, stored) = found.ok_or(AuthError::Invalid)?;
         if !stored.matches(&hash) {
             return Err(AuthError::Invalid);
         }
@@ -153,8 +183,8 @@ impl<R: ApiKeyRepository> AuthService<R> {
             return Err(AuthError::Revoked);
         }
         if let Ok(mut memo) = self.memo.lock() {
-            memo.verified
-                .retain(|_, (at, _)| now.duration_since(*at) < VERIFIED_FOR);
+            let keep = self.verified_for.max(self.outage_grace);
+            memo.verified.retain(|_, (at, _)| now.duration_since(*at) < keep);
             memo.verified.insert(hash.0, (now, key.clone()));
         }
         self.touch(&key, now).await;
@@ -174,7 +204,8 @@ impl<R: ApiKeyRepository> AuthService<R> {
             due
         });
         if due && let Err(e) = self.repo.touch(key.id, crate::time::now_utc()).await {
-            tracing::warn!(key_id = %key.id, error = %e, "could not record the key's last use");
+            let error = format!("{:#}", anyhow::Error::new(e));
+            tracing::warn!(key_id = %key.id, %error, "could not record the key's last use");
         }
     }
 }
@@ -220,6 +251,38 @@ mod tests {
             let who = svc.authenticate(&generated.secret).await.expect("accepted");
             assert!(who.scopes().allow(Scope::Read));
         }
+    }
+
+    #[tokio::test]
+    async fn a_recently_verified_key_is_accepted_while_the_store_is_down_and_others_get_unavailable() {
+        let known = GeneratedKey::from_random([7; 24]);
+        let unseen = GeneratedKey::from_random([8; 24]);
+        let mut repo = MockApiKeyRepository::new();
+        let record = (stored(&known, false), known.hash.clone());
+        let mut seq = mockall::Sequence::new();
+        repo.expect_find_by_prefix()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |_| Ok(Some(record.clone())));
+        repo.expect_find_by_prefix()
+            .returning(|_| Err(KeyError::Unavailable(anyhow::anyhow!("connection refused"))));
+        repo.expect_touch().returning(|_, _| Ok(()));
+        let mut svc = AuthService::new(Arc::new(repo), None);
+        // Every lookup goes to the store, as after the memo's short trust.
+        svc.verified_for = Duration::ZERO;
+        svc.authenticate(&known.secret).await.expect("verified");
+        svc.authenticate(&known.secret)
+            .await
+            .expect("accepted from memory during the outage");
+        assert!(matches!(
+            svc.authenticate(&unseen.secret).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        let strict = svc.with_outage_grace(Duration::ZERO);
+        assert!(matches!(
+            strict.authenticate(&known.secret).await,
+            Err(AuthError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]

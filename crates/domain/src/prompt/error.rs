@@ -8,6 +8,9 @@ use super::model::{PromptName, VersionSelector};
 /// types are built, so nothing invalid ever reaches a repository.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
+    /// Input that breaks a rule only the service can check (a configured limit).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<super::model::FieldError>),
     #[error("a prompt named `{0}` already exists")]
     Duplicate(PromptName),
     #[error("no prompt named `{0}`")]
@@ -17,7 +20,11 @@ pub enum PromptError {
         name: PromptName,
         selector: VersionSelector,
     },
-    /// Anything the caller cannot act on: storage down, corrupt rows, bugs.
+    /// The storage cannot be reached now (connection refused, pool exhausted):
+    /// the same call may succeed later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything the caller cannot act on: corrupt rows, bugs.
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -49,4 +56,7 @@ pub enum RenderFailure {
     Lookup(#[from] PromptError),
     #[error(transparent)]
     Invalid(#[from] RenderErrors),
+    /// The rendered text would be larger than the configured limit.
+    #[error("the rendered prompt would be {size} bytes; the limit is {limit} (render.max_output_bytes)")]
+    TooLarge { size: usize, limit: usize },
 }

@@ -9,4 +9,6 @@ pub mod template;
 pub use error::PromptError;
 pub use model::*;
 pub use service::PromptService;
-pub use template::{ChatMessage, Rendered, Template, TemplateKind, VariableSpec, VariableType, Variables};
+pub use template::{
+    ChatMessage, RenderLimits, Rendered, Template, TemplateKind, VariableSpec, VariableType, Variables,
+};

@@ -110,6 +110,9 @@ impl Description {
                 format!("must be at most {MAX_DESCRIPTION} characters"),
             ));
         }
+        if crate::text::has_nul(s) {
+            return Err(FieldError::new("description", crate::text::NUL_MESSAGE));
+        }
         Ok(Self(s.to_owned()))
     }
 
@@ -309,6 +312,15 @@ impl NewVersion {
                 format!("must be at most {MAX_COMMIT_MESSAGE} characters"),
             ));
         }
+        if commit_message.as_deref().is_some_and(crate::text::has_nul) {
+            errors.push(FieldError::new("commit_message", crate::text::NUL_MESSAGE));
+        }
+        if config
+            .iter()
+            .any(|(k, v)| crate::text::has_nul(k) || crate::text::json_has_nul(v))
+        {
+            errors.push(FieldError::new("config", crate::text::NUL_MESSAGE));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -364,15 +376,17 @@ pub struct PromptVersion {
 }
 
 impl PromptVersion {
-    /// Renders this version with the given values.
+    /// Renders this version with the given values, within `limits`.
     ///
     /// # Errors
-    /// Every missing, mistyped or undeclared variable.
+    /// Every missing, mistyped or undeclared variable, or a result larger
+    /// than the limit.
     pub fn render(
         &self,
         values: &Map<String, Value>,
-    ) -> Result<template::Rendered, super::error::RenderErrors> {
-        template::render(&self.template, &self.variables, values)
+        limits: &template::RenderLimits,
+    ) -> Result<template::Rendered, super::error::RenderFailure> {
+        template::render(&self.template, &self.variables, values, limits)
     }
 }
 

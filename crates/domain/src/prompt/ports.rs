@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -98,6 +99,27 @@ pub struct CacheKey {
     pub selector: VersionSelector,
 }
 
+/// A version as a cache answered it.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub version: Arc<PromptVersion>,
+    /// Set when the entry was served past its time to live because the
+    /// source of truth could not be reached (stale-if-error): how long ago it
+    /// was loaded. Never set for an entry a write has superseded.
+    pub stale_age: Option<Duration>,
+}
+
+impl Cached {
+    /// A fresh answer.
+    #[must_use]
+    pub fn fresh(version: Arc<PromptVersion>) -> Self {
+        Self {
+            version,
+            stale_age: None,
+        }
+    }
+}
+
 /// Loads a version from the source of truth when the cache cannot answer.
 pub type Load<'a> = Pin<Box<dyn Future<Output = Result<PromptVersion, PromptError>> + Send + 'a>>;
 
@@ -112,11 +134,23 @@ pub type Load<'a> = Pin<Box<dyn Future<Output = Result<PromptVersion, PromptErro
 /// - Once `invalidate` has returned, no `get_or_load` — in this process or, for
 ///   a shared cache, in any process using the same store — may answer with an
 ///   entry loaded before the call began.
+/// - `lookup` follows the same rules, and MAY answer an entry past its time to
+///   live (marked with `stale_age`) only when `load` failed with
+///   [`PromptError::Unavailable`] and no invalidation has happened since the
+///   entry was loaded.
 #[async_trait]
 pub trait VersionCache: Send + Sync + 'static {
     /// # Errors
     /// Whatever `load` fails with.
     async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError>;
+
+    /// As [`VersionCache::get_or_load`], saying whether the answer is stale.
+    ///
+    /// # Errors
+    /// Whatever `load` fails with, unless a stale entry may answer instead.
+    async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
+        self.get_or_load(key, load).await.map(Cached::fresh)
+    }
 
     /// Forgets every entry of the prompt (its active, latest and numbered versions).
     async fn invalidate(&self, name: &PromptName);

@@ -9,8 +9,8 @@ use super::model::{
     NewPrompt, NewVersion, Prompt, PromptFilter, PromptName, PromptPatch, PromptVersion, VersionCursor,
     VersionNumber, VersionSelector,
 };
-use super::ports::{CacheKey, PromptRepository, VersionCache};
-use super::template::Rendered;
+use super::ports::{CacheKey, Cached, PromptRepository, VersionCache};
+use super::template::{RenderLimits, Rendered};
 use crate::page::{Page, PageRequest, TimeCursor};
 
 /// Prompt and version use cases. Cheap to clone: it holds its ports in `Arc`s.
@@ -18,6 +18,7 @@ use crate::page::{Page, PageRequest, TimeCursor};
 pub struct PromptService<R, C> {
     repo: Arc<R>,
     cache: Arc<C>,
+    limits: RenderLimits,
 }
 
 impl<R, C> Clone for PromptService<R, C> {
@@ -25,13 +26,31 @@ impl<R, C> Clone for PromptService<R, C> {
         Self {
             repo: Arc::clone(&self.repo),
             cache: Arc::clone(&self.cache),
+            limits: self.limits,
         }
     }
 }
 
 impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
+    /// A service with the default [`RenderLimits`].
     pub fn new(repo: Arc<R>, cache: Arc<C>) -> Self {
-        Self { repo, cache }
+        Self {
+            repo,
+            cache,
+            limits: RenderLimits::default(),
+        }
+    }
+
+    /// The same service with other limits on templates and renders.
+    #[must_use]
+    pub fn with_limits(mut self, limits: RenderLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    #[must_use]
+    pub fn limits(&self) -> &RenderLimits {
+        &self.limits
     }
 
     /// # Errors
@@ -80,13 +99,17 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
     /// before this returns, so no reader sees the previous one afterwards.
     ///
     /// # Errors
-    /// [`PromptError::NotFound`].
+    /// [`PromptError::NotFound`]; [`PromptError::Invalid`] for a template
+    /// with more placeholders than the limits allow.
     #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
     pub async fn create_version(
         &self,
         name: &PromptName,
         new: NewVersion,
     ) -> Result<PromptVersion, PromptError> {
+        new.template()
+            .check_limits(&self.limits)
+            .map_err(|e| PromptError::Invalid(vec![e]))?;
         let result = self.repo.create_version(name, &new).await;
         // Invalidate even on error: a failure after commit (a lost connection)
         // must not leave a stale pointer behind.
@@ -113,12 +136,26 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         name: &PromptName,
         selector: VersionSelector,
     ) -> Result<Arc<PromptVersion>, PromptError> {
+        self.fetch_version(name, selector).await.map(|c| c.version)
+    }
+
+    /// As [`PromptService::get_version`], saying whether the cache served the
+    /// version past its time to live because the database was unreachable.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`], [`PromptError::VersionNotFound`], or
+    /// [`PromptError::Unavailable`] when nothing current is cached.
+    pub async fn fetch_version(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+    ) -> Result<Cached, PromptError> {
         let key = CacheKey {
             name: name.clone(),
             selector,
         };
         let load = Box::pin(self.repo.find_version(name, selector));
-        self.cache.get_or_load(&key, load).await
+        self.cache.lookup(&key, load).await
     }
 
     /// Makes `version` the active one (a rollback when it is older).
@@ -145,10 +182,10 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         name: &PromptName,
         selector: VersionSelector,
         values: &Map<String, Value>,
-    ) -> Result<(Arc<PromptVersion>, Rendered), RenderFailure> {
-        let version = self.get_version(name, selector).await?;
-        let rendered = version.render(values)?;
-        Ok((version, rendered))
+    ) -> Result<(Cached, Rendered), RenderFailure> {
+        let cached = self.fetch_version(name, selector).await?;
+        let rendered = cached.version.render(values, &self.limits)?;
+        Ok((cached, rendered))
     }
 }
 
@@ -318,6 +355,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_template_over_the_placeholder_limit_is_refused_before_storage() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_create_version().never();
+        let (svc, _) = service(repo);
+        let svc = svc.with_limits(RenderLimits {
+            max_placeholders: 2,
+            ..RenderLimits::default()
+        });
+        let template = Template::parse(None, &json!("{{who}} {{who}} {{who}}")).expect("valid");
+        let variables =
+            Variables::new(serde_json::from_value(json!({"who": {}})).expect("specs")).expect("valid");
+        let new = NewVersion::new(template, variables, Map::new(), None, true).expect("valid");
+        let err = svc.create_version(&name(), new).await.expect_err("too many");
+        assert!(
+            matches!(&err, PromptError::Invalid(e) if e[0].field == "template"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn deleting_a_prompt_invalidates_it() {
         let mut repo = MockPromptRepository::new();
         repo.expect_delete_prompt().times(1).returning(|_| Ok(()));
@@ -336,7 +393,7 @@ mod tests {
             .render(&name(), VersionSelector::Active, &values)
             .await
             .expect("renders");
-        assert_eq!(v.version.get(), 1);
+        assert_eq!(v.version.version.get(), 1);
         assert_eq!(out, Rendered::Text("Hello Ada".into()));
         let bad = json!({"who": 5}).as_object().cloned().unwrap_or_default();
         let err = svc

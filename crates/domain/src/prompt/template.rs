@@ -11,8 +11,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{RenderError, RenderErrors};
+use super::error::{RenderError, RenderErrors, RenderFailure};
 use super::model::FieldError;
+use crate::text::{NUL_MESSAGE, has_nul, json_has_nul};
 
 /// Longest variable name accepted, in bytes.
 const MAX_VARIABLE_NAME: usize = 64;
@@ -20,6 +21,28 @@ const MAX_VARIABLE_NAME: usize = 64;
 const MAX_VARIABLES: usize = 256;
 /// Most messages a chat template may hold.
 const MAX_MESSAGES: usize = 1_000;
+
+/// Bounds on a template and on what rendering it may produce.
+///
+/// Without them a small request can make a large answer: a template that
+/// repeats `{{name}}` many times, rendered with a long value, multiplies the
+/// value's size by the number of placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderLimits {
+    /// Most placeholder occurrences in one template (all messages together).
+    pub max_placeholders: usize,
+    /// Most bytes one render may produce (all messages' contents together).
+    pub max_output_bytes: usize,
+}
+
+impl Default for RenderLimits {
+    fn default() -> Self {
+        Self {
+            max_placeholders: 1_000,
+            max_output_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,8 +125,17 @@ impl Template {
             errors.push(FieldError::new("template", "must not be empty"));
         }
         for (field, text) in template.texts() {
-            if let Err(e) = placeholders(text) {
+            if has_nul(text) {
+                errors.push(FieldError::new(field, NUL_MESSAGE));
+            } else if let Err(e) = placeholders(text) {
                 errors.push(FieldError::new(field, e));
+            }
+        }
+        if let Self::Chat(messages) = &template {
+            for (i, m) in messages.iter().enumerate() {
+                if has_nul(&m.role) {
+                    errors.push(FieldError::new(format!("template[{i}].role"), NUL_MESSAGE));
+                }
             }
         }
         if errors.is_empty() {
@@ -144,6 +176,32 @@ impl Template {
             .collect()
     }
 
+    /// How many placeholder occurrences the template holds, all messages together.
+    #[must_use]
+    pub fn placeholder_count(&self) -> usize {
+        self.texts()
+            .map(|(_, text)| scan(text).map_or(0, |found| found.len()))
+            .sum()
+    }
+
+    /// Checks the template against `limits` (the placeholder count).
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `template` naming the limit.
+    pub fn check_limits(&self, limits: &RenderLimits) -> Result<(), FieldError> {
+        let count = self.placeholder_count();
+        if count > limits.max_placeholders {
+            return Err(FieldError::new(
+                "template",
+                format!(
+                    "holds {count} placeholders; the limit is {} (render.max_placeholders)",
+                    limits.max_placeholders
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn is_blank(&self) -> bool {
         match self {
             Self::Text(s) => s.trim().is_empty(),
@@ -162,6 +220,14 @@ impl Template {
                     .map(|(i, m)| (format!("template[{i}].content"), m.content.as_str())),
             ),
         }
+    }
+
+    /// The size in bytes rendering with `values` produces, counted without
+    /// producing it (saturating: an overflow reads as "too large").
+    fn rendered_len(&self, values: &BTreeMap<&str, String>) -> usize {
+        self.texts()
+            .map(|(_, text)| substituted_len(text, values))
+            .fold(0, usize::saturating_add)
     }
 
     /// Renders with values already checked by [`Variables::resolve`].
@@ -266,6 +332,16 @@ fn scan(text: &str) -> Result<Vec<Placeholder<'_>>, String> {
 
 fn placeholders(text: &str) -> Result<Vec<&str>, String> {
     Ok(scan(text)?.into_iter().map(|p| p.name).collect())
+}
+
+fn substituted_len(text: &str, values: &BTreeMap<&str, String>) -> usize {
+    let Ok(found) = scan(text) else {
+        return text.len();
+    };
+    found.iter().fold(text.len(), |len, p| {
+        len.saturating_sub(p.end - p.start)
+            .saturating_add(values.get(p.name).map_or(0, String::len))
+    })
 }
 
 fn substitute(text: &str, values: &BTreeMap<&str, String>) -> String {
@@ -374,6 +450,15 @@ impl Variables {
                     format!("variables.{name}"),
                     "a variable name is a letter or `_` followed by letters, digits or `_` (at most 64)",
                 ));
+            }
+            if spec.description.as_deref().is_some_and(has_nul) {
+                errors.push(FieldError::new(
+                    format!("variables.{name}.description"),
+                    NUL_MESSAGE,
+                ));
+            }
+            if spec.default.as_ref().is_some_and(json_has_nul) {
+                errors.push(FieldError::new(format!("variables.{name}.default"), NUL_MESSAGE));
             }
             if let (Some(ty), Some(default)) = (spec.ty, &spec.default)
                 && !ty.accepts(default)
@@ -486,16 +571,27 @@ pub fn check_declared(template: &Template, variables: &Variables) -> Result<(), 
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// Renders `template` with `values`, checked against `variables`.
+/// Renders `template` with `values`, checked against `variables`, producing
+/// at most `limits.max_output_bytes`. The size is counted before anything is
+/// allocated, so an oversized render costs no more than a small one.
 ///
 /// # Errors
-/// Every missing, mistyped or undeclared variable.
+/// [`RenderFailure::Invalid`] naming every missing, mistyped or undeclared
+/// variable; [`RenderFailure::TooLarge`] when the result would exceed the limit.
 pub fn render(
     template: &Template,
     variables: &Variables,
     values: &serde_json::Map<String, Value>,
-) -> Result<Rendered, RenderErrors> {
+    limits: &RenderLimits,
+) -> Result<Rendered, RenderFailure> {
     let resolved = variables.resolve(values)?;
+    let size = template.rendered_len(&resolved);
+    if size > limits.max_output_bytes {
+        return Err(RenderFailure::TooLarge {
+            size,
+            limit: limits.max_output_bytes,
+        });
+    }
     Ok(template.render_with(&resolved))
 }
 
@@ -614,6 +710,7 @@ mod tests {
             &t,
             &v,
             &values(json!({"name": "Ada", "n": 2.5, "b": true, "j": {"k": [1]}})),
+            &RenderLimits::default(),
         )
         .expect("renders");
         assert_eq!(
@@ -626,7 +723,16 @@ mod tests {
     fn rendering_reports_every_missing_mistyped_and_undeclared_variable() {
         let t = Template::parse(None, &json!("{{a}} {{b}}")).expect("valid");
         let v = vars(json!({"a": {"type": "number"}, "b": {}}));
-        let err = render(&t, &v, &values(json!({"a": "seven", "zz": 1}))).expect_err("invalid values");
+        let err = render(
+            &t,
+            &v,
+            &values(json!({"a": "seven", "zz": 1})),
+            &RenderLimits::default(),
+        )
+        .expect_err("invalid values");
+        let RenderFailure::Invalid(err) = err else {
+            panic!("expected variable errors, got {err:?}");
+        };
         assert_eq!(
             err.0,
             vec![
@@ -649,7 +755,7 @@ mod tests {
         )
         .expect("valid");
         let v = vars(json!({"persona": {"default": "terse"}, "q": {}}));
-        let out = render(&t, &v, &values(json!({"q": "why?"}))).expect("renders");
+        let out = render(&t, &v, &values(json!({"q": "why?"})), &RenderLimits::default()).expect("renders");
         assert_eq!(
             out,
             Rendered::Chat(vec![
@@ -669,7 +775,7 @@ mod tests {
     fn substituted_values_are_not_scanned_again() {
         let t = Template::parse(None, &json!("{{a}}")).expect("valid");
         let v = vars(json!({"a": {}}));
-        let out = render(&t, &v, &values(json!({"a": "{{a}}"}))).expect("renders");
+        let out = render(&t, &v, &values(json!({"a": "{{a}}"})), &RenderLimits::default()).expect("renders");
         assert_eq!(out, Rendered::Text("{{a}}".into()));
     }
 
@@ -679,5 +785,62 @@ mod tests {
         let t = Template::parse(None, &json).expect("valid");
         assert_eq!(t.to_json(), json);
         assert_eq!(t.kind(), TemplateKind::Chat);
+    }
+
+    #[test]
+    fn a_template_with_more_placeholders_than_the_limit_is_refused() {
+        let limits = RenderLimits {
+            max_placeholders: 3,
+            ..RenderLimits::default()
+        };
+        let three = Template::parse(None, &json!("{{a}}{{a}} {{b}}")).expect("valid");
+        assert_eq!(three.placeholder_count(), 3);
+        assert!(three.check_limits(&limits).is_ok());
+        let chat = Template::parse(
+            None,
+            &json!([{"role": "user", "content": "{{a}}{{a}}"}, {"role": "user", "content": "{{a}}{{a}}"}]),
+        )
+        .expect("valid");
+        let err = chat.check_limits(&limits).expect_err("four placeholders");
+        assert_eq!(err.field, "template");
+        assert!(err.message.contains("render.max_placeholders"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_render_larger_than_the_limit_fails_before_it_is_built() {
+        let limits = RenderLimits {
+            max_output_bytes: 1_000,
+            ..RenderLimits::default()
+        };
+        let t = Template::parse(None, &json!("x{{a}}{{a}}")).expect("valid");
+        let v = vars(json!({"a": {}}));
+        let fits = render(&t, &v, &values(json!({"a": "y".repeat(499)})), &limits).expect("999 bytes");
+        assert_eq!(fits, Rendered::Text(format!("x{}", "y".repeat(998))));
+        let err = render(&t, &v, &values(json!({"a": "y".repeat(500)})), &limits).expect_err("1001 bytes");
+        assert!(
+            matches!(
+                err,
+                RenderFailure::TooLarge {
+                    size: 1_001,
+                    limit: 1_000
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn nul_is_refused_in_template_texts_roles_and_variable_specs() {
+        let err = Template::parse(None, &json!("a\u{0}b")).expect_err("NUL in text");
+        assert_eq!(err[0].field, "template");
+        let err = Template::parse(None, &json!([{"role": "us\u{0}er", "content": "hi\u{0}"}]))
+            .expect_err("NUL in chat");
+        let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["template[0].content", "template[0].role"]);
+        let specs = serde_json::from_value(json!({"a": {"default": "x\u{0}", "description": "\u{0}"}}))
+            .expect("specs");
+        let err = Variables::new(specs).expect_err("NUL in spec");
+        let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["variables.a.description", "variables.a.default"]);
     }
 }

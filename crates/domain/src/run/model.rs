@@ -9,9 +9,61 @@ use crate::page::{Cursor, CursorError};
 use crate::prompt::{FieldError, PromptName, Tags, VersionNumber};
 
 /// Largest latency accepted: one day, in milliseconds.
-pub const MAX_LATENCY_MS: i64 = 86_400_000;
+pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+/// The same bound in microseconds, the unit latencies are kept in.
+pub const MAX_LATENCY_US: u64 = 86_400_000_000;
 const MAX_MODEL: usize = 200;
 const MAX_ERROR: usize = 16_384;
+
+/// How long a call took, kept in whole microseconds: clients time calls with
+/// floating-point clocks (`120.5` ms), and OpenTelemetry durations are
+/// nanoseconds, so whole milliseconds would lose what they send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Latency(u64);
+
+impl Latency {
+    /// From milliseconds, fractional ones included, rounded to the microsecond.
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `latency_ms` for a value that is not a number from
+    /// 0 to one day.
+    pub fn from_millis(ms: f64) -> Result<Self, FieldError> {
+        if !(ms.is_finite() && (0.0..=MAX_LATENCY_MS).contains(&ms)) {
+            return Err(FieldError::new(
+                "latency_ms",
+                format!("must be a number of milliseconds from 0 to {MAX_LATENCY_MS}"),
+            ));
+        }
+        // In range and finite: the product fits a u64 with room to spare.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let micros = (ms * 1_000.0).round() as u64;
+        Ok(Self(micros.min(MAX_LATENCY_US)))
+    }
+
+    /// From whole microseconds, as stored.
+    ///
+    /// # Errors
+    /// A value above one day.
+    pub fn from_micros(us: u64) -> Result<Self, FieldError> {
+        if us > MAX_LATENCY_US {
+            return Err(FieldError::new("latency_ms", "is longer than one day"));
+        }
+        Ok(Self(us))
+    }
+
+    #[must_use]
+    pub fn micros(self) -> u64 {
+        self.0
+    }
+
+    /// Milliseconds, with the microseconds as the fraction.
+    #[must_use]
+    pub fn millis(self) -> f64 {
+        #[allow(clippy::cast_precision_loss, reason = "at most 8.64e10, exact in an f64")]
+        let us = self.0 as f64;
+        us / 1_000.0
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunStatus {
@@ -60,7 +112,7 @@ pub struct RunFields {
     pub status: RunStatus,
     pub error: Option<String>,
     pub model: Option<String>,
-    pub latency_ms: u32,
+    pub latency: Latency,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
     pub cost: Cost,
@@ -80,7 +132,8 @@ pub struct NewRunBuilder {
     pub status: String,
     pub error: Option<String>,
     pub model: Option<String>,
-    pub latency_ms: i64,
+    /// Milliseconds; fractions are kept to the microsecond.
+    pub latency_ms: f64,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     /// Dollars as a decimal string.
@@ -121,18 +174,14 @@ impl NewRunBuilder {
             errors.push(FieldError::new("status", "must be `success` or `error`"));
             None
         });
+        // The status is what counts: an application that cannot say why a
+        // call failed still logs the failure.
         let error = self.error.filter(|e| !e.is_empty());
-        match (status, &error) {
-            (Some(RunStatus::Error), None) => {
-                errors.push(FieldError::new("error", "is required when `status` is `error`"));
-            }
-            (Some(RunStatus::Success), Some(_)) => {
-                errors.push(FieldError::new(
-                    "error",
-                    "must be absent when `status` is `success`",
-                ));
-            }
-            _ => {}
+        if status == Some(RunStatus::Success) && error.is_some() {
+            errors.push(FieldError::new(
+                "error",
+                "must be absent when `status` is `success`",
+            ));
         }
         if error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR) {
             errors.push(FieldError::new(
@@ -149,17 +198,12 @@ impl NewRunBuilder {
                 "model",
                 format!("must be 1 to {MAX_MODEL} characters"),
             ));
+        } else if self.model.as_deref().is_some_and(crate::text::has_nul) {
+            errors.push(FieldError::new("model", crate::text::NUL_MESSAGE));
         }
-        let latency_ms = u32::try_from(self.latency_ms)
-            .ok()
-            .filter(|l| i64::from(*l) <= MAX_LATENCY_MS)
-            .or_else(|| {
-                errors.push(FieldError::new(
-                    "latency_ms",
-                    format!("must be a whole number from 0 to {MAX_LATENCY_MS}"),
-                ));
-                None
-            });
+        let latency = Latency::from_millis(self.latency_ms)
+            .map_err(|e| errors.push(e))
+            .ok();
         let prompt_tokens = tokens("prompt_tokens", self.prompt_tokens, &mut errors);
         let completion_tokens = tokens("completion_tokens", self.completion_tokens, &mut errors);
         let cost = match self.cost_usd.as_deref().map(Cost::parse) {
@@ -173,8 +217,8 @@ impl NewRunBuilder {
         let tags = Tags::new(self.tags.unwrap_or_default())
             .map_err(|e| errors.extend(e))
             .ok();
-        match (prompt, status, latency_ms, cost, tags) {
-            (Some(prompt), Some(status), Some(latency_ms), Some(cost), Some(tags)) if errors.is_empty() => {
+        match (prompt, status, latency, cost, tags) {
+            (Some(prompt), Some(status), Some(latency), Some(cost), Some(tags)) if errors.is_empty() => {
                 Ok(NewRun {
                     id: self.id.unwrap_or_else(Uuid::now_v7),
                     client_id: self.id.is_some(),
@@ -186,7 +230,7 @@ impl NewRunBuilder {
                         status,
                         error,
                         model: self.model,
-                        latency_ms,
+                        latency,
                         prompt_tokens,
                         completion_tokens,
                         cost,
@@ -287,37 +331,67 @@ impl RunSort {
             SortField::CreatedAt => {
                 i64::try_from(run.created_at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
             }
-            SortField::LatencyMs => i64::from(run.fields.latency_ms),
+            SortField::LatencyMs => i64::try_from(run.fields.latency.micros()).unwrap_or(i64::MAX),
             SortField::Cost => run.fields.cost.nanos(),
+        }
+    }
+
+    /// Whether `key` is one a stored run can have in this order: a time
+    /// every backend can compare, a latency within a day, a cost that is
+    /// not negative.
+    fn accepts(self, key: i64) -> bool {
+        match self.field {
+            SortField::CreatedAt => crate::time::from_micros(key).is_some(),
+            SortField::LatencyMs => u64::try_from(key).is_ok_and(|us| us <= MAX_LATENCY_US),
+            SortField::Cost => Cost::from_nanos(key).is_ok(),
         }
     }
 }
 
 /// Position after a run in a listing of a given order.
+///
+/// Only [`Cursor::decode`] builds one from client input, and it refuses a key
+/// the order cannot hold, so a repository never sees an unusable position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunCursor {
     pub sort: RunSort,
-    /// The sort key: microseconds since the epoch, milliseconds, or nano-dollars.
+    /// The sort key: microseconds since the epoch, microseconds of latency,
+    /// or nano-dollars.
     pub key: i64,
     pub id: Uuid,
+}
+
+impl RunCursor {
+    /// The creation time a `created_at` cursor points after.
+    #[must_use]
+    pub fn time(&self) -> Option<OffsetDateTime> {
+        crate::time::from_micros(self.key)
+    }
 }
 
 impl Cursor for RunCursor {
     fn to_key(&self) -> String {
         let dir = if self.sort.descending { "-" } else { "" };
-        format!("r1:{dir}{}:{}:{}", self.sort.field.as_str(), self.key, self.id)
+        format!("r2:{dir}{}:{}:{}", self.sort.field.as_str(), self.key, self.id)
     }
 
     fn from_key(key: &str) -> Result<Self, CursorError> {
+        // `r1` cursors held latencies in milliseconds: they are refused rather
+        // than misread.
         let mut parts = key.splitn(4, ':');
-        let (Some("r1"), Some(sort), Some(value), Some(id)) =
+        let (Some("r2"), Some(sort), Some(value), Some(id)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(CursorError);
         };
+        let sort = RunSort::parse(sort).map_err(|_| CursorError)?;
+        let key: i64 = value.parse().map_err(|_| CursorError)?;
+        if !sort.accepts(key) {
+            return Err(CursorError);
+        }
         Ok(Self {
-            sort: RunSort::parse(sort).map_err(|_| CursorError)?,
-            key: value.parse().map_err(|_| CursorError)?,
+            sort,
+            key,
             id: Uuid::parse_str(id).map_err(|_| CursorError)?,
         })
     }
@@ -327,11 +401,32 @@ impl Cursor for RunCursor {
 mod tests {
     use super::*;
 
+    fn hex(key: &str) -> String {
+        key.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_cursor_whose_key_no_run_can_have_is_refused() {
+        let id = Uuid::nil();
+        for key in [
+            format!("r2:created_at:{}:{id}", i64::MAX),
+            format!("r2:-created_at:{}:{id}", i64::MIN),
+            format!("r2:latency_ms:-1:{id}"),
+            format!("r2:latency_ms:{}:{id}", MAX_LATENCY_US + 1),
+            format!("r2:cost:-5:{id}"),
+            format!("r2:cost:99999999999999999999:{id}"),
+        ] {
+            assert_eq!(RunCursor::decode(&hex(&key)), Err(CursorError), "{key}");
+        }
+        let fine = format!("r2:created_at:1780000000000000:{id}");
+        assert!(RunCursor::decode(&hex(&fine)).is_ok());
+    }
+
     fn valid() -> NewRunBuilder {
         NewRunBuilder {
             prompt: "p".into(),
             status: "success".into(),
-            latency_ms: 12,
+            latency_ms: 12.0,
             ..Default::default()
         }
     }
@@ -351,7 +446,7 @@ mod tests {
             version: Some(0),
             status: "ok".into(),
             model: Some(String::new()),
-            latency_ms: -1,
+            latency_ms: -1.0,
             prompt_tokens: Some(-3),
             completion_tokens: Some(i64::from(i32::MAX) + 1),
             cost_usd: Some("-0.1".into()),
@@ -378,14 +473,15 @@ mod tests {
     }
 
     #[test]
-    fn an_error_run_needs_its_error_and_a_success_has_none() {
-        let err = NewRunBuilder {
+    fn an_error_run_may_omit_its_error_and_a_success_has_none() {
+        let run = NewRunBuilder {
             status: "error".into(),
             ..valid()
         }
         .build()
-        .expect_err("no error text");
-        assert_eq!(err[0].field, "error");
+        .expect("the status is what counts");
+        assert_eq!(run.fields.status, RunStatus::Error);
+        assert_eq!(run.fields.error, None);
         let err = NewRunBuilder {
             error: Some("boom".into()),
             ..valid()
@@ -405,23 +501,33 @@ mod tests {
     }
 
     #[test]
-    fn latency_is_bounded() {
-        assert!(
+    fn latency_is_bounded_and_keeps_fractions_to_the_microsecond() {
+        let at = |ms: f64| {
             NewRunBuilder {
-                latency_ms: MAX_LATENCY_MS,
+                latency_ms: ms,
                 ..valid()
             }
             .build()
-            .is_ok()
-        );
-        assert!(
-            NewRunBuilder {
-                latency_ms: MAX_LATENCY_MS + 1,
-                ..valid()
-            }
-            .build()
-            .is_err()
-        );
+            .map(|r| r.fields.latency)
+        };
+        assert_eq!(at(MAX_LATENCY_MS).map(Latency::micros), Ok(MAX_LATENCY_US));
+        assert_eq!(at(120.5).map(Latency::micros), Ok(120_500));
+        assert_eq!(at(0.0015).map(Latency::micros), Ok(2));
+        assert!((at(120.5).map(Latency::millis).unwrap_or_default() - 120.5).abs() < f64::EPSILON);
+        for bad in [MAX_LATENCY_MS + 1.0, -0.001, f64::NAN, f64::INFINITY] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_model_name_with_nul_is_refused() {
+        let err = NewRunBuilder {
+            model: Some("gpt\u{0}".into()),
+            ..valid()
+        }
+        .build()
+        .expect_err("NUL in model");
+        assert_eq!(err[0].field, "model");
     }
 
     #[test]
@@ -451,6 +557,10 @@ mod tests {
             id: Uuid::now_v7(),
         };
         assert_eq!(RunCursor::decode(&c.encode()), Ok(c));
+        assert_eq!(
+            RunCursor::decode(&hex(&c.to_key().replacen("r2", "r1", 1))),
+            Err(CursorError)
+        );
         assert!(
             RunCursor::decode(
                 &crate::page::TimeCursor {

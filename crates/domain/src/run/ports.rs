@@ -27,6 +27,12 @@ pub enum RunError {
     /// Items of a batch that cannot be logged, each named by its index.
     #[error("{} run(s) of the batch are invalid", .0.len())]
     InvalidItems(Vec<FieldError>),
+    /// The storage cannot be reached now; the same call may succeed later.
+    /// Writers keep what they hold and try again; requests answer 503.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// A failure that trying again will not mend (a row the storage refuses,
+    /// a bug): the caller must not retry the same input forever.
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -54,7 +60,10 @@ pub trait RunRepository: Send + Sync + 'static {
     /// already stored are left unchanged.
     ///
     /// # Errors
-    /// Storage failures as [`RunError::Unknown`]; then nothing was stored.
+    /// MUST return [`RunError::Unavailable`] when the storage cannot be
+    /// reached (a retry may succeed), and [`RunError::Unknown`] when it
+    /// refuses the runs (a retry of the same runs will not); in both cases
+    /// nothing was stored.
     async fn insert_batch(&self, runs: &[Run]) -> Result<Vec<Uuid>, RunError>;
 
     /// # Errors

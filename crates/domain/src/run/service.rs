@@ -58,9 +58,10 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache> RunService<R, P, C>
                     selector: VersionSelector::Number(version),
                 } => RunError::UnknownVersion { name, version },
                 PromptError::VersionNotFound { name, .. } => RunError::NoActiveVersion(name),
-                PromptError::Duplicate(_) => {
-                    RunError::Unknown(anyhow::anyhow!("unexpected duplicate on read"))
+                PromptError::Duplicate(_) | PromptError::Invalid(_) => {
+                    RunError::Unknown(anyhow::anyhow!("unexpected error on read: {e}"))
                 }
+                PromptError::Unavailable(e) => RunError::Unavailable(e),
                 PromptError::Unknown(e) => RunError::Unknown(e),
             })
     }
@@ -110,7 +111,7 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache> RunService<R, P, C>
                         versions.insert(key, Arc::clone(&v));
                         v
                     }
-                    Err(RunError::Unknown(e)) => return Err(RunError::Unknown(e)),
+                    Err(e @ (RunError::Unknown(_) | RunError::Unavailable(_))) => return Err(e),
                     Err(e) => {
                         errors.push(FieldError::new(format!("runs[{i}]"), e.to_string()));
                         continue;
@@ -249,7 +250,7 @@ mod tests {
         }
     }
 
-    fn new_run(id: uuid::Uuid, latency: i64, version: Option<i64>) -> NewRun {
+    fn new_run(id: uuid::Uuid, latency: f64, version: Option<i64>) -> NewRun {
         NewRunBuilder {
             id: Some(id),
             prompt: "p".into(),
@@ -289,7 +290,7 @@ mod tests {
         let mut runs = MockRunRepository::new();
         runs.expect_insert().returning(|r| Ok(Logged::Created(r.clone())));
         let logged = service(runs, prompts)
-            .log(new_run(uuid::Uuid::now_v7(), 5, None))
+            .log(new_run(uuid::Uuid::now_v7(), 5.0, None))
             .await
             .expect("logged");
         let Logged::Created(run) = logged else {
@@ -306,7 +307,7 @@ mod tests {
         runs.expect_insert()
             .returning(|r| Ok(Logged::Existing(r.clone())));
         let logged = service(runs, prompts)
-            .log(new_run(uuid::Uuid::now_v7(), 5, Some(1)))
+            .log(new_run(uuid::Uuid::now_v7(), 5.0, Some(1)))
             .await
             .expect("idempotent");
         assert!(matches!(logged, Logged::Existing(_)));
@@ -319,11 +320,11 @@ mod tests {
         let mut runs = MockRunRepository::new();
         runs.expect_insert().returning(|r| {
             let mut fields = r.fields.clone();
-            fields.latency_ms += 1;
+            fields.latency = crate::run::Latency::from_micros(fields.latency.micros() + 1).expect("in range");
             Ok(Logged::Existing(stored_from(r, fields)))
         });
         let err = service(runs, prompts)
-            .log(new_run(uuid::Uuid::now_v7(), 5, Some(1)))
+            .log(new_run(uuid::Uuid::now_v7(), 5.0, Some(1)))
             .await
             .expect_err("conflict");
         assert!(matches!(err, RunError::Conflict(_)));
@@ -346,14 +347,14 @@ mod tests {
         runs.expect_insert_batch().never();
         let svc = service(runs, prompts);
         let err = svc
-            .log(new_run(uuid::Uuid::now_v7(), 1, Some(9)))
+            .log(new_run(uuid::Uuid::now_v7(), 1.0, Some(9)))
             .await
             .expect_err("unknown version");
         assert!(matches!(err, RunError::UnknownVersion { .. }));
         let err = svc
             .log_batch(vec![
-                new_run(uuid::Uuid::now_v7(), 1, None),
-                new_run(uuid::Uuid::now_v7(), 1, Some(2)),
+                new_run(uuid::Uuid::now_v7(), 1.0, None),
+                new_run(uuid::Uuid::now_v7(), 1.0, Some(2)),
             ])
             .await
             .expect_err("bad items");
@@ -376,14 +377,14 @@ mod tests {
         let mut runs = MockRunRepository::new();
         runs.expect_insert_batch().times(1).returning(|_| Ok(Vec::new()));
         let svc = service(runs, prompts);
-        let batch: Vec<_> = (0..10)
-            .map(|i| new_run(uuid::Uuid::now_v7(), i, Some(2)))
+        let batch: Vec<_> = (0..10u8)
+            .map(|i| new_run(uuid::Uuid::now_v7(), f64::from(i), Some(2)))
             .collect();
         let logged = svc.log_batch(batch).await.expect("logged");
         assert_eq!(logged.runs.len(), 10);
         let id = uuid::Uuid::now_v7();
         let err = svc
-            .log_batch(vec![new_run(id, 1, Some(2)), new_run(id, 1, Some(2))])
+            .log_batch(vec![new_run(id, 1.0, Some(2)), new_run(id, 1.0, Some(2))])
             .await
             .expect_err("repeat");
         assert!(matches!(err, RunError::InvalidItems(ref e) if e[0].field == "runs[1].id"));

@@ -1,5 +1,6 @@
 //! `/v1/api-keys`: creating, listing and revoking API keys (admin only).
 
+use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, post, web};
 use registry_domain::auth::ports::KeyError;
 use registry_domain::auth::{ApiKey, KeyName, Scopes};
@@ -9,7 +10,8 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use crate::problem::{ApiError, Body, ErrorCode, Problem};
+use crate::body::Body;
+use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -34,6 +36,7 @@ impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::NotFound(_) => Self::new(ErrorCode::NotFound, e.to_string()),
+            KeyError::Unavailable(source) => Self::unavailable("the database", source),
             KeyError::Unknown(source) => Self::internal(source),
         }
     }
@@ -113,19 +116,23 @@ async fn create_key(
         (n, s) => return Err(ApiError::validation(n.err().into_iter().chain(s.err()).collect())),
     };
     let (key, generated) = state.auth.create(name, scopes, random_key_bytes()).await?;
-    Ok(HttpResponse::Created().json(CreatedKey {
-        key: key.into(),
-        secret: generated.secret,
-    }))
+    // The secret must not linger in any cache between here and the client.
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(CreatedKey {
+            key: key.into(),
+            secret: generated.secret,
+        }))
 }
 
 /// Lists keys, revoked ones included; never their secrets.
 #[utoipa::path(tag = "api-keys", responses((status = 200, description = "Every key", body = Vec<KeyResponse>)))]
 #[get("/api-keys")]
-async fn list_keys(state: web::Data<AppState>) -> Result<web::Json<Vec<KeyResponse>>, ApiError> {
-    Ok(web::Json(
-        state.auth.list().await?.into_iter().map(Into::into).collect(),
-    ))
+async fn list_keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let keys: Vec<KeyResponse> = state.auth.list().await?.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(keys))
 }
 
 /// Revokes a key: it stops working at once on this replica, within 10 s on others.

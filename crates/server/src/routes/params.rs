@@ -41,6 +41,20 @@ pub fn timestamp(name: &str, raw: Option<&str>) -> Result<Option<OffsetDateTime>
     .transpose()
 }
 
+/// A free-text query parameter; U+0000 is refused (no stored text holds it,
+/// and PostgreSQL cannot compare against it).
+///
+/// # Errors
+/// A value containing U+0000.
+pub fn text(name: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(s) if registry_domain::text::has_nul(&s) => {
+            Err(ApiError::parameter(name, registry_domain::text::NUL_MESSAGE))
+        }
+        other => Ok(other),
+    }
+}
+
 /// A page request from `limit` and `cursor`.
 ///
 /// # Errors

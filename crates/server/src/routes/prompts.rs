@@ -10,7 +10,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::dto::{CreatePromptRequest, PromptPage, PromptResponse, UpdatePromptRequest};
 use super::params;
-use crate::problem::{ApiError, Body, Problem};
+use crate::body::Body;
+use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -91,7 +92,7 @@ async fn list_prompts(
     let filter = PromptFilter {
         created_after: params::timestamp("created_after", query.created_after.as_deref())?,
         created_before: params::timestamp("created_before", query.created_before.as_deref())?,
-        name_prefix: query.q.filter(|q| !q.is_empty()),
+        name_prefix: params::text("q", query.q)?.filter(|q| !q.is_empty()),
         tag: query.tag,
     };
     let page = state.prompts.list_prompts(filter, page).await?;

@@ -17,7 +17,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::params;
-use crate::problem::{ApiError, Body, ErrorCode, Problem};
+use crate::body::Body;
+use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::state::AppState;
 
 /// Largest page of runs.
@@ -54,11 +55,13 @@ pub struct CreateRunRequest {
     /// `success` or `error`.
     #[schema(example = "success")]
     pub status: String,
-    /// Required when `status` is `error`, absent otherwise.
+    /// Why the call failed, when `status` is `error` and the application
+    /// knows (optional); absent when `status` is `success`.
     pub error: Option<String>,
     pub model: Option<String>,
-    #[schema(minimum = 0, maximum = 86_400_000)]
-    pub latency_ms: i64,
+    /// Milliseconds, fractions allowed (kept to the microsecond): `120.5`.
+    #[schema(minimum = 0, maximum = 86_400_000, example = 120.5)]
+    pub latency_ms: f64,
     #[schema(minimum = 0)]
     pub prompt_tokens: Option<i64>,
     #[schema(minimum = 0)]
@@ -151,7 +154,8 @@ pub struct RunResponse {
     pub status: &'static str,
     pub error: Option<String>,
     pub model: Option<String>,
-    pub latency_ms: u32,
+    /// Milliseconds, to the microsecond.
+    pub latency_ms: f64,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
     /// Exact decimal dollars.
@@ -180,7 +184,7 @@ impl From<Run> for RunResponse {
             status: f.status.as_str(),
             error: f.error,
             model: f.model,
-            latency_ms: f.latency_ms,
+            latency_ms: f.latency.millis(),
             prompt_tokens: f.prompt_tokens,
             completion_tokens: f.completion_tokens,
             cost_usd: f.cost.to_string(),
@@ -306,7 +310,7 @@ async fn create_batch(
     let mut errors = Vec::new();
     let mut runs = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let parsed = crate::problem::into_object::<CreateRunRequest>(item)
+        let parsed = crate::body::into_object::<CreateRunRequest>(item)
             .map_err(|e| vec![FieldError::new(format!("runs[{i}]"), e.detail)])
             .and_then(|r| r.try_into_domain(&format!("runs[{i}].")));
         match parsed {
@@ -393,10 +397,9 @@ fn listing(q: ListRunsQuery, prompt_in_path: bool) -> Result<Listing, ApiError> 
     })?;
     let page = params::page::<RunCursor>(q.limit, q.cursor.as_deref(), MAX_RUN_LIMIT)?;
     if page.after.is_some_and(|c| c.sort != sort) {
-        return Err(ApiError::parameter(
-            "cursor",
-            "this cursor belongs to another sort order",
-        ));
+        let mut e = ApiError::parameter("cursor", "this cursor belongs to another sort order");
+        e.code = ErrorCode::InvalidCursor;
+        return Err(e);
     }
     if q.prompt.is_some() && prompt_in_path {
         return Err(ApiError::parameter(
@@ -424,7 +427,7 @@ fn listing(q: ListRunsQuery, prompt_in_path: bool) -> Result<Listing, ApiError> 
                     .ok_or_else(|| ApiError::parameter("status", "must be `success` or `error`"))
             })
             .transpose()?,
-        model: q.model,
+        model: params::text("model", q.model)?,
         from: params::timestamp("from", q.from.as_deref())?,
         to: params::timestamp("to", q.to.as_deref())?,
     };
@@ -510,7 +513,7 @@ pub struct LatencyStats {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
-    pub max: u64,
+    pub max: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,6 +4,7 @@
 use actix_web::http::header::{self, EntityTag, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use registry_domain::page::Cursor as _;
+use registry_domain::prompt::ports::Cached;
 use registry_domain::prompt::{VersionCursor, VersionNumber, VersionSelector};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -11,7 +12,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::dto::{CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse};
 use super::{params, prompts};
-use crate::problem::{ApiError, Body, Problem};
+use crate::body::Body;
+use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -96,6 +98,19 @@ const MOVING: &str = "private, no-cache";
 /// A numbered version never changes.
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
+/// Marks a version served past its cache TTL because the database was
+/// unreachable (stale-if-error); `Age` then says how old the copy is.
+pub const STALE: header::HeaderName = header::HeaderName::from_static("x-stale");
+
+/// Adds the stale-if-error marker when `cached` was served stale.
+fn mark_stale(response: &mut actix_web::HttpResponseBuilder, cached: &Cached) {
+    if let Some(age) = cached.stale_age {
+        response
+            .insert_header((STALE, "stale-if-error"))
+            .insert_header((header::AGE, age.as_secs()));
+    }
+}
+
 async fn version(
     state: &AppState,
     req: &HttpRequest,
@@ -103,7 +118,8 @@ async fn version(
     selector: VersionSelector,
 ) -> Result<HttpResponse, ApiError> {
     let name = params::prompt_name(name)?;
-    let version = state.prompts.get_version(&name, selector).await?;
+    let cached = state.prompts.fetch_version(&name, selector).await?;
+    let version = &cached.version;
     let cache_control = if matches!(selector, VersionSelector::Number(_)) {
         IMMUTABLE
     } else {
@@ -127,6 +143,7 @@ async fn version(
     response
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, cache_control));
+    mark_stale(&mut response, &cached);
     if fresh {
         return Ok(response.finish());
     }
@@ -247,7 +264,7 @@ async fn render(
     state: web::Data<AppState>,
     name: web::Path<String>,
     body: Body<RenderRequest>,
-) -> Result<web::Json<RenderResponse>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let name = params::prompt_name(&name)?;
     let body = body.into_inner();
     let selector = match body.version {
@@ -259,9 +276,11 @@ async fn render(
             )])
         })?),
     };
-    let (version, rendered) = state
+    let (cached, rendered) = state
         .prompts
         .render(&name, selector, &body.variables.unwrap_or_default())
         .await?;
-    Ok(web::Json(RenderResponse::new(&version, rendered)))
+    let mut response = HttpResponse::Ok();
+    mark_stale(&mut response, &cached);
+    Ok(response.json(RenderResponse::new(&cached.version, rendered)))
 }

@@ -79,7 +79,12 @@ async fn bad_query_parameters_are_400(backend: Backend) {
         "/v1/prompts/p/versions?cursor=%00",
     ] {
         let res = app.get(path).await;
-        assert_eq!(res.problem(400)["code"], "invalid_parameter", "{path}");
+        let code = if path.contains("cursor=") {
+            "invalid_cursor"
+        } else {
+            "invalid_parameter"
+        };
+        assert_eq!(res.problem(400)["code"], code, "{path}");
     }
     // A cursor of one listing is not accepted by another.
     app.create_version("p", &json!({"template": "a"})).await;

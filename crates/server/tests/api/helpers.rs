@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
 use prompt_registry::settings::{
-    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, LogSettings, RedisConfig, RunSettings, Secret,
-    ServerSettings, Settings,
+    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, LogSettings, RedisConfig, RenderSettings,
+    RunSettings, Secret, ServerSettings, Settings,
 };
 use prompt_registry::startup::Application;
 use registry_persistence::testing::{Backend, TestDatabase};
@@ -128,12 +128,15 @@ pub fn test_settings(database_url: &str) -> Settings {
             mode: None,
             capacity: 10_000,
             ttl_secs: 60,
+            stale_if_error_secs: 300,
         },
         redis: RedisConfig {
             url: None,
             prefix: "prompt-registry:".into(),
             timeout_ms: 50,
             pool_size: 4,
+            circuit_failures: 3,
+            circuit_probe_ms: 500,
         },
         auth: AuthSettings {
             admin_key: Some(Secret::new(ADMIN_KEY)),
@@ -142,6 +145,10 @@ pub fn test_settings(database_url: &str) -> Settings {
         log: LogSettings {
             level: "info".into(),
             json: Some(false),
+        },
+        render: RenderSettings {
+            max_placeholders: 1_000,
+            max_output_bytes: 4 * 1024 * 1024,
         },
     }
 }

@@ -4,10 +4,13 @@
 mod auth;
 mod coherence;
 mod errors;
+mod faults;
 mod health;
 mod helpers;
 mod operations;
+mod outage;
 mod prompts;
+mod proxy;
 mod runs;
 mod shutdown;
 mod transactions;

@@ -195,6 +195,23 @@ async fn logs_carry_request_ids_but_never_keys_bodies_or_prompt_data() {
         .await
         .expect("sent");
     assert_eq!(refused.status(), 401);
+    // A row the service cannot read: a 500 whose log line carries the cause.
+    let raw = sea_orm::Database::connect(test_db.url.as_str())
+        .await
+        .expect("the test database");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &raw,
+        "UPDATE prompt_versions SET variables = '\"CORRUPT-VARIABLES\"'",
+    )
+    .await
+    .expect("corrupted");
+    let broken = http
+        .get(format!("{base}/v1/prompts/logged/versions/1"))
+        .insert_header(("x-request-id", "req-broken-row-7"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(broken.status(), 500);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -208,6 +225,14 @@ async fn logs_carry_request_ids_but_never_keys_bodies_or_prompt_data() {
     assert!(
         logs.contains("route=/v1/prompts/{name}") || logs.contains("/v1/prompts/{name}"),
         "the route pattern is logged"
+    );
+    let failure = logs
+        .lines()
+        .find(|l| l.contains("request failed") && l.contains("req-broken-row-7"))
+        .unwrap_or_else(|| panic!("no error line for the 500:\n{logs}"));
+    assert!(
+        failure.contains("stored variables") && failure.contains("invalid type"),
+        "the whole cause chain is logged: {failure}"
     );
     for secret in [ADMIN_KEY, wrong_key, "MARKER-"] {
         assert!(!logs.contains(secret), "`{secret}` leaked into the logs:\n{logs}");
