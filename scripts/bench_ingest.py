@@ -160,9 +160,9 @@ def measure(args, url, tmp):
             out = csv.writer(f)
             for _ in range(args.copy_rows):
                 out.writerow([uuid.uuid4(), prompt_id, version_id, 1, json.dumps(RUN["input"]), json.dumps(RUN["output"]),
-                              "success", None, RUN["model"], 412, 118, 24, 123000, json.dumps(RUN["metadata"]),
+                              "success", None, RUN["model"], 412_000, 118, 24, 123000, json.dumps(RUN["metadata"]),
                               json.dumps(RUN["tags"]), None, stamp])
-        cols = ("id,prompt_id,version_id,version,input,output,status,error,model,latency_ms,prompt_tokens,"
+        cols = ("id,prompt_id,version_id,version,input,output,status,error,model,latency_us,prompt_tokens,"
                 "completion_tokens,cost_nanos,metadata,tags,started_at,created_at")
         start = time.monotonic()
         run("psql", url, "-qc", f"\\copy prompt_runs({cols}) FROM '{csv_path}' WITH (FORMAT csv)")

@@ -18,11 +18,11 @@ SELECT gen_random_uuid(), 'prompt-' || g, NULL, '[]', now(), now(), 3 FROM gener
 INSERT INTO prompt_versions (id, prompt_id, version, kind, template, variables, config, is_active, commit_message, created_at)
 SELECT gen_random_uuid(), p.id, v, 'text', '"t"', '{}', '{}', v = 3, NULL, now()
 FROM prompts p CROSS JOIN generate_series(1, 3) v;
-INSERT INTO prompt_runs (id, prompt_id, version_id, version, input, output, status, error, model, latency_ms,
+INSERT INTO prompt_runs (id, prompt_id, version_id, version, input, output, status, error, model, latency_us,
                          prompt_tokens, completion_tokens, cost_nanos, metadata, tags, started_at, created_at)
 SELECT gen_random_uuid(), v.prompt_id, v.id, v.version, '{"q": "x"}', '"answer"',
        CASE WHEN g % 13 = 0 THEN 'error' ELSE 'success' END, CASE WHEN g % 13 = 0 THEN 'boom' END,
-       CASE WHEN g % 2 = 0 THEN 'model-a' ELSE 'model-b' END, ((g * 7919) % 3000)::int, (g % 500)::int, (g % 300)::int,
+       CASE WHEN g % 2 = 0 THEN 'model-a' ELSE 'model-b' END, ((g * 7919) % 3000)::bigint * 1000, (g % 500)::int, (g % 300)::int,
        (g * 104729) % 5000000, '{}', '[]', NULL,
        now() - ((g % 2592000) || ' seconds')::interval
 FROM generate_series(1::bigint, $ROWS) g
@@ -44,13 +44,13 @@ explain "GET /v1/prompts/{name}/runs (newest first, next page)" \
 explain "GET /v1/prompts/{name}/runs?version=2" \
   "SELECT r.*, p.name FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P AND r.version = 2 ORDER BY r.created_at DESC, r.id DESC LIMIT 21"
 explain "GET /v1/prompts/{name}/runs?sort=-latency_ms" \
-  "SELECT r.*, p.name FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P ORDER BY r.latency_ms DESC, r.id DESC LIMIT 21"
+  "SELECT r.*, p.name FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P ORDER BY r.latency_us DESC, r.id DESC LIMIT 21"
 explain "GET /v1/prompts/{name}/runs?sort=cost" \
   "SELECT r.*, p.name FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P ORDER BY r.cost_nanos ASC, r.id ASC LIMIT 21"
 explain "GET /v1/runs/{id}" \
   "SELECT r.*, p.name FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE r.id = (SELECT id FROM prompt_runs LIMIT 1)"
 explain "GET /v1/prompts/{name}/stats?from=(7 days ago)&bucket=day" \
-  "SELECT r.version, date_trunc('day', r.created_at, 'UTC') AS bucket, count(*), count(*) FILTER (WHERE r.status = 'error'), percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY r.latency_ms), max(r.latency_ms), COALESCE(sum(r.prompt_tokens),0)::bigint, COALESCE(sum(r.completion_tokens),0)::bigint, COALESCE(sum(r.cost_nanos),0)::bigint FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P AND r.created_at >= now() - interval '7 days' GROUP BY r.version, bucket ORDER BY r.version, bucket"
+  "SELECT r.version, date_trunc('day', r.created_at, 'UTC') AS bucket, count(*), count(*) FILTER (WHERE r.status = 'error'), percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_us) / 1000, percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_us) / 1000, percentile_cont(0.99) WITHIN GROUP (ORDER BY r.latency_us) / 1000, max(r.latency_us)::float8 / 1000, COALESCE(sum(r.prompt_tokens),0)::bigint, COALESCE(sum(r.completion_tokens),0)::bigint, COALESCE(sum(r.cost_nanos),0)::bigint FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P AND r.created_at >= now() - interval '7 days' GROUP BY r.version, bucket ORDER BY r.version, bucket"
 echo
 psql "$URL" -qAt -c "SELECT 'rows: ' || count(*) FROM prompt_runs"
 psql "$URL" -qAt -c "SELECT 'table + indexes: ' || pg_size_pretty(pg_total_relation_size('prompt_runs'))"
