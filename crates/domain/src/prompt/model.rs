@@ -34,10 +34,112 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Every problem found in one piece of input, each naming its field, so a
+/// client can fix them all at once.
+///
+/// ```
+/// use registry_domain::prompt::{FieldError, ValidationErrors};
+///
+/// let errors = ValidationErrors::from(vec![
+///     FieldError::new("name", "must not be empty"),
+///     FieldError::new("tags[0]", "is too long"),
+/// ]);
+/// assert_eq!(errors.to_string(), "name: must not be empty; tags[0]: is too long");
+/// let as_error: Box<dyn std::error::Error> = Box::new(errors);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ValidationErrors(Vec<FieldError>);
+
+impl ValidationErrors {
+    /// The same errors with each field put under `prefix` (`runs[3].` + `status`).
+    #[must_use]
+    pub fn prefixed(self, prefix: &str) -> Self {
+        Self(
+            self.0
+                .into_iter()
+                .map(|e| FieldError::new(format!("{prefix}{}", e.field), e.message))
+                .collect(),
+        )
+    }
+
+    #[must_use]
+    pub fn into_vec(self) -> Vec<FieldError> {
+        self.0
+    }
+
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+}
+
+impl std::ops::Deref for ValidationErrors {
+    type Target = [FieldError];
+
+    fn deref(&self) -> &[FieldError] {
+        &self.0
+    }
+}
+
+impl From<Vec<FieldError>> for ValidationErrors {
+    fn from(errors: Vec<FieldError>) -> Self {
+        Self(errors)
+    }
+}
+
+impl From<FieldError> for ValidationErrors {
+    fn from(error: FieldError) -> Self {
+        Self(vec![error])
+    }
+}
+
+impl From<ValidationErrors> for Vec<FieldError> {
+    fn from(errors: ValidationErrors) -> Self {
+        errors.0
+    }
+}
+
+impl IntoIterator for ValidationErrors {
+    type Item = FieldError;
+    type IntoIter = std::vec::IntoIter<FieldError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Extend<FieldError> for ValidationErrors {
+    fn extend<I: IntoIterator<Item = FieldError>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
 const MAX_NAME: usize = 128;
 
 /// A prompt's unique name: 1–128 characters, starting with `[a-z0-9]`,
 /// followed by `[a-z0-9._/-]`. Slashes allow namespaces such as `support/triage`.
+///
+/// ```
+/// use registry_domain::prompt::PromptName;
+///
+/// let name = PromptName::new("support/triage").expect("valid");
+/// assert_eq!(name.as_str(), "support/triage");
+/// assert!(PromptName::new("Support Triage").is_err());
+/// assert!(PromptName::new("").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PromptName(String);
 
@@ -130,12 +232,9 @@ pub struct Tags(Vec<String>);
 impl Tags {
     /// # Errors
     /// A [`FieldError`] per invalid tag, or one for too many tags.
-    pub fn new(tags: Vec<String>) -> Result<Self, Vec<FieldError>> {
+    pub fn new(tags: Vec<String>) -> Result<Self, ValidationErrors> {
         if tags.len() > MAX_TAGS {
-            return Err(vec![FieldError::new(
-                "tags",
-                format!("at most {MAX_TAGS} tags are allowed"),
-            )]);
+            return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags are allowed")).into());
         }
         let mut errors = Vec::new();
         let mut kept: Vec<String> = Vec::with_capacity(tags.len());
@@ -149,7 +248,7 @@ impl Tags {
         if errors.is_empty() {
             Ok(Self(kept))
         } else {
-            Err(errors)
+            Err(errors.into())
         }
     }
 
@@ -299,7 +398,7 @@ impl NewVersion {
         config: Map<String, Value>,
         commit_message: Option<String>,
         activate: bool,
-    ) -> Result<Self, Vec<FieldError>> {
+    ) -> Result<Self, ValidationErrors> {
         let mut errors = template::check_declared(&template, &variables)
             .err()
             .unwrap_or_default();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{RenderError, RenderErrors, RenderFailure};
-use super::model::FieldError;
+use super::model::{FieldError, ValidationErrors};
 use crate::text::{NUL_MESSAGE, has_nul, json_has_nul};
 
 /// Longest variable name accepted, in bytes.
@@ -83,43 +83,87 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// The roles a chat message may have: those the major model APIs accept.
+pub const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
 /// A version's body: plain text, or a list of chat messages. Only built by
-/// [`Template::parse`], so every placeholder in it is well formed.
+/// [`Template::parse`] (every placeholder well formed, every role known) or,
+/// for storage adapters, [`Template::restore`].
+///
+/// ```
+/// use registry_domain::prompt::{Template, TemplateKind};
+///
+/// let t = Template::parse(None, &serde_json::json!("Hello {{name}}!")).expect("valid");
+/// assert_eq!(t.kind(), TemplateKind::Text);
+/// assert_eq!(t.placeholder_count(), 1);
+/// assert!(Template::parse(None, &serde_json::json!("Hello {{ full name }}")).is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Template {
+pub struct Template(Body);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
     Text(String),
     Chat(Vec<ChatMessage>),
 }
 
 impl Template {
+    /// Rebuilds a template as it was stored, trusting that it was checked by
+    /// [`Template::parse`] when it was created: rules added since then do not
+    /// make a stored version unreadable. Only its shape is checked.
+    ///
+    /// # Errors
+    /// A value that is not a template of `kind` at all.
+    pub fn restore(kind: TemplateKind, value: &Value) -> Result<Self, ValidationErrors> {
+        Self::shape(kind, value).map_err(ValidationErrors::from)
+    }
+
+    fn shape(kind: TemplateKind, value: &Value) -> Result<Self, Vec<FieldError>> {
+        match (kind, value) {
+            (TemplateKind::Text, Value::String(s)) => Ok(Self(Body::Text(s.clone()))),
+            (TemplateKind::Chat, Value::Array(items)) => Ok(Self(Body::Chat(parse_messages(items)?))),
+            (TemplateKind::Text, _) => Err(vec![FieldError::new(
+                "template",
+                "a text template must be a string",
+            )]),
+            (TemplateKind::Chat, _) => Err(vec![FieldError::new(
+                "template",
+                "a chat template must be an array of {role, content} messages",
+            )]),
+        }
+    }
+
+    /// The text of a text template.
+    #[must_use]
+    pub fn text(&self) -> Option<&str> {
+        match &self.0 {
+            Body::Text(s) => Some(s),
+            Body::Chat(_) => None,
+        }
+    }
+
+    /// The messages of a chat template.
+    #[must_use]
+    pub fn messages(&self) -> Option<&[ChatMessage]> {
+        match &self.0 {
+            Body::Text(_) => None,
+            Body::Chat(m) => Some(m),
+        }
+    }
+
     /// Reads a template from its JSON form: a string for `text`, an array of
     /// `{role, content}` for `chat`. Without an explicit kind, the JSON's shape
     /// decides.
     ///
     /// # Errors
     /// Every problem found, each naming the field it is about.
-    pub fn parse(kind: Option<TemplateKind>, value: &Value) -> Result<Self, Vec<FieldError>> {
+    pub fn parse(kind: Option<TemplateKind>, value: &Value) -> Result<Self, ValidationErrors> {
         let kind = kind.unwrap_or(if value.is_array() {
             TemplateKind::Chat
         } else {
             TemplateKind::Text
         });
-        let template = match (kind, value) {
-            (TemplateKind::Text, Value::String(s)) => Self::Text(s.clone()),
-            (TemplateKind::Chat, Value::Array(items)) => Self::Chat(parse_messages(items)?),
-            (TemplateKind::Text, _) => {
-                return Err(vec![FieldError::new(
-                    "template",
-                    "a text template must be a string",
-                )]);
-            }
-            (TemplateKind::Chat, _) => {
-                return Err(vec![FieldError::new(
-                    "template",
-                    "a chat template must be an array of {role, content} messages",
-                )]);
-            }
-        };
+        let template = Self::shape(kind, value)?;
         let mut errors = Vec::new();
         if template.is_blank() {
             errors.push(FieldError::new("template", "must not be empty"));
@@ -131,34 +175,35 @@ impl Template {
                 errors.push(FieldError::new(field, e));
             }
         }
-        if let Self::Chat(messages) = &template {
-            for (i, m) in messages.iter().enumerate() {
-                if has_nul(&m.role) {
-                    errors.push(FieldError::new(format!("template[{i}].role"), NUL_MESSAGE));
-                }
+        for (i, m) in template.messages().unwrap_or_default().iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                errors.push(FieldError::new(
+                    format!("template[{i}].role"),
+                    format!("must be one of {}", ROLES.join(", ")),
+                ));
             }
         }
         if errors.is_empty() {
             Ok(template)
         } else {
-            Err(errors)
+            Err(errors.into())
         }
     }
 
     #[must_use]
     pub fn kind(&self) -> TemplateKind {
-        match self {
-            Self::Text(_) => TemplateKind::Text,
-            Self::Chat(_) => TemplateKind::Chat,
+        match &self.0 {
+            Body::Text(_) => TemplateKind::Text,
+            Body::Chat(_) => TemplateKind::Chat,
         }
     }
 
     /// The JSON form, as [`Template::parse`] reads it.
     #[must_use]
     pub fn to_json(&self) -> Value {
-        match self {
-            Self::Text(s) => Value::String(s.clone()),
-            Self::Chat(messages) => Value::Array(
+        match &self.0 {
+            Body::Text(s) => Value::String(s.clone()),
+            Body::Chat(messages) => Value::Array(
                 messages
                     .iter()
                     .map(|m| serde_json::json!({ "role": m.role, "content": m.content }))
@@ -203,17 +248,17 @@ impl Template {
     }
 
     fn is_blank(&self) -> bool {
-        match self {
-            Self::Text(s) => s.trim().is_empty(),
-            Self::Chat(messages) => messages.is_empty(),
+        match &self.0 {
+            Body::Text(s) => s.trim().is_empty(),
+            Body::Chat(messages) => messages.is_empty(),
         }
     }
 
     /// The template's text parts, each with the field path that names it.
     fn texts(&self) -> Box<dyn Iterator<Item = (String, &str)> + '_> {
-        match self {
-            Self::Text(s) => Box::new(std::iter::once(("template".to_owned(), s.as_str()))),
-            Self::Chat(messages) => Box::new(
+        match &self.0 {
+            Body::Text(s) => Box::new(std::iter::once(("template".to_owned(), s.as_str()))),
+            Body::Chat(messages) => Box::new(
                 messages
                     .iter()
                     .enumerate()
@@ -233,9 +278,9 @@ impl Template {
     /// Renders with values already checked by [`Variables::resolve`].
     fn render_with(&self, values: &BTreeMap<&str, String>) -> Rendered {
         let fill = |text: &str| substitute(text, values);
-        match self {
-            Self::Text(s) => Rendered::Text(fill(s)),
-            Self::Chat(messages) => Rendered::Chat(
+        match &self.0 {
+            Body::Text(s) => Rendered::Text(fill(s)),
+            Body::Chat(messages) => Rendered::Chat(
                 messages
                     .iter()
                     .map(|m| ChatMessage {
@@ -411,32 +456,94 @@ fn json_type_name(value: &Value) -> &'static str {
 }
 
 /// How one variable is declared.
+///
+/// - `type`: `string`, `number`, `boolean` or `json`; absent means any value.
+/// - `required`: whether a render must give a value. A variable without a
+///   default is required unless it says `required: false`; a variable with a
+///   `default` is optional (the default fills in), so `required: true` with a
+///   default is refused as a contradiction.
+/// - `default`: the value used when a render gives none; it must have `type`.
+/// - `description`: free text for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawSpec")]
 pub struct VariableSpec {
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub ty: Option<VariableType>,
-    #[serde(default = "default_required")]
     pub required: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `required: true` was sent together with a default (refused by
+    /// [`Variables::new`], kept readable by [`Variables::restore`]).
+    #[serde(skip)]
+    contradicts: bool,
 }
 
-fn default_required() -> bool {
-    true
+/// A spec as sent: `required` may be absent, and then follows from `default`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(rename = "type", default)]
+    ty: Option<VariableType>,
+    #[serde(default)]
+    required: Option<bool>,
+    #[serde(default)]
+    default: Option<Value>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl From<RawSpec> for VariableSpec {
+    fn from(raw: RawSpec) -> Self {
+        let has_default = raw.default.is_some();
+        Self {
+            ty: raw.ty,
+            required: raw.required.unwrap_or(!has_default) && !has_default,
+            contradicts: raw.required == Some(true) && has_default,
+            default: raw.default,
+            description: raw.description,
+        }
+    }
+}
+
+impl VariableSpec {
+    /// A spec as declared: `required` absent means "required unless it has
+    /// a default". [`Variables::new`] refuses `Some(true)` with a default.
+    #[must_use]
+    pub fn new(
+        ty: Option<VariableType>,
+        required: Option<bool>,
+        default: Option<Value>,
+        description: Option<String>,
+    ) -> Self {
+        Self::from(RawSpec {
+            ty,
+            required,
+            default,
+            description,
+        })
+    }
 }
 
 /// A version's declared variables, keyed by name. Only built by
-/// [`Variables::new`], so every name is valid and every default has its type.
+/// [`Variables::new`], so every name is valid and every default has its type
+/// (or, for storage adapters, by [`Variables::restore`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Variables(BTreeMap<String, VariableSpec>);
 
 impl Variables {
+    /// Rebuilds variables as they were stored, trusting the checks made when
+    /// the version was created: rules added since do not make it unreadable.
+    #[must_use]
+    pub fn restore(specs: BTreeMap<String, VariableSpec>) -> Self {
+        Self(specs)
+    }
+
     /// # Errors
-    /// Every invalid name, and every default that does not have its declared type.
-    pub fn new(specs: BTreeMap<String, VariableSpec>) -> Result<Self, Vec<FieldError>> {
+    /// Every invalid name, every default that does not have its declared
+    /// type, and every variable both required and defaulted.
+    pub fn new(specs: BTreeMap<String, VariableSpec>) -> Result<Self, ValidationErrors> {
         let mut errors = Vec::new();
         if specs.len() > MAX_VARIABLES {
             errors.push(FieldError::new(
@@ -460,6 +567,12 @@ impl Variables {
             if spec.default.as_ref().is_some_and(json_has_nul) {
                 errors.push(FieldError::new(format!("variables.{name}.default"), NUL_MESSAGE));
             }
+            if spec.contradicts {
+                errors.push(FieldError::new(
+                    format!("variables.{name}.required"),
+                    "a variable with a default is optional: drop `required: true` or the default",
+                ));
+            }
             if let (Some(ty), Some(default)) = (spec.ty, &spec.default)
                 && !ty.accepts(default)
             {
@@ -472,7 +585,7 @@ impl Variables {
         if errors.is_empty() {
             Ok(Self(specs))
         } else {
-            Err(errors)
+            Err(errors.into())
         }
     }
 
@@ -556,7 +669,7 @@ pub enum Rendered {
 ///
 /// # Errors
 /// One error naming each undeclared placeholder.
-pub fn check_declared(template: &Template, variables: &Variables) -> Result<(), Vec<FieldError>> {
+pub fn check_declared(template: &Template, variables: &Variables) -> Result<(), ValidationErrors> {
     let errors: Vec<_> = template
         .placeholders()
         .into_iter()
@@ -568,7 +681,11 @@ pub fn check_declared(template: &Template, variables: &Variables) -> Result<(), 
             )
         })
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.into())
+    }
 }
 
 /// Renders `template` with `values`, checked against `variables`, producing
@@ -842,5 +959,44 @@ mod tests {
         let err = Variables::new(specs).expect_err("NUL in spec");
         let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["variables.a.description", "variables.a.default"]);
+    }
+
+    #[test]
+    fn chat_roles_come_from_the_documented_set_but_stored_ones_stay_readable() {
+        let bot = json!([{"role": "bot", "content": "hi"}]);
+        let err = Template::parse(None, &bot).expect_err("unknown role");
+        assert_eq!(err[0].field, "template[0].role");
+        assert!(err[0].message.contains("assistant"), "{}", err[0].message);
+        let stored = Template::restore(TemplateKind::Chat, &bot).expect("stored before the rule");
+        assert_eq!(stored.messages().map(<[ChatMessage]>::len), Some(1));
+        for role in ROLES {
+            assert!(
+                Template::parse(None, &json!([{"role": role, "content": "x"}])).is_ok(),
+                "{role}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_default_makes_a_variable_optional_and_required_with_a_default_is_refused() {
+        let specs: BTreeMap<String, VariableSpec> =
+            serde_json::from_value(json!({"city": {"default": "Paris"}, "q": {}})).expect("specs");
+        assert!(!specs["city"].required);
+        assert!(specs["q"].required);
+        assert!(Variables::new(specs).is_ok());
+        let both: BTreeMap<String, VariableSpec> =
+            serde_json::from_value(json!({"city": {"required": true, "default": "Paris"}})).expect("specs");
+        let err = Variables::new(both.clone()).expect_err("a contradiction");
+        assert_eq!(err[0].field, "variables.city.required");
+        // Stored by 1.0.0 that way, it still reads, and the default fills in.
+        let restored = Variables::restore(both);
+        let out = render(
+            &Template::parse(None, &json!("{{city}}")).expect("valid"),
+            &restored,
+            &values(json!({})),
+            &RenderLimits::default(),
+        )
+        .expect("renders");
+        assert_eq!(out, Rendered::Text("Paris".into()));
     }
 }

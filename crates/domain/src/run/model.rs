@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::cost::Cost;
-use crate::page::{Cursor, CursorError};
-use crate::prompt::{FieldError, PromptName, Tags, VersionNumber};
+use crate::page::{Cursor, CursorError, PageRequest};
+use crate::prompt::{FieldError, PromptName, Tags, ValidationErrors, VersionNumber};
 
 /// Largest latency accepted: one day, in milliseconds.
 pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
@@ -91,17 +91,66 @@ impl RunStatus {
 }
 
 /// A run as a client reports it, every field already valid. Built only by
-/// [`NewRunBuilder::build`].
+/// [`NewRunBuilder::build`]: its fields are private to this crate.
+///
+/// ```
+/// use registry_domain::run::NewRunBuilder;
+///
+/// let run = NewRunBuilder {
+///     prompt: "support/triage".into(),
+///     status: "success".into(),
+///     latency_ms: 120.5,
+///     ..NewRunBuilder::default()
+/// }
+/// .build()
+/// .expect("valid");
+/// assert_eq!(run.prompt().as_str(), "support/triage");
+/// assert_eq!(run.fields().latency.micros(), 120_500);
+///
+/// let err = NewRunBuilder { prompt: "Bad Name".into(), status: "ok".into(), ..NewRunBuilder::default() }
+///     .build()
+///     .expect_err("two bad fields");
+/// assert_eq!(err.len(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRun {
     /// The client's id (its idempotency key), or a fresh one.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Whether the client chose the id: only then is a repeat a retry.
-    pub client_id: bool,
-    pub prompt: PromptName,
+    pub(crate) client_id: bool,
+    pub(crate) prompt: PromptName,
     /// The version run; `None` means the one active when the run is logged.
-    pub version: Option<VersionNumber>,
-    pub fields: RunFields,
+    pub(crate) version: Option<VersionNumber>,
+    pub(crate) fields: RunFields,
+}
+
+impl NewRun {
+    #[must_use]
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Whether the client chose the id (then a repeat is a retry).
+    #[must_use]
+    pub fn client_id(&self) -> bool {
+        self.client_id
+    }
+
+    #[must_use]
+    pub fn prompt(&self) -> &PromptName {
+        &self.prompt
+    }
+
+    /// The version named, or `None` for the one active when logged.
+    #[must_use]
+    pub fn version(&self) -> Option<VersionNumber> {
+        self.version
+    }
+
+    #[must_use]
+    pub fn fields(&self) -> &RunFields {
+        &self.fields
+    }
 }
 
 /// What a run carries besides its identity and its prompt.
@@ -160,7 +209,7 @@ fn tokens(field: &str, n: Option<i64>, errors: &mut Vec<FieldError>) -> Option<u
 impl NewRunBuilder {
     /// # Errors
     /// Every invalid field, each named.
-    pub fn build(self) -> Result<NewRun, Vec<FieldError>> {
+    pub fn build(self) -> Result<NewRun, ValidationErrors> {
         let mut errors = Vec::new();
         let prompt = PromptName::new(&self.prompt)
             .map_err(|e| errors.push(FieldError::new("prompt", e.to_string())))
@@ -240,7 +289,7 @@ impl NewRunBuilder {
                     },
                 })
             }
-            _ => Err(errors),
+            _ => Err(errors.into()),
         }
     }
 }
@@ -268,6 +317,56 @@ pub struct RunFilter {
     pub from: Option<OffsetDateTime>,
     /// Created before.
     pub to: Option<OffsetDateTime>,
+}
+
+/// A listing of runs as asked: what to match, in which order, which page.
+/// Only built by [`RunListing::new`], which refuses what cannot be answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunListing {
+    filter: RunFilter,
+    sort: RunSort,
+    page: PageRequest<RunCursor>,
+}
+
+/// Why a listing cannot be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListingError {
+    /// Version numbers are per prompt: a version filter needs a prompt.
+    #[error("filtering by version needs a prompt")]
+    VersionWithoutPrompt,
+    /// A cursor only continues the order it was issued for.
+    #[error("this cursor belongs to another sort order")]
+    CursorOfAnotherOrder,
+}
+
+impl RunListing {
+    /// # Errors
+    /// [`ListingError`] for a version filter without a prompt, or a cursor of
+    /// another sort order.
+    pub fn new(filter: RunFilter, sort: RunSort, page: PageRequest<RunCursor>) -> Result<Self, ListingError> {
+        if filter.version.is_some() && filter.prompt.is_none() {
+            return Err(ListingError::VersionWithoutPrompt);
+        }
+        if page.after.is_some_and(|c| c.sort != sort) {
+            return Err(ListingError::CursorOfAnotherOrder);
+        }
+        Ok(Self { filter, sort, page })
+    }
+
+    #[must_use]
+    pub fn filter(&self) -> &RunFilter {
+        &self.filter
+    }
+
+    #[must_use]
+    pub fn sort(&self) -> RunSort {
+        self.sort
+    }
+
+    #[must_use]
+    pub fn page(&self) -> &PageRequest<RunCursor> {
+        &self.page
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,6 +627,36 @@ mod tests {
         .build()
         .expect_err("NUL in model");
         assert_eq!(err[0].field, "model");
+    }
+
+    #[test]
+    fn a_listing_refuses_a_version_without_a_prompt_and_a_cursor_of_another_order() {
+        let page = |after| PageRequest {
+            limit: crate::page::Limit::new(10, 100).expect("valid"),
+            after,
+        };
+        let by_version = RunFilter {
+            version: Some(VersionNumber::FIRST),
+            ..RunFilter::default()
+        };
+        assert_eq!(
+            RunListing::new(by_version.clone(), RunSort::default(), page(None)),
+            Err(ListingError::VersionWithoutPrompt)
+        );
+        let of_prompt = RunFilter {
+            prompt: Some(PromptName::new("p").expect("valid")),
+            ..by_version
+        };
+        assert!(RunListing::new(of_prompt.clone(), RunSort::default(), page(None)).is_ok());
+        let cost_cursor = RunCursor {
+            sort: RunSort::parse("cost").expect("valid"),
+            key: 1,
+            id: Uuid::nil(),
+        };
+        assert_eq!(
+            RunListing::new(of_prompt, RunSort::default(), page(Some(cost_cursor))),
+            Err(ListingError::CursorOfAnotherOrder)
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum RunError {
     /// Items of a batch that cannot be logged, each named by its index.
     #[error("{} run(s) of the batch are invalid", .0.len())]
     InvalidItems(Vec<FieldError>),
+    /// The asynchronous path cannot take more runs now: retry shortly.
+    #[error("the run queue is full; retry shortly")]
+    QueueFull,
     /// The storage cannot be reached now; the same call may succeed later.
     /// Writers keep what they hold and try again; requests answer 503.
     #[error("the database is unavailable")]
@@ -86,4 +89,32 @@ pub trait RunRepository: Send + Sync + 'static {
     /// # Errors
     /// Storage failures only; an unknown prompt gives no rows.
     async fn stats(&self, prompt: &PromptName, query: &StatsQuery) -> Result<Vec<VersionStats>, RunError>;
+}
+
+/// The sink could not take the run now (its queue is full); nothing was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the run queue is full")]
+pub struct SinkFull;
+
+/// Where runs accepted for later storage go: the asynchronous path. An
+/// implementation stores them in the background (a bounded queue and a
+/// writer, a durable stream…).
+#[cfg_attr(test, mockall::automock)]
+pub trait RunSink: Send + Sync + 'static {
+    /// Takes a run, already tied to its version, without waiting.
+    ///
+    /// # Errors
+    /// MUST return [`SinkFull`] when it cannot take the run now; then it has
+    /// taken nothing.
+    fn try_submit(&self, run: Run) -> Result<(), SinkFull>;
+}
+
+/// A sink that takes nothing: a service without an asynchronous path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSink;
+
+impl RunSink for NoSink {
+    fn try_submit(&self, _run: Run) -> Result<(), SinkFull> {
+        Err(SinkFull)
+    }
 }

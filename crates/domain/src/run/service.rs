@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::model::{NewRun, Run, RunCursor, RunFilter, RunSort};
-use super::ports::{Logged, RunError, RunRepository};
+use super::model::{NewRun, Run, RunCursor, RunListing};
+use super::ports::{Logged, NoSink, RunError, RunRepository, RunSink, SinkFull};
 use super::stats::{StatsQuery, VersionStats};
-use crate::page::{Page, PageRequest};
+use crate::page::Page;
 use crate::prompt::ports::{PromptRepository, VersionCache};
 use crate::prompt::{FieldError, PromptError, PromptName, PromptService, PromptVersion, VersionSelector};
 
@@ -19,24 +19,60 @@ pub struct BatchLogged {
     pub existing: Vec<uuid::Uuid>,
 }
 
+/// Run use cases over the run repository, the prompt service (to tie a run to
+/// its version) and, for the asynchronous path, a [`RunSink`].
 #[derive(Debug)]
-pub struct RunService<R, P, C> {
+pub struct RunService<R, P, C, S = NoSink> {
     runs: Arc<R>,
     prompts: PromptService<P, C>,
+    sink: Arc<S>,
 }
 
-impl<R, P, C> Clone for RunService<R, P, C> {
+impl<R, P, C, S> Clone for RunService<R, P, C, S> {
     fn clone(&self) -> Self {
         Self {
             runs: Arc::clone(&self.runs),
             prompts: self.prompts.clone(),
+            sink: Arc::clone(&self.sink),
         }
     }
 }
 
 impl<R: RunRepository, P: PromptRepository, C: VersionCache> RunService<R, P, C> {
+    /// A service without an asynchronous path ([`RunService::log_async`]
+    /// answers [`RunError::QueueFull`]); see [`RunService::with_sink`].
     pub fn new(runs: Arc<R>, prompts: PromptService<P, C>) -> Self {
-        Self { runs, prompts }
+        Self {
+            runs,
+            prompts,
+            sink: Arc::new(NoSink),
+        }
+    }
+}
+
+impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunService<R, P, C, S> {
+    /// The same service, with runs logged asynchronously going to `sink`.
+    pub fn with_sink<T: RunSink>(self, sink: Arc<T>) -> RunService<R, P, C, T> {
+        RunService {
+            runs: self.runs,
+            prompts: self.prompts,
+            sink,
+        }
+    }
+
+    /// Validates a run, ties it to its version now, and hands it to the sink
+    /// to be stored in the background. Returns its id.
+    ///
+    /// # Errors
+    /// As [`RunService::resolve`]; [`RunError::QueueFull`] when the sink
+    /// cannot take it now.
+    pub async fn log_async(&self, new: NewRun) -> Result<uuid::Uuid, RunError> {
+        let run = self.resolve(new).await?;
+        let id = run.id;
+        self.sink
+            .try_submit(run)
+            .map_err(|SinkFull| RunError::QueueFull)?;
+        Ok(id)
     }
 
     #[must_use]
@@ -161,29 +197,21 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache> RunService<R, P, C>
 
     /// # Errors
     /// Storage failures.
-    pub async fn list(
-        &self,
-        filter: RunFilter,
-        sort: RunSort,
-        page: PageRequest<RunCursor>,
-    ) -> Result<Page<Run, RunCursor>, RunError> {
-        self.runs.list(&filter, sort, &page).await
+    pub async fn list(&self, listing: RunListing) -> Result<Page<Run, RunCursor>, RunError> {
+        self.runs
+            .list(listing.filter(), listing.sort(), listing.page())
+            .await
     }
 
-    /// Lists one prompt's runs.
+    /// Lists the runs of the prompt the listing names.
     ///
     /// # Errors
     /// [`RunError::UnknownPrompt`] when there is no such prompt.
-    pub async fn list_for_prompt(
-        &self,
-        prompt: PromptName,
-        mut filter: RunFilter,
-        sort: RunSort,
-        page: PageRequest<RunCursor>,
-    ) -> Result<Page<Run, RunCursor>, RunError> {
-        self.ensure_prompt(&prompt).await?;
-        filter.prompt = Some(prompt);
-        self.runs.list(&filter, sort, &page).await
+    pub async fn list_for_prompt(&self, listing: RunListing) -> Result<Page<Run, RunCursor>, RunError> {
+        if let Some(prompt) = &listing.filter().prompt {
+            self.ensure_prompt(prompt).await?;
+        }
+        self.list(listing).await
     }
 
     /// Per-version (and per-bucket) figures of a prompt's runs.
@@ -199,6 +227,7 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache> RunService<R, P, C>
         match self.prompts.get_prompt(prompt).await {
             Ok(_) => Ok(()),
             Err(PromptError::NotFound(name)) => Err(RunError::UnknownPrompt(name)),
+            Err(PromptError::Unavailable(e)) => Err(RunError::Unavailable(e)),
             Err(e) => Err(RunError::Unknown(anyhow::Error::new(e))),
         }
     }
@@ -278,6 +307,30 @@ mod tests {
             fields,
             ..run.clone()
         }
+    }
+
+    #[tokio::test]
+    async fn an_async_run_is_resolved_then_handed_to_the_sink_and_a_full_sink_is_reported() {
+        let mut prompts = MockPromptRepository::new();
+        prompts.expect_find_version().returning(|_, _| Ok(version(4)));
+        let mut sink = super::super::ports::MockRunSink::new();
+        let mut seq = mockall::Sequence::new();
+        sink.expect_try_submit()
+            .withf(|run| run.version.get() == 4)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        sink.expect_try_submit()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(SinkFull));
+        let svc = service(MockRunRepository::new(), prompts).with_sink(Arc::new(sink));
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(svc.log_async(new_run(id, 5.0, None)).await.ok(), Some(id));
+        assert!(matches!(
+            svc.log_async(new_run(uuid::Uuid::now_v7(), 5.0, None)).await,
+            Err(RunError::QueueFull)
+        ));
     }
 
     #[tokio::test]

@@ -15,6 +15,19 @@ pub enum Bucket {
 }
 
 impl Bucket {
+    /// Parses `hour`, `day` or `none`.
+    ///
+    /// # Errors
+    /// Anything else, with a message that says what is accepted.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "hour" => Ok(Self::Hour),
+            "day" => Ok(Self::Day),
+            "none" => Ok(Self::None),
+            other => Err(format!("`{other}` is not hour, day or none")),
+        }
+    }
+
     /// The start of the bucket `t` falls in (UTC), or `None` for [`Bucket::None`].
     #[must_use]
     pub fn start(self, t: OffsetDateTime) -> Option<OffsetDateTime> {
@@ -78,6 +91,72 @@ impl VersionStats {
     }
 }
 
+/// One run as the stats need it: what a backend without a percentile
+/// aggregate reads, to be summed up by [`aggregate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSample {
+    pub version: VersionNumber,
+    pub error: bool,
+    pub latency_us: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_nanos: i64,
+    pub created_at: OffsetDateTime,
+}
+
+/// The figures per version and bucket, ordered by version then bucket, with
+/// the same definitions as the PostgreSQL query (continuous percentiles of
+/// the latency in milliseconds).
+///
+/// # Errors
+/// A cost total that overflows 64 bits.
+pub fn aggregate(
+    samples: impl IntoIterator<Item = StatsSample>,
+    bucket: Bucket,
+) -> anyhow::Result<Vec<VersionStats>> {
+    #[derive(Default)]
+    struct Acc {
+        latencies: Vec<u64>,
+        errors: u64,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost: i64,
+    }
+    let mut groups: std::collections::BTreeMap<(VersionNumber, Option<OffsetDateTime>), Acc> =
+        std::collections::BTreeMap::new();
+    for s in samples {
+        let acc = groups.entry((s.version, bucket.start(s.created_at))).or_default();
+        acc.latencies.push(s.latency_us);
+        acc.errors += u64::from(s.error);
+        acc.prompt_tokens += s.prompt_tokens;
+        acc.completion_tokens += s.completion_tokens;
+        acc.cost = acc
+            .cost
+            .checked_add(s.cost_nanos)
+            .ok_or_else(|| anyhow::anyhow!("the cost total overflows"))?;
+    }
+    groups
+        .into_iter()
+        .map(|((version, bucket), mut acc)| {
+            acc.latencies.sort_unstable();
+            let ms = |p: f64| percentile_cont(&acc.latencies, p) / 1000.0;
+            Ok(VersionStats {
+                version,
+                bucket,
+                count: acc.latencies.len() as u64,
+                error_count: acc.errors,
+                latency_p50: ms(0.5),
+                latency_p95: ms(0.95),
+                latency_p99: ms(0.99),
+                latency_max: ms(1.0),
+                prompt_tokens: acc.prompt_tokens,
+                completion_tokens: acc.completion_tokens,
+                cost_total: Cost::from_nanos(acc.cost).map_err(|e| anyhow::anyhow!("{e}"))?,
+            })
+        })
+        .collect()
+}
+
 /// The continuous percentile of sorted values, with linear interpolation
 /// between the two nearest ranks: PostgreSQL's `percentile_cont`.
 #[must_use]
@@ -112,6 +191,58 @@ mod tests {
         assert!((percentile_cont(&v, 1.0) - 40.0).abs() < 1e-9);
         assert!((percentile_cont(&[7], 0.99) - 7.0).abs() < 1e-9);
         assert!(percentile_cont(&[], 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn samples_are_grouped_by_version_and_bucket_in_milliseconds() {
+        let at = |h| time::macros::datetime!(2026-05-06 00:30 UTC) + time::Duration::hours(h);
+        let v = |n| VersionNumber::new(n).expect("valid");
+        let sample = |version, latency_us, h, error| StatsSample {
+            version: v(version),
+            error,
+            latency_us,
+            prompt_tokens: 2,
+            completion_tokens: 3,
+            cost_nanos: 5,
+            created_at: at(h),
+        };
+        let stats = aggregate(
+            [
+                sample(2, 1_500, 0, false),
+                sample(1, 4_000, 1, true),
+                sample(1, 1_000, 0, false),
+                sample(1, 2_500, 0, false),
+            ],
+            Bucket::Hour,
+        )
+        .expect("sums");
+        let keys: Vec<_> = stats.iter().map(|s| (s.version.get(), s.bucket)).collect();
+        assert_eq!(
+            keys,
+            [
+                (1, Bucket::Hour.start(at(0))),
+                (1, Bucket::Hour.start(at(1))),
+                (2, Bucket::Hour.start(at(0)))
+            ]
+        );
+        assert_eq!(stats[0].count, 2);
+        assert!((stats[0].latency_p50 - 1.75).abs() < 1e-9);
+        assert!((stats[0].latency_max - 2.5).abs() < 1e-9);
+        assert_eq!(stats[1].error_count, 1);
+        assert_eq!(stats[0].cost_total.nanos(), 10);
+        assert!(
+            aggregate(
+                [
+                    StatsSample {
+                        cost_nanos: i64::MAX,
+                        ..sample(1, 1, 0, false)
+                    },
+                    sample(1, 1, 0, false)
+                ],
+                Bucket::None
+            )
+            .is_err()
+        );
     }
 
     #[test]
