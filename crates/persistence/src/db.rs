@@ -70,6 +70,9 @@ impl Db {
         } else {
             url.to_owned()
         };
+        if !is_sqlite {
+            probe_postgres(&url, options.connect_timeout).await?;
+        }
         let mut opts = ConnectOptions::new(url);
         // Each connection to an in-memory SQLite database is its own database.
         let max = if in_memory {
@@ -330,6 +333,46 @@ fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Opens one connection before the pool does, to report why PostgreSQL
+/// cannot be used in words a person can act on: the pool would only say
+/// that it timed out, and the driver's own text carries source locations.
+async fn probe_postgres(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    use sea_orm::sqlx::postgres::PgConnectOptions;
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _, Error as SqlxError};
+    let options: PgConnectOptions = url.parse().context("malformed PostgreSQL URL")?;
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    let database = options
+        .get_database()
+        .unwrap_or("(the user's default)")
+        .to_owned();
+    let attempt = tokio::time::timeout(timeout, options.connect()).await;
+    let err = match attempt {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Ok(Err(e)) => e,
+        // Slow, not refused: the pool's own attempts decide.
+        Err(_) => return Ok(()),
+    };
+    match &err {
+        SqlxError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            anyhow::bail!("cannot connect to PostgreSQL at {at}: connection refused (is it running?)")
+        }
+        SqlxError::Io(io) => anyhow::bail!("cannot connect to PostgreSQL at {at}: {io}"),
+        SqlxError::Database(db) if db.code().as_deref() == Some("3D000") => anyhow::bail!(
+            "the database `{database}` does not exist on PostgreSQL at {at}: create it (e.g. `createdb -h {} -p {} {database}`) or fix database.url",
+            options.get_host(),
+            options.get_port()
+        ),
+        SqlxError::Database(db) if db.code().as_deref().is_some_and(|c| c.starts_with("28")) => {
+            anyhow::bail!("PostgreSQL at {at} refused the credentials: {}", db.message())
+        }
+        SqlxError::Database(db) => anyhow::bail!("PostgreSQL at {at}: {}", db.message()),
+        other => anyhow::bail!("cannot connect to PostgreSQL at {at}: {other}"),
+    }
 }
 
 /// Whether `err` is a unique-constraint violation.

@@ -4,17 +4,14 @@ use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use registry_domain::auth::ports::{ApiKeyRepository, KeyError};
 use registry_domain::auth::{ApiKey, KeyHash, KeyName, Scopes};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::db::{Db, is_unique_violation};
-
-fn iden(s: &'static str) -> Alias {
-    Alias::new(s)
-}
+use crate::schema::{ApiKeys, ColumnAlias, StoredRow, decode, decode_one, get};
 
 /// API keys stored with SeaORM.
 #[derive(Debug, Clone)]
@@ -33,6 +30,7 @@ fn db_error(err: DbErr) -> KeyError {
     crate::db::classify(err, KeyError::Unavailable, KeyError::Unknown)
 }
 
+/// A key as [`select`] reads it.
 #[derive(Debug, FromQueryResult)]
 struct KeyRow {
     id: Uuid,
@@ -45,7 +43,9 @@ struct KeyRow {
     revoked_at: Option<OffsetDateTime>,
 }
 
-impl KeyRow {
+impl StoredRow for KeyRow {
+    type Domain = (ApiKey, KeyHash);
+
     fn into_domain(self) -> anyhow::Result<(ApiKey, KeyHash)> {
         let names: Vec<String> = serde_json::from_value(self.scopes).context("stored scopes")?;
         Ok((
@@ -65,32 +65,18 @@ impl KeyRow {
 
 fn select() -> SelectStatement {
     Query::select()
-        .columns(
-            [
-                "id",
-                "name",
-                "prefix",
-                "key_hash",
-                "scopes",
-                "created_at",
-                "last_used_at",
-                "revoked_at",
-            ]
-            .map(iden),
-        )
-        .from(iden("api_keys"))
+        .columns([
+            ApiKeys::Id,
+            ApiKeys::Name,
+            ApiKeys::Prefix,
+            ApiKeys::KeyHash,
+            ApiKeys::Scopes,
+            ApiKeys::CreatedAt,
+            ApiKeys::LastUsedAt,
+            ApiKeys::RevokedAt,
+        ])
+        .from(ApiKeys::Table)
         .to_owned()
-}
-
-fn rows(rows: &[sea_orm::QueryResult]) -> Result<Vec<(ApiKey, KeyHash)>, KeyError> {
-    rows.iter()
-        .map(|r| {
-            KeyRow::from_query_result(r, "")
-                .map_err(db_error)?
-                .into_domain()
-                .map_err(KeyError::Unknown)
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -98,8 +84,15 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
     async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), KeyError> {
         let scopes: Vec<&str> = key.scopes.as_slice().iter().map(|s| s.as_str()).collect();
         let q = Query::insert()
-            .into_table(iden("api_keys"))
-            .columns(["id", "name", "prefix", "key_hash", "scopes", "created_at"].map(iden))
+            .into_table(ApiKeys::Table)
+            .columns([
+                ApiKeys::Id,
+                ApiKeys::Name,
+                ApiKeys::Prefix,
+                ApiKeys::KeyHash,
+                ApiKeys::Scopes,
+                ApiKeys::CreatedAt,
+            ])
             .values_panic([
                 key.id.into(),
                 key.name.as_str().into(),
@@ -125,27 +118,28 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
 
     async fn find_by_prefix(&self, prefix: &str) -> Result<Option<(ApiKey, KeyHash)>, KeyError> {
         let q = select()
-            .and_where(Expr::col(iden("prefix")).eq(prefix))
+            .and_where(Expr::col(ApiKeys::Prefix).eq(prefix))
             .to_owned();
         let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
-        Ok(rows(&row.into_iter().collect::<Vec<_>>())?.pop())
+        row.map(|row| decode_one::<KeyRow, _>(&row, db_error)).transpose()
     }
 
     async fn list(&self) -> Result<Vec<ApiKey>, KeyError> {
         let q = select()
-            .order_by(iden("created_at"), Order::Asc)
-            .order_by(iden("id"), Order::Asc)
+            .order_by(ApiKeys::CreatedAt, Order::Asc)
+            .order_by(ApiKeys::Id, Order::Asc)
             .to_owned();
         let found = self.db.conn().query_all(&q).await.map_err(db_error)?;
-        Ok(rows(&found)?.into_iter().map(|(k, _)| k).collect())
+        let keys = decode::<KeyRow, _>(&found, db_error)?;
+        Ok(keys.into_iter().map(|(key, _)| key).collect())
     }
 
     async fn revoke(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError> {
         let q = Query::update()
-            .table(iden("api_keys"))
-            .value(iden("revoked_at"), self.db.time(at))
-            .and_where(Expr::col(iden("id")).eq(id))
-            .and_where(Expr::col(iden("revoked_at")).is_null())
+            .table(ApiKeys::Table)
+            .value(ApiKeys::RevokedAt, self.db.time(at))
+            .and_where(Expr::col(ApiKeys::Id).eq(id))
+            .and_where(Expr::col(ApiKeys::RevokedAt).is_null())
             .to_owned();
         self.db
             .write(|| async { self.db.conn().execute(&q).await })
@@ -153,8 +147,8 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .map_err(db_error)?;
         let exists = Query::select()
             .expr(Expr::val(1))
-            .from(iden("api_keys"))
-            .and_where(Expr::col(iden("id")).eq(id))
+            .from(ApiKeys::Table)
+            .and_where(Expr::col(ApiKeys::Id).eq(id))
             .to_owned();
         match self.db.conn().query_one(&exists).await.map_err(db_error)? {
             Some(_) => Ok(()),
@@ -164,9 +158,9 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
 
     async fn touch(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError> {
         let q = Query::update()
-            .table(iden("api_keys"))
-            .value(iden("last_used_at"), self.db.time(at))
-            .and_where(Expr::col(iden("id")).eq(id))
+            .table(ApiKeys::Table)
+            .value(ApiKeys::LastUsedAt, self.db.time(at))
+            .and_where(Expr::col(ApiKeys::Id).eq(id))
             .to_owned();
         self.db
             .write(|| async { self.db.conn().execute(&q).await })
@@ -177,9 +171,9 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
 
     async fn count_active(&self) -> Result<u64, KeyError> {
         let q = Query::select()
-            .expr_as(Expr::cust("COUNT(*)"), iden("n"))
-            .from(iden("api_keys"))
-            .and_where(Expr::col(iden("revoked_at")).is_null())
+            .expr_as(Func::count(Expr::col(Asterisk)), ColumnAlias::Count)
+            .from(ApiKeys::Table)
+            .and_where(Expr::col(ApiKeys::RevokedAt).is_null())
             .to_owned();
         let row = self
             .db
@@ -188,7 +182,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .await
             .map_err(db_error)?
             .ok_or_else(|| KeyError::Unknown(anyhow!("no count")))?;
-        let n: i64 = row.try_get("", "n").map_err(db_error)?;
+        let n: i64 = get(&row, ColumnAlias::Count).map_err(db_error)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

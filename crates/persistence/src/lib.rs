@@ -9,6 +9,7 @@ mod keys;
 mod nul;
 mod prompts;
 mod runs;
+mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -9,25 +9,16 @@ use registry_domain::prompt::{
     PromptVersion, Tags, Template, TemplateKind, VariableSpec, Variables, VersionCursor, VersionNumber,
     VersionSelector,
 };
-use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, TransactionTrait};
+use sea_orm::sea_query::{Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, TransactionTrait};
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::db::{Db, is_unique_violation};
-
-fn iden(s: &'static str) -> Alias {
-    Alias::new(s)
-}
-
-fn p(col: &'static str) -> (Alias, Alias) {
-    (iden("p"), iden(col))
-}
-
-fn v(col: &'static str) -> (Alias, Alias) {
-    (iden("v"), iden(col))
-}
+use crate::schema::{
+    ColumnAlias, PromptVersions, Prompts, StoredRow, TableAlias, av, decode, decode_one, get, p, v,
+};
 
 /// Prompts and versions stored with SeaORM.
 #[derive(Debug, Clone)]
@@ -42,6 +33,7 @@ impl SeaOrmPromptRepository {
     }
 }
 
+/// A prompt as [`prompt_select`] reads it.
 #[derive(Debug, FromQueryResult)]
 struct PromptRow {
     id: Uuid,
@@ -54,7 +46,9 @@ struct PromptRow {
     updated_at: OffsetDateTime,
 }
 
-impl PromptRow {
+impl StoredRow for PromptRow {
+    type Domain = Prompt;
+
     fn into_domain(self) -> anyhow::Result<Prompt> {
         let tags: Vec<String> =
             serde_json::from_value(self.tags).context("stored tags are not a list of strings")?;
@@ -83,6 +77,7 @@ fn number(n: i32) -> anyhow::Result<VersionNumber> {
     VersionNumber::new(i64::from(n)).with_context(|| format!("stored version number {n}"))
 }
 
+/// A version as [`version_select`] reads it.
 #[derive(Debug, FromQueryResult)]
 struct VersionRow {
     id: Uuid,
@@ -98,7 +93,9 @@ struct VersionRow {
     created_at: OffsetDateTime,
 }
 
-impl VersionRow {
+impl StoredRow for VersionRow {
+    type Domain = PromptVersion;
+
     fn into_domain(self) -> anyhow::Result<PromptVersion> {
         let kind = TemplateKind::parse(&self.kind)
             .with_context(|| format!("stored template kind {:?}", self.kind))?;
@@ -128,54 +125,60 @@ fn db_error(err: DbErr) -> PromptError {
     crate::db::classify(err, PromptError::Unavailable, PromptError::Unknown)
 }
 
-/// `SELECT p.*, active.version AS active_version FROM prompts p LEFT JOIN …`
+/// The stored columns of a prompt, as selected and inserted.
+const PROMPT_COLUMNS: [Prompts; 7] = [
+    Prompts::Id,
+    Prompts::Name,
+    Prompts::Description,
+    Prompts::Tags,
+    Prompts::LatestVersion,
+    Prompts::CreatedAt,
+    Prompts::UpdatedAt,
+];
+
+/// `SELECT p.*, av.version AS active_version FROM prompts p LEFT JOIN prompt_versions av …`
 fn prompt_select() -> SelectStatement {
     let mut q = Query::select();
-    q.columns([
-        p("id"),
-        p("name"),
-        p("description"),
-        p("tags"),
-        p("latest_version"),
-        p("created_at"),
-        p("updated_at"),
-    ])
-    .expr_as(Expr::col((iden("av"), iden("version"))), iden("active_version"))
-    .from_as(iden("prompts"), iden("p"))
-    .join_as(
-        JoinType::LeftJoin,
-        iden("prompt_versions"),
-        iden("av"),
-        Cond::all()
-            .add(Expr::col((iden("av"), iden("prompt_id"))).equals(p("id")))
-            .add(Expr::col((iden("av"), iden("is_active"))).eq(true)),
-    );
+    q.columns(PROMPT_COLUMNS.map(p))
+        .expr_as(Expr::col(av(PromptVersions::Version)), ColumnAlias::ActiveVersion)
+        .from_as(Prompts::Table, TableAlias::P)
+        .join_as(
+            JoinType::LeftJoin,
+            PromptVersions::Table,
+            TableAlias::Av,
+            Cond::all()
+                .add(Expr::col(av(PromptVersions::PromptId)).equals(p(Prompts::Id)))
+                .add(Expr::col(av(PromptVersions::IsActive)).eq(true)),
+        );
     q
 }
+
+/// The stored columns of a version, as selected and inserted.
+const VERSION_COLUMNS: [PromptVersions; 10] = [
+    PromptVersions::Id,
+    PromptVersions::PromptId,
+    PromptVersions::Version,
+    PromptVersions::Kind,
+    PromptVersions::Template,
+    PromptVersions::Variables,
+    PromptVersions::Config,
+    PromptVersions::IsActive,
+    PromptVersions::CommitMessage,
+    PromptVersions::CreatedAt,
+];
 
 /// `SELECT v.*, p.name AS prompt_name FROM prompt_versions v JOIN prompts p …`
 fn version_select() -> SelectStatement {
     let mut q = Query::select();
-    q.columns([
-        v("id"),
-        v("prompt_id"),
-        v("version"),
-        v("kind"),
-        v("template"),
-        v("variables"),
-        v("config"),
-        v("is_active"),
-        v("commit_message"),
-        v("created_at"),
-    ])
-    .expr_as(Expr::col(p("name")), iden("prompt_name"))
-    .from_as(iden("prompt_versions"), iden("v"))
-    .join_as(
-        JoinType::InnerJoin,
-        iden("prompts"),
-        iden("p"),
-        Expr::col(p("id")).equals(v("prompt_id")),
-    );
+    q.columns(VERSION_COLUMNS.map(v))
+        .expr_as(Expr::col(p(Prompts::Name)), ColumnAlias::PromptName)
+        .from_as(PromptVersions::Table, TableAlias::V)
+        .join_as(
+            JoinType::InnerJoin,
+            Prompts::Table,
+            TableAlias::P,
+            Expr::col(p(Prompts::Id)).equals(v(PromptVersions::PromptId)),
+        );
     q
 }
 
@@ -205,23 +208,12 @@ fn escape_like(s: &str) -> String {
     out
 }
 
-fn version_rows(rows: &[QueryResult]) -> Result<Vec<PromptVersion>, PromptError> {
-    rows.iter()
-        .map(|r| {
-            VersionRow::from_query_result(r, "")
-                .map_err(db_error)?
-                .into_domain()
-                .map_err(PromptError::Unknown)
-        })
-        .collect()
-}
-
 impl SeaOrmPromptRepository {
     async fn prompt_exists(&self, name: &PromptName) -> Result<bool, PromptError> {
         let q = Query::select()
             .expr(Expr::val(1))
-            .from(iden("prompts"))
-            .and_where(Expr::col(iden("name")).eq(name.as_str()))
+            .from(Prompts::Table)
+            .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
             .to_owned();
         Ok(self.db.conn().query_one(&q).await.map_err(db_error)?.is_some())
     }
@@ -248,24 +240,27 @@ impl SeaOrmPromptRepository {
         now: sea_orm::Value,
     ) -> Result<Option<(Uuid, i32)>, DbErr> {
         let mut q = Query::update();
-        q.table(iden("prompts")).value(iden("updated_at"), now);
+        q.table(Prompts::Table).value(Prompts::UpdatedAt, now);
         if bump_counter {
-            q.value(iden("latest_version"), Expr::col(iden("latest_version")).add(1));
+            q.value(Prompts::LatestVersion, Expr::col(Prompts::LatestVersion).add(1));
         }
-        q.and_where(Expr::col(iden("name")).eq(name.as_str()))
-            .returning(Query::returning().columns([iden("id"), iden("latest_version")]));
+        q.and_where(Expr::col(Prompts::Name).eq(name.as_str()))
+            .returning(Query::returning().columns([Prompts::Id, Prompts::LatestVersion]));
         let Some(row) = conn.query_one(&q).await? else {
             return Ok(None);
         };
-        Ok(Some((row.try_get("", "id")?, row.try_get("", "latest_version")?)))
+        Ok(Some((
+            get(&row, Prompts::Id)?,
+            get(&row, Prompts::LatestVersion)?,
+        )))
     }
 
     async fn deactivate_all<C: ConnectionTrait>(conn: &C, prompt_id: Uuid) -> Result<(), DbErr> {
         let q = Query::update()
-            .table(iden("prompt_versions"))
-            .value(iden("is_active"), false)
-            .and_where(Expr::col(iden("prompt_id")).eq(prompt_id))
-            .and_where(Expr::col(iden("is_active")).eq(true))
+            .table(PromptVersions::Table)
+            .value(PromptVersions::IsActive, false)
+            .and_where(Expr::col(PromptVersions::PromptId).eq(prompt_id))
+            .and_where(Expr::col(PromptVersions::IsActive).eq(true))
             .to_owned();
         conn.execute(&q).await?;
         Ok(())
@@ -290,19 +285,8 @@ impl SeaOrmPromptRepository {
         let variables = new.variables().to_json();
         let config = Value::Object(new.config().clone());
         let q = Query::insert()
-            .into_table(iden("prompt_versions"))
-            .columns([
-                iden("id"),
-                iden("prompt_id"),
-                iden("version"),
-                iden("kind"),
-                iden("template"),
-                iden("variables"),
-                iden("config"),
-                iden("is_active"),
-                iden("commit_message"),
-                iden("created_at"),
-            ])
+            .into_table(PromptVersions::Table)
+            .columns(VERSION_COLUMNS)
             .values_panic([
                 id.into(),
                 prompt_id.into(),
@@ -345,10 +329,10 @@ impl SeaOrmPromptRepository {
         // Deactivate first: the partial unique index allows one active row.
         Self::deactivate_all(&txn, prompt_id).await?;
         let q = Query::update()
-            .table(iden("prompt_versions"))
-            .value(iden("is_active"), true)
-            .and_where(Expr::col(iden("prompt_id")).eq(prompt_id))
-            .and_where(Expr::col(iden("version")).eq(version.as_i32()))
+            .table(PromptVersions::Table)
+            .value(PromptVersions::IsActive, true)
+            .and_where(Expr::col(PromptVersions::PromptId).eq(prompt_id))
+            .and_where(Expr::col(PromptVersions::Version).eq(version.as_i32()))
             .to_owned();
         if txn.execute(&q).await?.rows_affected() == 0 {
             txn.rollback().await?;
@@ -366,16 +350,8 @@ impl PromptRepository for SeaOrmPromptRepository {
         let id = Uuid::now_v7();
         let tags = Value::from(new.tags.as_slice().to_vec());
         let q = Query::insert()
-            .into_table(iden("prompts"))
-            .columns([
-                iden("id"),
-                iden("name"),
-                iden("description"),
-                iden("tags"),
-                iden("latest_version"),
-                iden("created_at"),
-                iden("updated_at"),
-            ])
+            .into_table(Prompts::Table)
+            .columns(PROMPT_COLUMNS)
             .values_panic([
                 id.into(),
                 new.name.as_str().into(),
@@ -415,13 +391,13 @@ impl PromptRepository for SeaOrmPromptRepository {
     ) -> Result<Page<Prompt, TimeCursor>, PromptError> {
         let mut q = prompt_select();
         if let Some(after) = filter.created_after {
-            q.and_where(Expr::col(p("created_at")).gt(self.db.time(after)));
+            q.and_where(Expr::col(p(Prompts::CreatedAt)).gt(self.db.time(after)));
         }
         if let Some(before) = filter.created_before {
-            q.and_where(Expr::col(p("created_at")).lt(self.db.time(before)));
+            q.and_where(Expr::col(p(Prompts::CreatedAt)).lt(self.db.time(before)));
         }
         if let Some(prefix) = &filter.name_prefix {
-            q.and_where(Expr::col(p("name")).like(LikeExpr::new(escape_like(prefix)).escape('\\')));
+            q.and_where(Expr::col(p(Prompts::Name)).like(LikeExpr::new(escape_like(prefix)).escape('\\')));
         }
         if let Some(tag) = &filter.tag {
             q.and_where(tag_condition(self.db.backend(), tag));
@@ -429,23 +405,15 @@ impl PromptRepository for SeaOrmPromptRepository {
         if let Some(c) = page.after {
             let at = self.db.time(c.created_at);
             q.and_where(
-                Expr::tuple([Expr::col(p("created_at")), Expr::col(p("id"))])
+                Expr::tuple([Expr::col(p(Prompts::CreatedAt)), Expr::col(p(Prompts::Id))])
                     .gt(Expr::tuple([Expr::val(at), Expr::val(c.id)])),
             );
         }
-        q.order_by(p("created_at"), Order::Asc)
-            .order_by(p("id"), Order::Asc)
+        q.order_by(p(Prompts::CreatedAt), Order::Asc)
+            .order_by(p(Prompts::Id), Order::Asc)
             .limit(u64::from(page.limit.get()) + 1);
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
-        let prompts = rows
-            .iter()
-            .map(|r| {
-                PromptRow::from_query_result(r, "")
-                    .map_err(db_error)?
-                    .into_domain()
-                    .map_err(PromptError::Unknown)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let prompts = decode::<PromptRow, _>(&rows, db_error)?;
         Ok(Page::from_overfetch(prompts, page.limit, |p| TimeCursor {
             created_at: p.created_at,
             id: p.id,
@@ -454,29 +422,26 @@ impl PromptRepository for SeaOrmPromptRepository {
 
     async fn find_prompt(&self, name: &PromptName) -> Result<Prompt, PromptError> {
         let q = prompt_select()
-            .and_where(Expr::col(p("name")).eq(name.as_str()))
+            .and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()))
             .to_owned();
         let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         let row = row.ok_or_else(|| PromptError::NotFound(name.clone()))?;
-        PromptRow::from_query_result(&row, "")
-            .map_err(db_error)?
-            .into_domain()
-            .map_err(PromptError::Unknown)
+        decode_one::<PromptRow, _>(&row, db_error)
     }
 
     async fn update_prompt(&self, name: &PromptName, patch: &PromptPatch) -> Result<Prompt, PromptError> {
         let mut q = Query::update();
-        q.table(iden("prompts"))
-            .value(iden("updated_at"), self.db.time(registry_domain::time::now_utc()))
-            .and_where(Expr::col(iden("name")).eq(name.as_str()));
+        q.table(Prompts::Table)
+            .value(Prompts::UpdatedAt, self.db.time(registry_domain::time::now_utc()))
+            .and_where(Expr::col(Prompts::Name).eq(name.as_str()));
         if let Some(description) = &patch.description {
             q.value(
-                iden("description"),
+                Prompts::Description,
                 description.as_ref().map(|d| d.as_str().to_owned()),
             );
         }
         if let Some(tags) = &patch.tags {
-            q.value(iden("tags"), Value::from(tags.as_slice().to_vec()));
+            q.value(Prompts::Tags, Value::from(tags.as_slice().to_vec()));
         }
         let result = self
             .db
@@ -491,8 +456,8 @@ impl PromptRepository for SeaOrmPromptRepository {
 
     async fn delete_prompt(&self, name: &PromptName) -> Result<(), PromptError> {
         let q = Query::delete()
-            .from_table(iden("prompts"))
-            .and_where(Expr::col(iden("name")).eq(name.as_str()))
+            .from_table(Prompts::Table)
+            .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
             .to_owned();
         let result = self
             .db
@@ -523,17 +488,17 @@ impl PromptRepository for SeaOrmPromptRepository {
         page: &PageRequest<VersionCursor>,
     ) -> Result<Page<PromptVersion, VersionCursor>, PromptError> {
         let mut q = version_select();
-        q.and_where(Expr::col(p("name")).eq(name.as_str()));
+        q.and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()));
         if let Some(VersionCursor(after)) = page.after {
-            q.and_where(Expr::col(v("version")).lt(after.as_i32()));
+            q.and_where(Expr::col(v(PromptVersions::Version)).lt(after.as_i32()));
         }
-        q.order_by(v("version"), Order::Desc)
+        q.order_by(v(PromptVersions::Version), Order::Desc)
             .limit(u64::from(page.limit.get()) + 1);
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         if rows.is_empty() && !self.prompt_exists(name).await? {
             return Err(PromptError::NotFound(name.clone()));
         }
-        let versions = version_rows(&rows)?;
+        let versions = decode::<VersionRow, _>(&rows, db_error)?;
         Ok(Page::from_overfetch(versions, page.limit, |v| {
             VersionCursor(v.version)
         }))
@@ -545,15 +510,17 @@ impl PromptRepository for SeaOrmPromptRepository {
         selector: VersionSelector,
     ) -> Result<PromptVersion, PromptError> {
         let mut q = version_select();
-        q.and_where(Expr::col(p("name")).eq(name.as_str()));
+        q.and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()));
         match selector {
-            VersionSelector::Active => q.and_where(Expr::col(v("is_active")).eq(true)),
-            VersionSelector::Latest => q.and_where(Expr::col(v("version")).equals(p("latest_version"))),
-            VersionSelector::Number(n) => q.and_where(Expr::col(v("version")).eq(n.as_i32())),
+            VersionSelector::Active => q.and_where(Expr::col(v(PromptVersions::IsActive)).eq(true)),
+            VersionSelector::Latest => {
+                q.and_where(Expr::col(v(PromptVersions::Version)).equals(p(Prompts::LatestVersion)))
+            }
+            VersionSelector::Number(n) => q.and_where(Expr::col(v(PromptVersions::Version)).eq(n.as_i32())),
         };
         let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         match row {
-            Some(row) => Ok(version_rows(std::slice::from_ref(&row))?.remove(0)),
+            Some(row) => decode_one::<VersionRow, _>(&row, db_error),
             None => Err(self.not_found(name, selector).await),
         }
     }

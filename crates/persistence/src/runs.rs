@@ -1,59 +1,47 @@
 //! The run repository on SeaORM.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use registry_domain::page::{Page, PageRequest};
 use registry_domain::prompt::{PromptName, Tags, VersionNumber};
 use registry_domain::run::ports::{Logged, RunError, RunRepository};
-use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats, percentile_cont};
+use registry_domain::run::stats::{Bucket, StatsQuery, StatsSample, VersionStats, aggregate};
 use registry_domain::run::{
     Cost, Latency, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField,
 };
-use sea_orm::sea_query::{
-    Alias, Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr,
-};
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, Value as SqlValue,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement, Value as SqlValue};
 use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::db::Db;
 use crate::nul;
+use crate::schema::{ColumnAlias, PromptRuns, Prompts, StoredRow, TableAlias, decode, decode_one, get, p, r};
 
 /// Rows per INSERT statement: 17 parameters a row stays well under the
 /// parameter limits of both backends.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
-fn iden(s: &'static str) -> Alias {
-    Alias::new(s)
-}
-
-fn r(col: &'static str) -> (Alias, Alias) {
-    (iden("r"), iden(col))
-}
-
-const COLUMNS: [&str; 17] = [
-    "id",
-    "prompt_id",
-    "version_id",
-    "version",
-    "input",
-    "output",
-    "status",
-    "error",
-    "model",
-    "latency_us",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_nanos",
-    "metadata",
-    "tags",
-    "started_at",
-    "created_at",
+/// The stored columns of a run, in the order [`row_values`] gives them.
+const COLUMNS: [PromptRuns; 17] = [
+    PromptRuns::Id,
+    PromptRuns::PromptId,
+    PromptRuns::VersionId,
+    PromptRuns::Version,
+    PromptRuns::Input,
+    PromptRuns::Output,
+    PromptRuns::Status,
+    PromptRuns::Error,
+    PromptRuns::Model,
+    PromptRuns::LatencyUs,
+    PromptRuns::PromptTokens,
+    PromptRuns::CompletionTokens,
+    PromptRuns::CostNanos,
+    PromptRuns::Metadata,
+    PromptRuns::Tags,
+    PromptRuns::StartedAt,
+    PromptRuns::CreatedAt,
 ];
 
 /// Runs stored with SeaORM.
@@ -106,16 +94,17 @@ fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 17] {
 
 fn insert_statement(db: &Db, runs: &[Run]) -> sea_orm::sea_query::InsertStatement {
     let mut q = Query::insert();
-    q.into_table(iden("prompt_runs"))
-        .columns(COLUMNS.map(iden))
-        .on_conflict(OnConflict::column(iden("id")).do_nothing().to_owned())
-        .returning_col(iden("id"));
+    q.into_table(PromptRuns::Table)
+        .columns(COLUMNS)
+        .on_conflict(OnConflict::column(PromptRuns::Id).do_nothing().to_owned())
+        .returning_col(PromptRuns::Id);
     for run in runs {
         q.values_panic(row_values(db, run));
     }
     q
 }
 
+/// A run as [`run_select`] reads it: the [`COLUMNS`] and the prompt's name.
 #[derive(Debug, FromQueryResult)]
 struct RunRow {
     id: Uuid,
@@ -147,7 +136,9 @@ fn object(mut v: Value, what: &str) -> anyhow::Result<serde_json::Map<String, Va
     }
 }
 
-impl RunRow {
+impl StoredRow for RunRow {
+    type Domain = Run;
+
     fn into_domain(self) -> anyhow::Result<Run> {
         let tags: Vec<String> = serde_json::from_value(self.tags).context("stored tags")?;
         let unsigned = |n: i32| u32::try_from(n).with_context(|| format!("stored negative count {n}"));
@@ -183,27 +174,95 @@ impl RunRow {
     }
 }
 
-fn runs_from(rows: &[QueryResult]) -> Result<Vec<Run>, RunError> {
-    rows.iter()
-        .map(|row| {
-            RunRow::from_query_result(row, "")
-                .map_err(db_error)?
-                .into_domain()
-                .map_err(RunError::Unknown)
-        })
-        .collect()
+/// One group of the PostgreSQL stats query, its fields named as the SQL
+/// names them.
+#[derive(Debug, FromQueryResult)]
+struct StatsRow {
+    version: i32,
+    bucket: Option<OffsetDateTime>,
+    count: i64,
+    error_count: i64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    latency_max: f64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_total: i64,
 }
 
+impl StoredRow for StatsRow {
+    type Domain = VersionStats;
+
+    fn into_domain(self) -> anyhow::Result<VersionStats> {
+        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(VersionStats {
+            version: VersionNumber::new(i64::from(self.version)).context("stored version")?,
+            bucket: self.bucket,
+            count: unsigned(self.count),
+            error_count: unsigned(self.error_count),
+            latency_p50: self.p50,
+            latency_p95: self.p95,
+            latency_p99: self.p99,
+            latency_max: self.latency_max,
+            prompt_tokens: unsigned(self.prompt_tokens),
+            completion_tokens: unsigned(self.completion_tokens),
+            cost_total: Cost::from_nanos(self.cost_total).map_err(|e| anyhow!("stored cost total: {e}"))?,
+        })
+    }
+}
+
+/// A run as the in-process stats read it.
+#[derive(Debug, FromQueryResult)]
+struct SampleRow {
+    version: i32,
+    status: String,
+    latency_us: i64,
+    prompt_tokens: Option<i32>,
+    completion_tokens: Option<i32>,
+    cost_nanos: i64,
+    created_at: OffsetDateTime,
+}
+
+/// The columns [`SampleRow`] reads.
+const SAMPLE_COLUMNS: [PromptRuns; 7] = [
+    PromptRuns::Version,
+    PromptRuns::Status,
+    PromptRuns::LatencyUs,
+    PromptRuns::PromptTokens,
+    PromptRuns::CompletionTokens,
+    PromptRuns::CostNanos,
+    PromptRuns::CreatedAt,
+];
+
+impl StoredRow for SampleRow {
+    type Domain = StatsSample;
+
+    fn into_domain(self) -> anyhow::Result<StatsSample> {
+        let unsigned = |n: Option<i32>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
+        Ok(StatsSample {
+            version: VersionNumber::new(i64::from(self.version)).context("stored version")?,
+            error: self.status == RunStatus::Error.as_str(),
+            latency_us: u64::try_from(self.latency_us).unwrap_or(0),
+            prompt_tokens: unsigned(self.prompt_tokens),
+            completion_tokens: unsigned(self.completion_tokens),
+            cost_nanos: self.cost_nanos,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// `SELECT r.…, p.name AS prompt_name FROM prompt_runs r JOIN prompts p …`
 fn run_select() -> SelectStatement {
     let mut q = Query::select();
     q.columns(COLUMNS.map(r))
-        .expr_as(Expr::col((iden("p"), iden("name"))), iden("prompt_name"))
-        .from_as(iden("prompt_runs"), iden("r"))
+        .expr_as(Expr::col(p(Prompts::Name)), ColumnAlias::PromptName)
+        .from_as(PromptRuns::Table, TableAlias::R)
         .join_as(
             JoinType::InnerJoin,
-            iden("prompts"),
-            iden("p"),
-            Expr::col((iden("p"), iden("id"))).equals(r("prompt_id")),
+            Prompts::Table,
+            TableAlias::P,
+            Expr::col(p(Prompts::Id)).equals(r(PromptRuns::PromptId)),
         );
     q
 }
@@ -213,11 +272,11 @@ fn run_select() -> SelectStatement {
 /// plans and can walk the `(prompt_id, …)` indexes in order (see docs/runs.md).
 fn of_prompt(prompt: &PromptName) -> SimpleExpr {
     let id = Query::select()
-        .column(iden("id"))
-        .from(iden("prompts"))
-        .and_where(Expr::col(iden("name")).eq(prompt.as_str()))
+        .column(Prompts::Id)
+        .from(Prompts::Table)
+        .and_where(Expr::col(Prompts::Name).eq(prompt.as_str()))
         .to_owned();
-    Expr::col(r("prompt_id")).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
+    Expr::col(r(PromptRuns::PromptId)).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
 }
 
 impl SeaOrmRunRepository {
@@ -227,7 +286,7 @@ impl SeaOrmRunRepository {
         let mut inserted = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(ROWS_PER_STATEMENT) {
             for row in txn.query_all(&insert_statement(&self.db, chunk)).await? {
-                inserted.push(row.try_get::<Uuid>("", "id")?);
+                inserted.push(get::<Uuid>(&row, PromptRuns::Id)?);
             }
         }
         txn.commit().await?;
@@ -283,119 +342,32 @@ impl SeaOrmRunRepository {
             .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
             .await
             .map_err(db_error)?;
-        rows.iter()
-            .map(|row| -> Result<VersionStats, DbErr> {
-                let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
-                Ok(VersionStats {
-                    version: VersionNumber::new(i64::from(row.try_get::<i32>("", "version")?))
-                        .map_err(|e| DbErr::Custom(e.to_string()))?,
-                    bucket: row.try_get("", "bucket")?,
-                    count: unsigned(row.try_get("", "count")?),
-                    error_count: unsigned(row.try_get("", "error_count")?),
-                    latency_p50: row.try_get("", "p50")?,
-                    latency_p95: row.try_get("", "p95")?,
-                    latency_p99: row.try_get("", "p99")?,
-                    latency_max: row.try_get("", "latency_max")?,
-                    prompt_tokens: unsigned(row.try_get("", "prompt_tokens")?),
-                    completion_tokens: unsigned(row.try_get("", "completion_tokens")?),
-                    cost_total: Cost::from_nanos(row.try_get("", "cost_total")?)
-                        .map_err(|e| DbErr::Custom(e.to_string()))?,
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map_err(db_error)
+        decode::<StatsRow, _>(&rows, db_error)
     }
 
-    /// SQLite has no percentile aggregate: the matching rows are read in
-    /// latency order and aggregated here with the same definition.
+    /// SQLite has no percentile aggregate: the matching rows are read and
+    /// summed up by the domain's [`aggregate`], which shares the definitions.
     async fn stats_in_process(
         &self,
         prompt: &PromptName,
         query: &StatsQuery,
     ) -> Result<Vec<VersionStats>, RunError> {
         let mut q = Query::select();
-        q.columns([
-            r("version"),
-            r("status"),
-            r("latency_us"),
-            r("prompt_tokens"),
-            r("completion_tokens"),
-            r("cost_nanos"),
-            r("created_at"),
-        ])
-        .from_as(iden("prompt_runs"), iden("r"))
-        .join_as(
-            JoinType::InnerJoin,
-            iden("prompts"),
-            iden("p"),
-            Expr::col((iden("p"), iden("id"))).equals(r("prompt_id")),
-        )
-        .and_where(Expr::col((iden("p"), iden("name"))).eq(prompt.as_str()))
-        .order_by(r("latency_us"), Order::Asc);
+        q.columns(SAMPLE_COLUMNS.map(r))
+            .from_as(PromptRuns::Table, TableAlias::R)
+            .and_where(of_prompt(prompt));
         if let Some(from) = query.from {
-            q.and_where(Expr::col(r("created_at")).gte(self.db.time(from)));
+            q.and_where(Expr::col(r(PromptRuns::CreatedAt)).gte(self.db.time(from)));
         }
         if let Some(to) = query.to {
-            q.and_where(Expr::col(r("created_at")).lt(self.db.time(to)));
+            q.and_where(Expr::col(r(PromptRuns::CreatedAt)).lt(self.db.time(to)));
         }
         if let Some(version) = query.version {
-            q.and_where(Expr::col(r("version")).eq(version.as_i32()));
-        }
-        #[derive(Default)]
-        struct Acc {
-            latencies: Vec<u64>,
-            errors: u64,
-            prompt_tokens: u64,
-            completion_tokens: u64,
-            cost: i64,
+            q.and_where(Expr::col(r(PromptRuns::Version)).eq(version.as_i32()));
         }
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
-        let mut groups: BTreeMap<(i32, Option<OffsetDateTime>), Acc> = BTreeMap::new();
-        for row in &rows {
-            let get = || -> Result<_, DbErr> {
-                Ok((
-                    row.try_get::<i32>("", "version")?,
-                    row.try_get::<String>("", "status")?,
-                    row.try_get::<i64>("", "latency_us")?,
-                    row.try_get::<Option<i32>>("", "prompt_tokens")?,
-                    row.try_get::<Option<i32>>("", "completion_tokens")?,
-                    row.try_get::<i64>("", "cost_nanos")?,
-                    row.try_get::<OffsetDateTime>("", "created_at")?,
-                ))
-            };
-            let (version, status, latency, pt, ct, cost, created_at) = get().map_err(db_error)?;
-            let acc = groups
-                .entry((version, query.bucket.start(created_at)))
-                .or_default();
-            let unsigned = |n: i32| u64::try_from(n).unwrap_or(0);
-            acc.latencies.push(u64::try_from(latency).unwrap_or(0));
-            acc.errors += u64::from(status == RunStatus::Error.as_str());
-            acc.prompt_tokens += pt.map_or(0, unsigned);
-            acc.completion_tokens += ct.map_or(0, unsigned);
-            acc.cost = acc
-                .cost
-                .checked_add(cost)
-                .ok_or_else(|| RunError::Unknown(anyhow!("cost total overflows")))?;
-        }
-        groups
-            .into_iter()
-            .map(|((version, bucket), acc)| {
-                Ok(VersionStats {
-                    version: VersionNumber::new(i64::from(version))
-                        .map_err(|e| RunError::Unknown(anyhow!("{e}")))?,
-                    bucket,
-                    count: acc.latencies.len() as u64,
-                    error_count: acc.errors,
-                    latency_p50: percentile_cont(&acc.latencies, 0.5) / 1000.0,
-                    latency_p95: percentile_cont(&acc.latencies, 0.95) / 1000.0,
-                    latency_p99: percentile_cont(&acc.latencies, 0.99) / 1000.0,
-                    latency_max: percentile_cont(&acc.latencies, 1.0) / 1000.0,
-                    prompt_tokens: acc.prompt_tokens,
-                    completion_tokens: acc.completion_tokens,
-                    cost_total: Cost::from_nanos(acc.cost).map_err(|e| RunError::Unknown(anyhow!("{e}")))?,
-                })
-            })
-            .collect()
+        let samples = decode::<SampleRow, _>(&rows, db_error)?;
+        aggregate(samples, query.bucket).map_err(RunError::Unknown)
     }
 }
 
@@ -432,10 +404,12 @@ impl RunRepository for SeaOrmRunRepository {
     }
 
     async fn find(&self, id: Uuid) -> Result<Run, RunError> {
-        let q = run_select().and_where(Expr::col(r("id")).eq(id)).to_owned();
+        let q = run_select()
+            .and_where(Expr::col(r(PromptRuns::Id)).eq(id))
+            .to_owned();
         let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         let row = row.ok_or(RunError::NotFound(id))?;
-        Ok(runs_from(&[row])?.remove(0))
+        decode_one::<RunRow, _>(&row, db_error)
     }
 
     async fn list(
@@ -449,24 +423,24 @@ impl RunRepository for SeaOrmRunRepository {
             q.and_where(of_prompt(prompt));
         }
         if let Some(version) = filter.version {
-            q.and_where(Expr::col(r("version")).eq(version.as_i32()));
+            q.and_where(Expr::col(r(PromptRuns::Version)).eq(version.as_i32()));
         }
         if let Some(status) = filter.status {
-            q.and_where(Expr::col(r("status")).eq(status.as_str()));
+            q.and_where(Expr::col(r(PromptRuns::Status)).eq(status.as_str()));
         }
         if let Some(model) = &filter.model {
-            q.and_where(Expr::col(r("model")).eq(model.as_str()));
+            q.and_where(Expr::col(r(PromptRuns::Model)).eq(model.as_str()));
         }
         if let Some(from) = filter.from {
-            q.and_where(Expr::col(r("created_at")).gte(self.db.time(from)));
+            q.and_where(Expr::col(r(PromptRuns::CreatedAt)).gte(self.db.time(from)));
         }
         if let Some(to) = filter.to {
-            q.and_where(Expr::col(r("created_at")).lt(self.db.time(to)));
+            q.and_where(Expr::col(r(PromptRuns::CreatedAt)).lt(self.db.time(to)));
         }
         let column = match sort.field {
-            SortField::CreatedAt => r("created_at"),
-            SortField::LatencyMs => r("latency_us"),
-            SortField::Cost => r("cost_nanos"),
+            SortField::CreatedAt => r(PromptRuns::CreatedAt),
+            SortField::LatencyMs => r(PromptRuns::LatencyUs),
+            SortField::Cost => r(PromptRuns::CostNanos),
         };
         if let Some(after) = page.after {
             let key: SqlValue = match sort.field {
@@ -481,7 +455,7 @@ impl RunRepository for SeaOrmRunRepository {
             };
             // A row-value comparison, not an OR of two conditions: PostgreSQL
             // turns it into an index bound and starts the scan at the cursor.
-            let position = Expr::tuple([Expr::col(column.clone()), Expr::col(r("id"))]);
+            let position = Expr::tuple([Expr::col(column), Expr::col(r(PromptRuns::Id))]);
             let cursor = Expr::tuple([Expr::val(key), Expr::val(after.id)]);
             q.and_where(if sort.descending {
                 position.lt(cursor)
@@ -491,10 +465,10 @@ impl RunRepository for SeaOrmRunRepository {
         }
         let order = if sort.descending { Order::Desc } else { Order::Asc };
         q.order_by(column, order.clone())
-            .order_by(r("id"), order)
+            .order_by(r(PromptRuns::Id), order)
             .limit(u64::from(page.limit.get()) + 1);
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
-        let runs = runs_from(&rows)?;
+        let runs = decode::<RunRow, _>(&rows, db_error)?;
         Ok(Page::from_overfetch(runs, page.limit, |run| RunCursor {
             sort,
             key: sort.key(run),

@@ -22,15 +22,17 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PostgreSQL when `TEST_DATABASE_URL` is set, otherwise `None`.
+    /// PostgreSQL at `TEST_DATABASE_URL`.
+    ///
+    /// # Panics
+    /// When `TEST_DATABASE_URL` is not set: a test that asks for PostgreSQL is
+    /// compiled as ignored without it (see `build.rs`), so reaching here
+    /// means it was set at build time and not at run time.
     #[must_use]
-    pub fn postgres() -> Option<Self> {
+    pub fn postgres() -> Self {
         match std::env::var(POSTGRES_URL_VAR) {
-            Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
-            _ => {
-                eprintln!("{POSTGRES_URL_VAR} is not set: this PostgreSQL test did not run");
-                None
-            }
+            Ok(url) if !url.is_empty() => Self::Postgres(url),
+            _ => panic!("{POSTGRES_URL_VAR} is not set: this PostgreSQL test cannot run"),
         }
     }
 }
@@ -162,28 +164,34 @@ fn replace_database(url: &str, name: &str) -> String {
 }
 
 /// Generates, for each named `async fn test(backend: Backend)`, one test on
-/// SQLite and one on PostgreSQL (which only runs when `TEST_DATABASE_URL` is
-/// set). The first argument is the test attribute to use.
+/// SQLite and one on PostgreSQL. The PostgreSQL one is compiled as ignored
+/// ("TEST_DATABASE_URL is not set") unless the crate's build script found
+/// `TEST_DATABASE_URL`, so the summary line says what did not run. The
+/// leading attributes (the test attribute first) go on every test.
 #[macro_export]
 macro_rules! backend_tests {
-    (#[$attr:meta] $($name:ident),* $(,)?) => {
+    ($(#[$attr:meta])+ $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@emit [$(#[$attr])+] $($name),*);
+    };
+    (@emit $attrs:tt $($name:ident),*) => {
         mod sqlite {
-            $(
-                #[$attr]
-                async fn $name() {
-                    super::$name($crate::testing::Backend::Sqlite).await;
-                }
-            )*
+            $( $crate::backend_tests!(@sqlite $attrs $name); )*
         }
         mod postgres {
-            $(
-                #[$attr]
-                async fn $name() {
-                    if let Some(backend) = $crate::testing::Backend::postgres() {
-                        super::$name(backend).await;
-                    }
-                }
-            )*
+            $( $crate::backend_tests!(@postgres $attrs $name); )*
+        }
+    };
+    (@sqlite [$(#[$attr:meta])+] $name:ident) => {
+        $(#[$attr])+
+        async fn $name() {
+            super::$name($crate::testing::Backend::Sqlite).await;
+        }
+    };
+    (@postgres [$(#[$attr:meta])+] $name:ident) => {
+        $(#[$attr])+
+        #[cfg_attr(not(postgres_tests), ignore = "TEST_DATABASE_URL is not set")]
+        async fn $name() {
+            super::$name($crate::testing::Backend::postgres()).await;
         }
     };
 }

@@ -4,15 +4,27 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use registry_domain::auth::ports::{ApiKeyRepository, KeyError};
+use registry_domain::auth::{ApiKey, GeneratedKey, KeyHash, KeyName, Scopes};
 use registry_domain::page::{Limit, PageRequest, TimeCursor};
 use registry_domain::prompt::ports::PromptRepository;
 use registry_domain::prompt::{
-    NewPrompt, NewVersion, PromptError, PromptFilter, PromptName, PromptPatch, Tags, Template, Variables,
-    VersionCursor, VersionNumber, VersionSelector,
+    NewPrompt, NewVersion, PromptError, PromptFilter, PromptName, PromptPatch, PromptVersion, Tags, Template,
+    Variables, VersionCursor, VersionNumber, VersionSelector,
+};
+use registry_domain::run::ports::{Logged, RunError, RunRepository};
+use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats};
+use registry_domain::run::{
+    Latency, NewRunBuilder, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus,
 };
 use registry_persistence::testing::{Backend, TestDatabase};
-use registry_persistence::{SeaOrmPromptRepository, backend_tests};
-use serde_json::{Map, json};
+use registry_persistence::{
+    SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository, backend_tests,
+};
+use serde_json::{Map, Value, json};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 async fn repo(backend: &Backend) -> (TestDatabase, SeaOrmPromptRepository) {
     let (test_db, db) = TestDatabase::migrated(backend).await;
@@ -498,9 +510,6 @@ async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
 /// The latency migration keeps every stored run's latency, both ways.
 async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
-    use registry_domain::run::ports::RunRepository;
-    use registry_domain::run::{Latency, Run, RunFields, RunStatus};
-    use registry_persistence::SeaOrmRunRepository;
     use sea_orm::{ConnectionTrait, Statement};
 
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
@@ -514,7 +523,7 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
         .await
         .expect("version");
     let run = |micros: u64| Run {
-        id: uuid::Uuid::now_v7(),
+        id: Uuid::now_v7(),
         prompt_id: prompt.id,
         prompt_name: name("lat"),
         version_id: version.id,
@@ -565,6 +574,699 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
     assert_eq!(micros(fast.id).await, 0);
 }
 
+// The run repository.
+
+async fn run_repos(backend: &Backend) -> (TestDatabase, SeaOrmPromptRepository, SeaOrmRunRepository) {
+    let (test_db, db) = TestDatabase::migrated(backend).await;
+    (
+        test_db,
+        SeaOrmPromptRepository::new(db.clone()),
+        SeaOrmRunRepository::new(db),
+    )
+}
+
+/// A prompt named `prompt` with `count` versions, oldest first.
+async fn versions_of(prompts: &SeaOrmPromptRepository, prompt: &str, count: usize) -> Vec<PromptVersion> {
+    prompts
+        .create_prompt(&new_prompt(prompt, &[]))
+        .await
+        .expect("created");
+    let mut versions = Vec::with_capacity(count);
+    for i in 0..count {
+        let version = prompts
+            .create_version(&name(prompt), &new_version(&format!("{prompt} {i}"), true))
+            .await
+            .expect("version");
+        versions.push(version);
+    }
+    versions
+}
+
+/// `minutes` after 2026-05-06 12:00 UTC.
+fn at(minutes: i64) -> OffsetDateTime {
+    datetime!(2026-05-06 12:00 UTC) + Duration::minutes(minutes)
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// A successful call that took `latency_ms`.
+fn success(latency_ms: f64) -> NewRunBuilder {
+    NewRunBuilder {
+        status: "success".into(),
+        latency_ms,
+        ..NewRunBuilder::default()
+    }
+}
+
+/// A failed call that took `latency_ms`.
+fn failure(latency_ms: f64) -> NewRunBuilder {
+    NewRunBuilder {
+        status: "error".into(),
+        ..success(latency_ms)
+    }
+}
+
+/// A run of `version` logged at `created_at`, as the run service would store it.
+fn run(version: &PromptVersion, created_at: OffsetDateTime, reported: NewRunBuilder) -> Run {
+    let new = NewRunBuilder {
+        prompt: version.prompt_name.to_string(),
+        ..reported
+    }
+    .build()
+    .expect("valid run");
+    Run {
+        id: new.id(),
+        prompt_id: version.prompt_id,
+        prompt_name: version.prompt_name.clone(),
+        version_id: version.id,
+        version: version.version,
+        fields: new.fields().clone(),
+        created_at,
+    }
+}
+
+/// `run` as a retry with other content would carry it.
+fn changed(run: &Run) -> Run {
+    Run {
+        fields: RunFields {
+            latency: Latency::from_micros(run.fields.latency.micros() + 1).expect("in range"),
+            model: Some("another-model".into()),
+            ..run.fields.clone()
+        },
+        created_at: run.created_at + Duration::minutes(1),
+        ..run.clone()
+    }
+}
+
+fn first_page(size: i64) -> PageRequest<RunCursor> {
+    PageRequest {
+        limit: limit(size),
+        after: None,
+    }
+}
+
+/// The ids of every run matching `filter`, newest first.
+async fn listed(runs: &SeaOrmRunRepository, filter: RunFilter) -> Vec<Uuid> {
+    runs.list(&filter, RunSort::default(), &first_page(100))
+        .await
+        .expect("listed")
+        .items
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+async fn a_logged_run_is_found_with_every_field_as_logged(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let versions = versions_of(&prompts, "p", 1).await;
+    let logged = run(
+        &versions[0],
+        at(0),
+        NewRunBuilder {
+            input: Some(object(
+                json!({"question": "why?", "n": 2, "deep": {"list": [1, "two"]}}),
+            )),
+            output: Some(json!({"answer": "because", "scores": [0.5, 1]})),
+            error: Some("rate limited".into()),
+            model: Some("gpt-test".into()),
+            prompt_tokens: Some(12),
+            completion_tokens: Some(34),
+            cost_usd: Some("0.000123456".into()),
+            metadata: Some(object(json!({"user": "u-1", "attempt": 3}))),
+            tags: Some(vec!["prod".into(), "eu".into()]),
+            started_at: Some(at(0) - Duration::microseconds(120_501)),
+            ..failure(120.501)
+        },
+    );
+    let outcome = runs.insert(&logged).await.expect("stored");
+    assert_eq!(outcome, Logged::Created(logged.clone()));
+    let found = runs.find(logged.id).await.expect("found");
+    assert_eq!(found, logged);
+    assert_eq!(found.fields.latency.micros(), 120_501);
+    assert_eq!(found.fields.cost.nanos(), 123_456);
+    assert_eq!(found.prompt_name.as_str(), "p");
+}
+
+async fn a_repeated_run_id_is_reported_as_existing_and_changes_nothing(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let versions = versions_of(&prompts, "p", 1).await;
+    let first = run(&versions[0], at(0), success(10.0));
+    runs.insert(&first).await.expect("stored");
+    let retry = changed(&first);
+    let outcome = runs.insert(&retry).await.expect("answered");
+    assert_eq!(outcome, Logged::Existing(first.clone()));
+    assert_eq!(runs.find(first.id).await.expect("found"), first);
+    assert_eq!(listed(&runs, RunFilter::default()).await, [first.id]);
+}
+
+async fn a_batch_stores_its_new_runs_and_reports_the_ids_already_stored(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let versions = versions_of(&prompts, "p", 1).await;
+    let stored = run(&versions[0], at(0), success(1.0));
+    runs.insert(&stored).await.expect("stored");
+    let (a, b) = (
+        run(&versions[0], at(1), success(2.0)),
+        run(&versions[0], at(2), failure(3.0)),
+    );
+    let existing = runs
+        .insert_batch(&[a.clone(), changed(&stored), b.clone()])
+        .await
+        .expect("stored");
+    assert_eq!(existing, [stored.id]);
+    for expected in [&stored, &a, &b] {
+        assert_eq!(&runs.find(expected.id).await.expect("found"), expected);
+    }
+    assert_eq!(
+        runs.insert_batch(&[b.clone(), a.clone()])
+            .await
+            .expect("answered"),
+        [b.id, a.id]
+    );
+    assert!(runs.insert_batch(&[]).await.expect("nothing to do").is_empty());
+    assert_eq!(listed(&runs, RunFilter::default()).await, [b.id, a.id, stored.id]);
+}
+
+/// The refused run comes after a full INSERT statement's worth of runs, so
+/// the batch spans two statements: both must go.
+async fn a_batch_with_one_refused_run_stores_none_of_its_runs(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let versions = versions_of(&prompts, "p", 1).await;
+    let mut batch: Vec<Run> = (0..1_000)
+        .map(|i| run(&versions[0], at(i), success(1.0)))
+        .collect();
+    batch.push(Run {
+        prompt_id: Uuid::now_v7(),
+        ..run(&versions[0], at(1_000), success(1.0))
+    });
+    let err = runs.insert_batch(&batch).await.expect_err("a run of no prompt");
+    assert!(matches!(err, RunError::Unknown(_)), "{err:?}");
+    assert!(listed(&runs, RunFilter::default()).await.is_empty());
+    assert!(matches!(runs.find(batch[0].id).await, Err(RunError::NotFound(_))));
+}
+
+async fn a_missing_run_is_not_found(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let versions = versions_of(&prompts, "p", 1).await;
+    runs.insert(&run(&versions[0], at(0), success(1.0)))
+        .await
+        .expect("stored");
+    let missing = Uuid::now_v7();
+    let err = runs.find(missing).await.expect_err("no such run");
+    assert!(matches!(err, RunError::NotFound(id) if id == missing), "{err:?}");
+}
+
+async fn runs_are_listed_by_prompt_version_status_model_and_time(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let alpha = versions_of(&prompts, "alpha", 2).await;
+    let beta = versions_of(&prompts, "beta", 1).await;
+    let model = |m: &str, reported: NewRunBuilder| NewRunBuilder {
+        model: Some(m.into()),
+        ..reported
+    };
+    let a1 = run(&alpha[0], at(0), model("m1", success(1.0)));
+    let a2 = run(&alpha[0], at(10), model("m2", failure(1.0)));
+    let a3 = run(&alpha[1], at(20), model("m1", success(1.0)));
+    let a4 = run(&alpha[1], at(30), failure(1.0));
+    let b1 = run(&beta[0], at(15), model("m1", success(1.0)));
+    runs.insert_batch(&[a1.clone(), a2.clone(), a3.clone(), a4.clone(), b1.clone()])
+        .await
+        .expect("stored");
+    let of_alpha = RunFilter {
+        prompt: Some(name("alpha")),
+        ..RunFilter::default()
+    };
+    assert_eq!(
+        listed(&runs, RunFilter::default()).await,
+        [a4.id, a3.id, b1.id, a2.id, a1.id]
+    );
+    assert_eq!(
+        listed(&runs, of_alpha.clone()).await,
+        [a4.id, a3.id, a2.id, a1.id]
+    );
+    assert_eq!(
+        listed(
+            &runs,
+            RunFilter {
+                version: Some(n(2)),
+                ..of_alpha.clone()
+            }
+        )
+        .await,
+        [a4.id, a3.id]
+    );
+    assert_eq!(
+        listed(
+            &runs,
+            RunFilter {
+                version: Some(n(1)),
+                prompt: Some(name("beta")),
+                ..RunFilter::default()
+            }
+        )
+        .await,
+        [b1.id]
+    );
+    assert_eq!(
+        listed(
+            &runs,
+            RunFilter {
+                status: Some(RunStatus::Error),
+                ..RunFilter::default()
+            }
+        )
+        .await,
+        [a4.id, a2.id]
+    );
+    assert_eq!(
+        listed(
+            &runs,
+            RunFilter {
+                model: Some("m1".into()),
+                ..RunFilter::default()
+            }
+        )
+        .await,
+        [a3.id, b1.id, a1.id]
+    );
+    assert_eq!(
+        listed(
+            &runs,
+            RunFilter {
+                status: Some(RunStatus::Success),
+                model: Some("m1".into()),
+                ..of_alpha
+            }
+        )
+        .await,
+        [a3.id, a1.id]
+    );
+    // `from` is inclusive, `to` exclusive.
+    assert_eq!(
+        listed(
+            &runs,
+            RunFilter {
+                from: Some(at(10)),
+                to: Some(at(20)),
+                ..RunFilter::default()
+            }
+        )
+        .await,
+        [b1.id, a2.id]
+    );
+    assert!(
+        listed(
+            &runs,
+            RunFilter {
+                prompt: Some(name("gamma")),
+                ..RunFilter::default()
+            }
+        )
+        .await
+        .is_empty()
+    );
+}
+
+async fn every_sort_order_pages_through_the_runs_without_skipping_or_repeating(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let p = versions_of(&prompts, "p", 1).await;
+    let q = versions_of(&prompts, "q", 1).await;
+    // Pairs share a creation time, latencies and costs repeat: ties must be
+    // broken by id, and a page boundary may fall inside a tie.
+    let shape: [(i64, f64, &str); 11] = [
+        (0, 5.0, "0.01"),
+        (0, 1.0, "0.002"),
+        (1, 3.0, "0.01"),
+        (1, 1.0, "0"),
+        (2, 5.0, "0.5"),
+        (2, 2.5, "0.002"),
+        (3, 3.0, "0"),
+        (3, 1.0, "0.01"),
+        (4, 1.0, "0.002"),
+        (4, 7.25, "0"),
+        (5, 0.001, "0.01"),
+    ];
+    let stored: Vec<Run> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, (minute, latency, cost))| {
+            let version = if i % 3 == 2 { &q[0] } else { &p[0] };
+            run(
+                version,
+                at(*minute),
+                NewRunBuilder {
+                    cost_usd: Some((*cost).into()),
+                    ..success(*latency)
+                },
+            )
+        })
+        .collect();
+    runs.insert_batch(&stored).await.expect("stored");
+    for order in [
+        "created_at",
+        "-created_at",
+        "latency_ms",
+        "-latency_ms",
+        "cost",
+        "-cost",
+    ] {
+        let sort = RunSort::parse(order).expect("valid order");
+        for prompt in [None, Some(name("p"))] {
+            let mut expected: Vec<&Run> = stored
+                .iter()
+                .filter(|r| prompt.as_ref().is_none_or(|p| *p == r.prompt_name))
+                .collect();
+            expected.sort_by_key(|r| (sort.key(r), r.id));
+            if sort.descending {
+                expected.reverse();
+            }
+            let expected: Vec<Uuid> = expected.iter().map(|r| r.id).collect();
+            let filter = RunFilter {
+                prompt: prompt.clone(),
+                ..RunFilter::default()
+            };
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                assert!(seen.len() <= expected.len(), "{order}: pages repeat runs");
+                let page = runs
+                    .list(
+                        &filter,
+                        sort,
+                        &PageRequest {
+                            limit: limit(3),
+                            after,
+                        },
+                    )
+                    .await
+                    .expect("page");
+                assert!(page.items.len() <= 3);
+                seen.extend(page.items.iter().map(|r| r.id));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, expected, "{order} of {prompt:?}");
+        }
+    }
+}
+
+/// The figures of one version, its latencies rounded to the microsecond
+/// so that both backends' floating point compare equal.
+fn figures(s: &VersionStats) -> (u32, Option<OffsetDateTime>, u64, u64, [i64; 4], u64, u64, i64) {
+    #[allow(clippy::cast_possible_truncation)]
+    let us = |ms: f64| (ms * 1_000.0).round() as i64;
+    (
+        s.version.get(),
+        s.bucket,
+        s.count,
+        s.error_count,
+        [
+            us(s.latency_p50),
+            us(s.latency_p95),
+            us(s.latency_p99),
+            us(s.latency_max),
+        ],
+        s.prompt_tokens,
+        s.completion_tokens,
+        s.cost_total.nanos(),
+    )
+}
+
+async fn stats_sum_up_each_version_of_the_prompt_in_range_and_bucket(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let p = versions_of(&prompts, "p", 2).await;
+    let q = versions_of(&prompts, "q", 1).await;
+    let day = 24 * 60;
+    let counted = |reported: NewRunBuilder| NewRunBuilder {
+        prompt_tokens: Some(10),
+        completion_tokens: Some(20),
+        cost_usd: Some("0.001".into()),
+        ..reported
+    };
+    runs.insert_batch(&[
+        run(&p[0], at(0), counted(failure(1.0))),
+        run(&p[0], at(1), counted(success(2.0))),
+        run(&p[0], at(day), counted(success(3.0))),
+        run(&p[0], at(day + 1), counted(success(4.0))),
+        run(&p[1], at(5), success(10.0)),
+        run(&q[0], at(2), counted(failure(100.0))),
+    ])
+    .await
+    .expect("stored");
+    let stats = |query: StatsQuery| {
+        let runs = &runs;
+        async move {
+            let stats = runs.stats(&name("p"), &query).await.expect("stats");
+            stats.iter().map(figures).collect::<Vec<_>>()
+        }
+    };
+    let everything = StatsQuery {
+        from: None,
+        to: None,
+        bucket: Bucket::None,
+        version: None,
+    };
+    assert_eq!(
+        stats(everything.clone()).await,
+        [
+            (1, None, 4, 1, [2_500, 3_850, 3_970, 4_000], 40, 80, 4_000_000),
+            (2, None, 1, 0, [10_000; 4], 0, 0, 0),
+        ]
+    );
+    // `from` is inclusive, `to` exclusive.
+    assert_eq!(
+        stats(StatsQuery {
+            from: Some(at(1)),
+            to: Some(at(day + 1)),
+            ..everything.clone()
+        })
+        .await,
+        [
+            (1, None, 2, 0, [2_500, 2_950, 2_990, 3_000], 20, 40, 2_000_000),
+            (2, None, 1, 0, [10_000; 4], 0, 0, 0),
+        ]
+    );
+    let (first_day, second_day) = (
+        Some(datetime!(2026-05-06 00:00 UTC)),
+        Some(datetime!(2026-05-07 00:00 UTC)),
+    );
+    assert_eq!(
+        stats(StatsQuery {
+            bucket: Bucket::Day,
+            version: Some(n(1)),
+            ..everything.clone()
+        })
+        .await,
+        [
+            (
+                1,
+                first_day,
+                2,
+                1,
+                [1_500, 1_950, 1_990, 2_000],
+                20,
+                40,
+                2_000_000
+            ),
+            (
+                1,
+                second_day,
+                2,
+                0,
+                [3_500, 3_950, 3_990, 4_000],
+                20,
+                40,
+                2_000_000
+            ),
+        ]
+    );
+    assert!(
+        runs.stats(&name("nobody"), &everything)
+            .await
+            .expect("stats")
+            .is_empty()
+    );
+}
+
+async fn nul_characters_in_input_output_metadata_and_error_round_trip_unchanged(backend: Backend) {
+    let (_db, prompts, runs) = run_repos(&backend).await;
+    let versions = versions_of(&prompts, "p", 1).await;
+    // U+E000 is the escape character: text that looks escaped must survive too.
+    let tricky = "a\0b \u{E000}0 \u{E000}\u{E000} \u{E000}";
+    let with_nul = |minute| {
+        run(
+            &versions[0],
+            at(minute),
+            NewRunBuilder {
+                input: Some(object(
+                    json!({"k\u{0}": tricky, "list": ["\u{0}", {"\u{E000}0": 1}]}),
+                )),
+                output: Some(json!(tricky)),
+                error: Some(format!("failed: {tricky}")),
+                metadata: Some(object(json!({"trace\u{0}": {"\u{0}": "\u{0}"}}))),
+                ..failure(1.0)
+            },
+        )
+    };
+    let (single, batched) = (with_nul(0), with_nul(1));
+    runs.insert(&single).await.expect("stored");
+    runs.insert_batch(std::slice::from_ref(&batched))
+        .await
+        .expect("stored");
+    assert_eq!(runs.find(single.id).await.expect("found"), single);
+    let page = runs
+        .list(&RunFilter::default(), RunSort::default(), &first_page(10))
+        .await
+        .expect("listed");
+    assert_eq!(page.items, [batched, single]);
+}
+
+// The API key repository.
+
+async fn key_repo(backend: &Backend) -> (TestDatabase, SeaOrmApiKeyRepository) {
+    let (test_db, db) = TestDatabase::migrated(backend).await;
+    (test_db, SeaOrmApiKeyRepository::new(db))
+}
+
+/// A key generated from `seed`, created at `created_at`, and its hash.
+fn api_key(seed: u8, label: &str, created_at: OffsetDateTime) -> (ApiKey, KeyHash) {
+    let generated = GeneratedKey::from_random([seed; 24]);
+    let key = ApiKey {
+        id: Uuid::now_v7(),
+        name: KeyName::new(label).expect("valid name"),
+        prefix: generated.prefix,
+        scopes: Scopes::parse(&["write".into(), "read".into()]).expect("valid scopes"),
+        created_at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    (key, generated.hash)
+}
+
+async fn a_stored_key_is_found_by_its_prefix_with_its_hash(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    let (key, hash) = api_key(1, "ci", at(0));
+    let (other, other_hash) = api_key(2, "deploy", at(1));
+    keys.insert(&key, &hash).await.expect("stored");
+    keys.insert(&other, &other_hash).await.expect("stored");
+    assert_eq!(
+        keys.find_by_prefix(&key.prefix).await.expect("looked up"),
+        Some((key.clone(), hash))
+    );
+    assert_eq!(
+        keys.find_by_prefix(&other.prefix).await.expect("looked up"),
+        Some((other, other_hash))
+    );
+    assert_eq!(keys.find_by_prefix("ffffffff").await.expect("looked up"), None);
+}
+
+async fn a_key_whose_prefix_is_taken_is_refused_and_the_first_is_kept(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    let (first, hash) = api_key(1, "first", at(0));
+    keys.insert(&first, &hash).await.expect("stored");
+    let (second, second_hash) = api_key(1, "second", at(1));
+    let err = keys
+        .insert(&second, &second_hash)
+        .await
+        .expect_err("prefix taken");
+    assert!(matches!(err, KeyError::Unknown(_)), "{err:?}");
+    assert_eq!(keys.list().await.expect("listed"), [first]);
+}
+
+async fn keys_are_listed_oldest_first_revoked_ones_included(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    // Inserted out of order; two share a creation time and go by id.
+    let (late, late_hash) = api_key(1, "late", at(5));
+    let (early, early_hash) = api_key(2, "early", at(0));
+    let (tied_a, tied_a_hash) = api_key(3, "tied a", at(2));
+    let (tied_b, tied_b_hash) = api_key(4, "tied b", at(2));
+    for (key, hash) in [
+        (&late, &late_hash),
+        (&tied_b, &tied_b_hash),
+        (&early, &early_hash),
+        (&tied_a, &tied_a_hash),
+    ] {
+        keys.insert(key, hash).await.expect("stored");
+    }
+    keys.revoke(early.id, at(10)).await.expect("revoked");
+    let mut expected = vec![early.id, tied_a.id, tied_b.id, late.id];
+    expected[1..3].sort();
+    let listed = keys.list().await.expect("listed");
+    assert_eq!(listed.iter().map(|k| k.id).collect::<Vec<_>>(), expected);
+    assert_eq!(listed[0].revoked_at, Some(at(10)));
+    assert!(listed[1..].iter().all(|k| k.revoked_at.is_none()));
+}
+
+async fn revoking_an_unknown_key_is_not_found(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    let (key, hash) = api_key(1, "ci", at(0));
+    keys.insert(&key, &hash).await.expect("stored");
+    let missing = Uuid::now_v7();
+    let err = keys.revoke(missing, at(1)).await.expect_err("no such key");
+    assert!(matches!(err, KeyError::NotFound(id) if id == missing), "{err:?}");
+    assert_eq!(keys.count_active().await.expect("counted"), 1);
+}
+
+async fn revoking_a_key_again_succeeds_and_keeps_the_first_revocation_time(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    let (key, hash) = api_key(1, "ci", at(0));
+    keys.insert(&key, &hash).await.expect("stored");
+    keys.revoke(key.id, at(1)).await.expect("revoked");
+    keys.revoke(key.id, at(2)).await.expect("revoked again");
+    let (found, _) = keys
+        .find_by_prefix(&key.prefix)
+        .await
+        .expect("looked up")
+        .expect("still there");
+    assert_eq!(found.revoked_at, Some(at(1)));
+}
+
+async fn touching_a_key_records_its_latest_use(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    let (key, hash) = api_key(1, "ci", at(0));
+    let (other, other_hash) = api_key(2, "idle", at(0));
+    keys.insert(&key, &hash).await.expect("stored");
+    keys.insert(&other, &other_hash).await.expect("stored");
+    let used = at(3) + Duration::microseconds(123_456);
+    keys.touch(key.id, at(1)).await.expect("touched");
+    keys.touch(key.id, used).await.expect("touched again");
+    let last_used = |prefix: String| {
+        let keys = &keys;
+        async move {
+            keys.find_by_prefix(&prefix)
+                .await
+                .expect("looked up")
+                .expect("there")
+                .0
+                .last_used_at
+        }
+    };
+    assert_eq!(last_used(key.prefix.clone()).await, Some(used));
+    assert_eq!(last_used(other.prefix.clone()).await, None);
+}
+
+async fn only_keys_not_revoked_are_counted_as_active(backend: Backend) {
+    let (_db, keys) = key_repo(&backend).await;
+    assert_eq!(keys.count_active().await.expect("counted"), 0);
+    let stored: Vec<_> = (1..=3)
+        .map(|seed| api_key(seed, "k", at(i64::from(seed))))
+        .collect();
+    for (key, hash) in &stored {
+        keys.insert(key, hash).await.expect("stored");
+    }
+    assert_eq!(keys.count_active().await.expect("counted"), 3);
+    keys.revoke(stored[1].0.id, at(9)).await.expect("revoked");
+    assert_eq!(keys.count_active().await.expect("counted"), 2);
+    keys.revoke(stored[1].0.id, at(10)).await.expect("revoked again");
+    assert_eq!(keys.count_active().await.expect("counted"), 2);
+}
+
 backend_tests!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     the_latency_migration_converts_stored_runs_down_and_up,
@@ -582,4 +1284,20 @@ backend_tests!(
     updating_a_prompt_changes_only_what_the_patch_names,
     deleting_a_prompt_deletes_its_versions,
     migrations_go_all_the_way_down_and_up_again,
+    a_logged_run_is_found_with_every_field_as_logged,
+    a_repeated_run_id_is_reported_as_existing_and_changes_nothing,
+    a_batch_stores_its_new_runs_and_reports_the_ids_already_stored,
+    a_batch_with_one_refused_run_stores_none_of_its_runs,
+    a_missing_run_is_not_found,
+    runs_are_listed_by_prompt_version_status_model_and_time,
+    every_sort_order_pages_through_the_runs_without_skipping_or_repeating,
+    stats_sum_up_each_version_of_the_prompt_in_range_and_bucket,
+    nul_characters_in_input_output_metadata_and_error_round_trip_unchanged,
+    a_stored_key_is_found_by_its_prefix_with_its_hash,
+    a_key_whose_prefix_is_taken_is_refused_and_the_first_is_kept,
+    keys_are_listed_oldest_first_revoked_ones_included,
+    revoking_an_unknown_key_is_not_found,
+    revoking_a_key_again_succeeds_and_keeps_the_first_revocation_time,
+    touching_a_key_records_its_latest_use,
+    only_keys_not_revoked_are_counted_as_active,
 );

@@ -1,0 +1,161 @@
+//! The stored shape the repositories rely on: every table and column as a
+//! typed identifier, and the one way a row read back becomes a domain value.
+//!
+//! The enums name exactly what the migrations in `migration/` create (one
+//! enum per table, `Table` for the table itself), so a misspelt or dropped
+//! column is a compile error here rather than a failed query in production.
+//! Queries reach a joined table through its alias with [`p`], [`v`], [`av`]
+//! and [`r`], each of which only accepts its own table's columns.
+//!
+//! This module owns no SQL of its own, and must not know the domain's rules:
+//! a row type says how it becomes a domain value through [`StoredRow`].
+
+use sea_orm::{DbErr, DeriveIden, FromQueryResult, Iden, QueryResult, TryGetable};
+
+/// `prompts`, with the `latest_version` counter added by migration 2.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum Prompts {
+    Table,
+    Id,
+    Name,
+    Description,
+    Tags,
+    LatestVersion,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// `prompt_versions`.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum PromptVersions {
+    Table,
+    Id,
+    PromptId,
+    Version,
+    Kind,
+    Template,
+    Variables,
+    Config,
+    IsActive,
+    CommitMessage,
+    CreatedAt,
+}
+
+/// `prompt_runs`, with `latency_us` in place of `latency_ms` since migration 5.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum PromptRuns {
+    Table,
+    Id,
+    PromptId,
+    VersionId,
+    Version,
+    Input,
+    Output,
+    Status,
+    Error,
+    Model,
+    LatencyUs,
+    PromptTokens,
+    CompletionTokens,
+    CostNanos,
+    Metadata,
+    Tags,
+    StartedAt,
+    CreatedAt,
+}
+
+/// `api_keys`.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum ApiKeys {
+    Table,
+    Id,
+    Name,
+    Prefix,
+    KeyHash,
+    Scopes,
+    CreatedAt,
+    LastUsedAt,
+    RevokedAt,
+}
+
+/// The names tables go by in joins.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum TableAlias {
+    /// `prompts`.
+    P,
+    /// `prompt_versions`.
+    V,
+    /// The active row of `prompt_versions`, joined to its prompt.
+    Av,
+    /// `prompt_runs`.
+    R,
+}
+
+/// Names given to computed columns, which the row types read back.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum ColumnAlias {
+    /// `p.name`, selected with a version or a run.
+    PromptName,
+    /// `av.version`, selected with a prompt.
+    ActiveVersion,
+    Count,
+}
+
+/// `p.<col>`.
+pub(crate) fn p(col: Prompts) -> (TableAlias, Prompts) {
+    (TableAlias::P, col)
+}
+
+/// `v.<col>`.
+pub(crate) fn v(col: PromptVersions) -> (TableAlias, PromptVersions) {
+    (TableAlias::V, col)
+}
+
+/// `av.<col>`.
+pub(crate) fn av(col: PromptVersions) -> (TableAlias, PromptVersions) {
+    (TableAlias::Av, col)
+}
+
+/// `r.<col>`.
+pub(crate) fn r(col: PromptRuns) -> (TableAlias, PromptRuns) {
+    (TableAlias::R, col)
+}
+
+/// One value of a row, by the identifier it was selected or returned as.
+pub(crate) fn get<T: TryGetable>(row: &QueryResult, col: impl Iden + Copy) -> Result<T, DbErr> {
+    row.try_get("", col.unquoted())
+}
+
+/// A row as a query returns it, and the domain value it stands for.
+pub(crate) trait StoredRow: FromQueryResult {
+    type Domain;
+
+    /// # Errors
+    /// A stored value the domain refuses: the row was written by something
+    /// other than this crate, or a rule changed under it. Retrying will not
+    /// mend it.
+    fn into_domain(self) -> anyhow::Result<Self::Domain>;
+}
+
+/// Decodes one row. A row the driver cannot read becomes the repository's
+/// error through its `db_error`; a value the domain refuses becomes its
+/// `Unknown`.
+pub(crate) fn decode_one<R, E>(row: &QueryResult, db_error: fn(DbErr) -> E) -> Result<R::Domain, E>
+where
+    R: StoredRow,
+    E: From<anyhow::Error>,
+{
+    R::from_query_result(row, "")
+        .map_err(db_error)?
+        .into_domain()
+        .map_err(E::from)
+}
+
+/// As [`decode_one`], for every row, in order; the first failure wins.
+pub(crate) fn decode<R, E>(rows: &[QueryResult], db_error: fn(DbErr) -> E) -> Result<Vec<R::Domain>, E>
+where
+    R: StoredRow,
+    E: From<anyhow::Error>,
+{
+    rows.iter().map(|row| decode_one::<R, E>(row, db_error)).collect()
+}
