@@ -29,9 +29,9 @@ db-up:
 db-reset:
     scripts/db.sh reset
 
-# Migrations: just migrate up|down|status|fresh|reset (DATABASE_URL picks the database).
+# Migrations: just migrate up|down|status|fresh|reset (the configured database; DATABASE_URL overrides it).
 migrate *args:
-    DATABASE_URL=${DATABASE_URL:-sqlite://data/prompt-registry.db?mode=rwc} cargo run -q -p migration -- {{args}}
+    cargo run -q --release -- migrate {{args}}
 
 # The README's curl tour against a running server (API_KEY must be set).
 tour base="http://127.0.0.1:8080":

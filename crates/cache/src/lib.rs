@@ -15,8 +15,14 @@
 //!   Redis is down or slow the cache fails open: lookups go to the database,
 //!   a rate-limited warning is logged, and the failure is counted.
 
+//!
+//! [`Cache`] is the one type a deployment holds: the mode it was started in
+//! ([`CacheMode`]: off, in process, or Redis), behind the same port.
+
+mod choice;
 mod generation;
 mod tiered;
 
+pub use choice::{Cache, CacheConfig, CacheHealth, CacheMode};
 pub use generation::RedisSettings;
 pub use tiered::{CacheCounters, TieredCache};

@@ -11,13 +11,13 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, ResponseError as _, web};
 use registry_domain::auth::Scope;
-use registry_domain::auth::service::{AuthError, Principal};
+use registry_domain::auth::service::Principal;
 
 use crate::problem::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// Paths that answer without a key.
-const PUBLIC: [&str; 4] = ["/health", "/ready", "/openapi.json", "/docs"];
+const PUBLIC: [&str; 5] = ["/", "/health", "/ready", "/openapi.json", "/docs"];
 
 /// The scope a request needs, or `None` for a public path.
 #[must_use]
@@ -83,11 +83,7 @@ pub async fn authenticate(
     };
     let principal = match state.auth.authenticate(&key).await {
         Ok(p) => p,
-        Err(AuthError::Unknown(e)) => return refuse(req, ApiError::internal(e)),
-        Err(AuthError::Unavailable(e)) => {
-            return refuse(req, ApiError::unavailable("the key store (database)", e));
-        }
-        Err(e) => return refuse(req, ApiError::new(ErrorCode::Unauthorized, e.to_string())),
+        Err(e) => return refuse(req, e.into()),
     };
     if !principal.scopes().allow(needed) {
         let e = ApiError::new(

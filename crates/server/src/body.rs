@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use registry_domain::prompt::FieldError;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -145,17 +146,80 @@ pub fn into_object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Ap
             "the body must be a JSON object",
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::new(
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = field_of(&e);
+        let message = e.inner().to_string();
+        let mut err = ApiError::new(
             ErrorCode::ValidationFailed,
-            format!("the body does not fit the schema: {e}"),
-        )
+            format!("the body does not fit the schema: {field}: {message}"),
+        );
+        err.errors.push(FieldError::new(field, message));
+        err
     })
+}
+
+/// The field a deserialization error is about: its path (`tags`,
+/// `variables.city.type`), or for a missing or unknown field at that level,
+/// the field serde names in backticks.
+fn field_of(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let message = e.inner().to_string();
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match (path.as_str(), named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => path.to_owned(),
+        (path, Some(name)) => format!("{path}.{name}"),
+        (path, None) => path.to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "only deserialized")]
+    struct Shape {
+        name: String,
+        tags: Option<Vec<String>>,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "only deserialized")]
+    struct Inner {
+        n: u8,
+    }
+
+    #[test]
+    fn a_body_that_does_not_fit_names_the_field() {
+        let field = |v: Value| {
+            into_object::<Shape>(v)
+                .expect_err("does not fit")
+                .errors
+                .first()
+                .map(|e| e.field.clone())
+        };
+        assert_eq!(
+            field(serde_json::json!({"name": "x", "tags": "demo"})).as_deref(),
+            Some("tags")
+        );
+        assert_eq!(field(serde_json::json!({"tags": []})).as_deref(), Some("name"));
+        assert_eq!(
+            field(serde_json::json!({"name": "x", "colour": 1})).as_deref(),
+            Some("colour")
+        );
+        assert_eq!(
+            field(serde_json::json!({"name": "x", "inner": {"n": "one"}})).as_deref(),
+            Some("inner.n")
+        );
+    }
 
     #[test]
     fn a_repeated_key_at_any_depth_is_refused_and_named() {

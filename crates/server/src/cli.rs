@@ -41,6 +41,8 @@ pub enum MigrateAction {
         #[arg(short = 'n', long, default_value_t = 1)]
         steps: u32,
     },
+    /// Roll back every migration (an empty schema).
+    Reset,
     /// List migrations and whether each is applied.
     Status,
     /// Drop every table, then apply every migration.

@@ -6,7 +6,6 @@
 
 pub mod auth;
 pub mod body;
-pub mod cache;
 pub mod cli;
 pub mod metrics;
 pub mod middleware;

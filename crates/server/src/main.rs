@@ -2,12 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use migration::{Migrator, MigratorTrait};
-use prompt_registry::cache::{AppCache, CacheHealth};
 use prompt_registry::cli::{Cli, Command, KeysAction, MigrateAction};
 use prompt_registry::routes::keys::random_key_bytes;
-use prompt_registry::settings::{Settings, redact_url};
-use prompt_registry::startup::{Application, open_auth, open_database};
+use prompt_registry::settings::{AppEnv, Settings, redact_url};
+use prompt_registry::startup::{Application, auth_service, cache_config, open_database};
 use prompt_registry::telemetry;
+use registry_cache::{Cache, CacheHealth};
 use registry_domain::auth::{KeyName, Scopes};
 use registry_persistence::{Db, DbOptions};
 
@@ -51,8 +51,12 @@ async fn connect(settings: &Settings) -> anyhow::Result<Db> {
 async fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
     let db = connect(settings).await?;
     match action {
-        MigrateAction::Up => Migrator::up(db.conn(), None).await?,
+        MigrateAction::Up => {
+            db.migrate().await?;
+            eprintln!("migrations: up to date");
+        }
         MigrateAction::Down { steps } => Migrator::down(db.conn(), Some(steps)).await?,
+        MigrateAction::Reset => Migrator::reset(db.conn()).await?,
         MigrateAction::Fresh => Migrator::fresh(db.conn()).await?,
         MigrateAction::Status => {
             for m in Migrator::get_migration_with_status(db.conn()).await? {
@@ -65,8 +69,7 @@ async fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<(
 
 async fn keys(settings: &Settings, action: KeysAction) -> anyhow::Result<()> {
     let db = open_database(settings).await?;
-    let repo = std::sync::Arc::new(registry_persistence::SeaOrmApiKeyRepository::new(db));
-    let auth = registry_domain::auth::AuthService::new(repo, None);
+    let auth = auth_service(settings, &db);
     match action {
         KeysAction::Create { name, scopes } => {
             let name = KeyName::new(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -80,6 +83,10 @@ async fn keys(settings: &Settings, action: KeysAction) -> anyhow::Result<()> {
             println!("{}", generated.secret);
         }
         KeysAction::List => {
+            println!(
+                "{:<36}  {:<15}  {:<8} {:<20} NAME",
+                "ID", "PREFIX", "STATE", "SCOPES"
+            );
             for k in auth.list().await? {
                 let scopes: Vec<_> = k.scopes.as_slice().iter().map(|s| s.as_str()).collect();
                 let state = if k.revoked_at.is_some() {
@@ -105,13 +112,32 @@ async fn keys(settings: &Settings, action: KeysAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks the configuration and every dependency without changing anything:
+/// no migration is applied and no key is created.
 async fn check(settings: &Settings) -> anyhow::Result<()> {
-    let db = open_database(settings).await?;
+    let db = connect(settings).await?;
     db.ping().await?;
     println!("database: ok ({})", redact_url(&settings.database.url));
-    open_auth(settings, &db).await?;
-    println!("admin access: ok");
-    let cache = AppCache::from_settings(settings)?;
+    let pending = db.pending_migrations().await?;
+    match (pending.len(), settings.migrate_on_start()) {
+        (0, _) => println!("migrations: up to date"),
+        (n, true) => println!("migrations: {n} pending, applied when the server starts"),
+        (n, false) => anyhow::bail!(
+            "{n} pending migration(s) ({}): apply them with `prompt-registry migrate up`",
+            pending.join(", ")
+        ),
+    }
+    let auth = auth_service(settings, &db);
+    // Before the first start the key table may not exist yet: no key, then.
+    let way_in = pending.is_empty() && auth.has_a_way_in().await?;
+    match (way_in, settings.env) {
+        (true, _) => println!("admin access: ok"),
+        (false, AppEnv::Dev) => println!("admin access: none yet; the first start creates and prints a key"),
+        (false, AppEnv::Prod) => anyhow::bail!(
+            "no admin API key: set APP__AUTH__ADMIN_KEY, or create one with `prompt-registry keys create --name admin --scopes admin`"
+        ),
+    }
+    let cache = Cache::new(&cache_config(settings))?;
     match cache.health().await {
         CacheHealth::RedisDegraded => anyhow::bail!("redis: not answering"),
         health => println!("cache: {}", health.as_str()),

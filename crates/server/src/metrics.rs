@@ -35,6 +35,10 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, &'static str, u16), Series>>,
+    /// Requests that panicked or ran over their time limit: answered by the
+    /// outermost layer, so not in `series`.
+    panics: std::sync::atomic::AtomicU64,
+    timeouts: std::sync::atomic::AtomicU64,
 }
 
 /// The method as a metric label: a standard method, else `other`.
@@ -56,6 +60,14 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
 }
 
 impl Metrics {
+    pub fn count_panic(&self) {
+        self.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn count_timeout(&self) {
+        self.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn observe(&self, route: String, method: &'static str, status: u16, seconds: f64) {
         if let Ok(mut series) = self.series.lock() {
             let s = series.entry((route, method, status)).or_default();
@@ -174,6 +186,18 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(8 * 1024);
     state.metrics.render_requests(&mut out);
+    counter(
+        &mut out,
+        "http_panics_total",
+        "Requests whose handler panicked (answered 500).",
+        state.metrics.panics.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "http_timeouts_total",
+        "Requests over server.request_timeout_secs (answered 504).",
+        state.metrics.timeouts.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let (size, idle) = state.db.pool_usage();
     gauge(
         &mut out,

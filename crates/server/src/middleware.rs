@@ -1,8 +1,9 @@
-//! Request ids and panic containment.
+//! The layers around every handler: request ids, time limits and panic
+//! containment, and JSON line endings.
 
 use std::panic::AssertUnwindSafe;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -22,11 +23,19 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Gives the request its [`RequestId`] and echoes it in the response.
+/// The outermost layer of the application: gives the request its
+/// [`RequestId`] (echoed in the response), bounds its time, and contains a
+/// panic in a handler, so the worker carries on.
+///
+/// A request that panics or runs over its [`RequestTimeout`] has been
+/// consumed by the layers inside, and actix-web builds a response only from a
+/// request; so those two are answered as an error that actix-web turns into
+/// the response itself: a problem+json 500 or 504 that still carries the
+/// request id. The work in flight is dropped (a transaction is rolled back).
 ///
 /// # Errors
-/// Only what the inner service returns.
-pub async fn request_id(
+/// What the inner service returns, or the 500/504 problem.
+pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -37,68 +46,91 @@ pub async fn request_id(
         .filter(|v| acceptable(v))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.call(req).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(REQUEST_ID, value);
-    }
-    Ok(res)
-}
-
-/// The longest a request may take.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestTimeout(pub std::time::Duration);
-
-/// Answers 504 when a request takes longer than its limit; the work is
-/// dropped (a database transaction in flight is rolled back).
-///
-/// # Errors
-/// What the inner service returns, or the 504 problem.
-pub async fn timeout(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let limit = req
         .app_data::<RequestTimeout>()
         .map_or(std::time::Duration::from_secs(30), |t| t.0);
-    match tokio::time::timeout(limit, next.call(req)).await {
-        Ok(result) => result.map(ServiceResponse::map_into_left_body),
-        Err(_) => {
-            let error = ApiError::new(
-                crate::problem::ErrorCode::Timeout,
-                format!("the request took longer than {} s", limit.as_secs()),
-            );
-            let stand_in = actix_web::test::TestRequest::default().to_http_request();
-            Ok(ServiceResponse::new(stand_in, error.error_response()).map_into_right_body())
+    let metrics = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|s| std::sync::Arc::clone(&s.metrics));
+    let outcome = tokio::time::timeout(limit, AssertUnwindSafe(next.call(req)).catch_unwind()).await;
+    let error = match outcome {
+        Ok(Ok(result)) => {
+            let mut res = result?;
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                res.headers_mut().insert(REQUEST_ID, value);
+            }
+            return Ok(res);
         }
-    }
-}
-
-/// Turns a panic in a handler into a logged 500 problem; the worker carries on.
-///
-/// # Errors
-/// What the inner service returns; a panic becomes a response, not an error.
-pub async fn catch_panic(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    // The request cannot be kept aside (actix needs it unshared while
-    // routing), so a panic is answered on a stand-in request; the request id
-    // and span middlewares outside this one still see the real one.
-    match AssertUnwindSafe(next.call(req)).catch_unwind().await {
-        Ok(result) => result.map(ServiceResponse::map_into_left_body),
-        Err(panic) => {
+        Ok(Err(panic)) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a handler panicked".to_owned());
-            let error = ApiError::internal(anyhow::anyhow!("panic in a handler: {message}"));
-            let response = error.error_response();
-            let stand_in = actix_web::test::TestRequest::default().to_http_request();
-            Ok(ServiceResponse::new(stand_in, response).map_into_right_body())
+            if let Some(m) = &metrics {
+                m.count_panic();
+            }
+            ApiError::internal(anyhow::anyhow!("panic in a handler (request {id}): {message}"))
         }
+        Err(_) => {
+            if let Some(m) = &metrics {
+                m.count_timeout();
+            }
+            tracing::warn!(request_id = %id, limit_s = limit.as_secs(), "request timed out");
+            ApiError::new(
+                crate::problem::ErrorCode::Timeout,
+                format!("the request took longer than {} s", limit.as_secs()),
+            )
+        }
+    };
+    let mut response = error.error_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, value);
     }
+    headers.insert(
+        actix_web::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Err(actix_web::error::InternalError::from_response(error, response).into())
 }
+
+/// Ends every JSON body with a newline, so `curl` output does not run into
+/// the shell prompt. Bodies that already end with one (the cached version
+/// bodies of the hot path) are passed through without a copy.
+///
+/// # Errors
+/// Only what the inner service returns.
+pub async fn json_newline(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let is_json = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/json") || v.starts_with(b"application/problem+json")
+        });
+    if !is_json {
+        return Ok(res.map_into_left_body());
+    }
+    Ok(res.map_body(|_, body| match body.try_into_bytes() {
+        Ok(bytes) if bytes.last() == Some(&b'\n') => EitherBody::right(bytes),
+        Ok(bytes) => {
+            let mut line = Vec::with_capacity(bytes.len() + 1);
+            line.extend_from_slice(&bytes);
+            line.push(b'\n');
+            EitherBody::right(actix_web::web::Bytes::from(line))
+        }
+        Err(body) => EitherBody::left(body),
+    }))
+}
+
+/// The longest a request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeout(pub std::time::Duration);
 
 #[cfg(test)]
 mod tests {
@@ -112,7 +144,7 @@ mod tests {
         let app = test::init_service(
             App::new()
                 .app_data(RequestTimeout(std::time::Duration::from_millis(50)))
-                .wrap(from_fn(timeout))
+                .wrap(from_fn(guard))
                 .route(
                     "/slow",
                     web::get().to(|| async {
@@ -123,8 +155,11 @@ mod tests {
                 .route("/quick", web::get().to(|| async { HttpResponse::Ok().finish() })),
         )
         .await;
-        let slow = test::call_service(&app, test::TestRequest::get().uri("/slow").to_request()).await;
-        assert_eq!(slow.status(), 504);
+        let slow = test::try_call_service(&app, test::TestRequest::get().uri("/slow").to_request())
+            .await
+            .map(|r| r.status())
+            .unwrap_or_else(|e| e.error_response().status());
+        assert_eq!(slow, 504);
         let quick = test::call_service(&app, test::TestRequest::get().uri("/quick").to_request()).await;
         assert_eq!(quick.status(), 200);
     }
@@ -133,7 +168,7 @@ mod tests {
     async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         let app = test::init_service(
             App::new()
-                .wrap(from_fn(catch_panic))
+                .wrap(from_fn(guard))
                 .route(
                     "/boom",
                     web::get().to(|| async {
@@ -149,7 +184,17 @@ mod tests {
                 ),
         )
         .await;
-        let boom = test::call_service(&app, test::TestRequest::get().uri("/boom").to_request()).await;
+        let boom = test::try_call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/boom")
+                .insert_header((REQUEST_ID, "boom-1"))
+                .to_request(),
+        )
+        .await
+        .err()
+        .map(|e| e.error_response())
+        .expect("a panic is answered as an error response");
         assert_eq!(boom.status(), 500);
         assert_eq!(
             boom.headers()
@@ -157,7 +202,14 @@ mod tests {
                 .map(actix_web::http::header::HeaderValue::as_bytes),
             Some(crate::problem::PROBLEM_JSON.as_bytes())
         );
-        let body = test::read_body(boom).await;
+        assert_eq!(
+            boom.headers().get(REQUEST_ID).map(HeaderValue::as_bytes),
+            Some(&b"boom-1"[..]),
+            "the request id survives the panic"
+        );
+        let body = actix_web::body::to_bytes(boom.into_body())
+            .await
+            .unwrap_or_default();
         assert!(
             !String::from_utf8_lossy(&body).contains("exploded"),
             "the panic message stays in the log"

@@ -7,9 +7,12 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use registry_domain::auth::ports::KeyError;
+use registry_domain::auth::service::AuthError;
 use registry_domain::page::{CursorError, LimitError};
 use registry_domain::prompt::error::{RenderError, RenderFailure};
 use registry_domain::prompt::{FieldError, PromptError};
+use registry_domain::run::ListingError;
 use registry_domain::run::ports::RunError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -207,6 +210,16 @@ impl ApiError {
         }
     }
 
+    /// A run error for a route whose path names the prompt: an unknown prompt
+    /// is then a 404 (the resource in the URL does not exist), not a 422.
+    #[must_use]
+    pub fn prompt_in_path(err: RunError) -> Self {
+        if let RunError::UnknownPrompt(name) = err {
+            return PromptError::NotFound(name).into();
+        }
+        err.into()
+    }
+
     #[must_use]
     pub fn internal(source: anyhow::Error) -> Self {
         Self {
@@ -269,7 +282,11 @@ impl ResponseError for ApiError {
         if self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.json(self.body())
+        // Serialised here, with its final newline, so every problem body
+        // ends like every other JSON body.
+        let mut json = serde_json::to_vec(&self.body()).unwrap_or_default();
+        json.push(b'\n');
+        response.body(json)
     }
 }
 
@@ -347,7 +364,47 @@ impl From<RunError> for ApiError {
             RunError::NotFound(_) => Self::new(ErrorCode::NotFound, err.to_string()),
             RunError::InvalidItems(errors) => Self::validation(errors),
             RunError::Unavailable(source) => Self::unavailable("the database", source),
+            RunError::QueueFull => {
+                let mut e = Self::new(ErrorCode::ServiceUnavailable, err.to_string());
+                e.retry_after = Some(1);
+                e
+            }
             RunError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::NotFound(_) => Self::new(ErrorCode::NotFound, e.to_string()),
+            KeyError::Unavailable(source) => Self::unavailable("the database", source),
+            KeyError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Invalid | AuthError::Revoked => Self::new(ErrorCode::Unauthorized, err.to_string()),
+            AuthError::Unavailable(source) => Self::unavailable("the key store (database)", source),
+            AuthError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<ListingError> for ApiError {
+    fn from(err: ListingError) -> Self {
+        match err {
+            ListingError::VersionWithoutPrompt => {
+                Self::parameter("version", "filtering by version needs `prompt`")
+            }
+            ListingError::CursorOfAnotherOrder => {
+                let mut e = Self::parameter("cursor", err);
+                e.code = ErrorCode::InvalidCursor;
+                e
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use registry_domain::run::Run;
-use registry_domain::run::ports::{RunError, RunRepository};
+use registry_domain::run::ports::{RunError, RunRepository, RunSink, SinkFull};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -76,19 +76,15 @@ pub struct RunQueue {
     counters: Arc<WriterCounters>,
 }
 
-/// The queue is full: the caller should answer 503 and let the client retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueFull;
+impl RunSink for RunQueue {
+    /// Queues a run without waiting; [`SinkFull`] when the queue is full or
+    /// the writer has stopped.
+    fn try_submit(&self, run: Run) -> Result<(), SinkFull> {
+        self.tx.try_send(run).map_err(|_| SinkFull)
+    }
+}
 
 impl RunQueue {
-    /// Queues a run without waiting.
-    ///
-    /// # Errors
-    /// [`QueueFull`] when the queue is full or the writer has stopped.
-    pub fn try_enqueue(&self, run: Run) -> Result<(), QueueFull> {
-        self.tx.try_send(run).map_err(|_| QueueFull)
-    }
-
     /// Runs waiting to be written.
     #[must_use]
     pub fn depth(&self) -> usize {
@@ -390,7 +386,7 @@ mod tests {
             },
         );
         let first = run();
-        queue.try_enqueue(first.clone()).expect("queued");
+        queue.try_submit(first.clone()).expect("queued");
         // Let the writer take the first run and block on the gate.
         for _ in 0..100 {
             if queue.depth() == 0 {
@@ -399,18 +395,18 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let (second, third) = (run(), run());
-        queue.try_enqueue(second.clone()).expect("queued");
-        queue.try_enqueue(third.clone()).expect("queued");
+        queue.try_submit(second.clone()).expect("queued");
+        queue.try_submit(third.clone()).expect("queued");
         assert_eq!(queue.depth(), 2);
-        assert_eq!(queue.try_enqueue(run()), Err(QueueFull));
+        assert_eq!(queue.try_submit(run()), Err(SinkFull));
         if let Some(gate) = &repo.gate {
             gate.add_permits(10);
         }
         task.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stored(&repo), vec![first.id, second.id, third.id]);
         assert_eq!(
-            queue.try_enqueue(run()),
-            Err(QueueFull),
+            queue.try_submit(run()),
+            Err(SinkFull),
             "a stopped writer accepts nothing"
         );
     }
@@ -432,10 +428,10 @@ mod tests {
             },
         );
         let good: Vec<Run> = (0..3).map(|_| run()).collect();
-        queue.try_enqueue(good[0].clone()).expect("queued");
-        queue.try_enqueue(bad.clone()).expect("queued");
-        queue.try_enqueue(good[1].clone()).expect("queued");
-        queue.try_enqueue(good[2].clone()).expect("queued");
+        queue.try_submit(good[0].clone()).expect("queued");
+        queue.try_submit(bad.clone()).expect("queued");
+        queue.try_submit(good[1].clone()).expect("queued");
+        queue.try_submit(good[2].clone()).expect("queued");
         task.shutdown(Duration::from_secs(5)).await;
         let mut got = stored(&repo);
         got.sort();
@@ -466,7 +462,7 @@ mod tests {
         );
         let runs: Vec<Run> = (0..50).map(|_| run()).collect();
         for r in &runs {
-            queue.try_enqueue(r.clone()).expect("queued");
+            queue.try_submit(r.clone()).expect("queued");
         }
         // Wait for the outage to end on its own, then for the queue to empty.
         for _ in 0..5_000 {
@@ -489,7 +485,7 @@ mod tests {
         });
         let (queue, task) = spawn(Arc::clone(&repo), quick());
         for _ in 0..3 {
-            queue.try_enqueue(run()).expect("queued");
+            queue.try_submit(run()).expect("queued");
         }
         task.shutdown(Duration::from_millis(50)).await;
         assert!(stored(&repo).is_empty());

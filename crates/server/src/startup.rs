@@ -11,21 +11,23 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
+use registry_cache::{Cache, CacheConfig, CacheMode, RedisSettings};
 use registry_domain::auth::{AuthService, KeyName, Scopes};
+use registry_domain::prompt::PromptService;
+use registry_domain::run::RunService;
 use registry_persistence::SeaOrmApiKeyRepository;
-use registry_persistence::{Db, DbOptions, SeaOrmRunRepository};
+use registry_persistence::{Db, DbOptions, SeaOrmPromptRepository, SeaOrmRunRepository};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::cache::AppCache;
 use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors, method_not_allowed};
 use crate::routes::keys::random_key_bytes;
 use crate::routes::{self, ApiDoc};
 use crate::run_writer::{self, WriterConfig, WriterTask};
 use crate::settings::{AppEnv, Settings};
-use crate::state::AppState;
+use crate::state::{AppState, Auth};
 use crate::telemetry::RequestSpan;
 use crate::{auth, metrics, middleware};
 
@@ -101,18 +103,26 @@ pub fn create_app(
     let api = routes::finish_document(api);
     app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .route("/docs", web::get().to(redirect_to_docs))
+        .route("/", web::get().to(redirect_home))
         .default_service(web::to(not_found))
-        // The last `wrap` runs first: request id, then panic containment,
-        // then the request span, metrics, authentication, and error bodies.
+        // The last `wrap` runs first: the guard (request id, time limit,
+        // panic containment), JSON line endings, the request span, metrics,
+        // authentication, and error bodies.
         .wrap(ErrorHandlers::new().default_handler(problem_body))
         .wrap(from_fn(auth::authenticate))
-        .wrap(from_fn(middleware::timeout))
         .wrap(from_fn(metrics::record))
         .wrap(TracingLogger::<RequestSpan>::new())
-        .wrap(from_fn(middleware::catch_panic))
-        .wrap(from_fn(middleware::request_id))
+        .wrap(from_fn(middleware::json_newline))
+        .wrap(from_fn(middleware::guard))
         // Outermost, so every response the app makes carries it.
         .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+}
+
+/// `/` leads somewhere useful; temporary, since what is there may change.
+async fn redirect_home() -> HttpResponse {
+    HttpResponse::TemporaryRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
 }
 
 async fn redirect_to_docs() -> HttpResponse {
@@ -153,11 +163,36 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     if let Some((_, allowed)) = ROUTES.iter().find(|(def, _)| def.is_match(path)) {
         return method_not_allowed(req.method(), path, allowed);
     }
-    ApiError::new(
-        ErrorCode::NotFound,
-        format!("no route for {} {path}", req.method()),
-    )
-    .error_response()
+    let mut detail = format!("no route for {} {path}", req.method());
+    if let Some(hint) = encoded_name_hint(path) {
+        detail.push_str("; ");
+        detail.push_str(&hint);
+    }
+    ApiError::new(ErrorCode::NotFound, detail).error_response()
+}
+
+/// A prompt name with a `/` sent unencoded (`/v1/prompts/support/triage`)
+/// matches no route: say how to send it.
+fn encoded_name_hint(path: &str) -> Option<String> {
+    const AFTER_NAME: [&str; 5] = ["versions", "render", "runs", "stats", "activate"];
+    let rest = path.strip_prefix("/v1/prompts/")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let name_len = segments
+        .iter()
+        .position(|s| AFTER_NAME.contains(s))
+        .unwrap_or(segments.len());
+    if name_len < 2 {
+        return None;
+    }
+    let name = segments[..name_len].join("/");
+    let mut fixed = format!("/v1/prompts/{}", segments[..name_len].join("%2F"));
+    for s in &segments[name_len..] {
+        fixed.push('/');
+        fixed.push_str(s);
+    }
+    Some(format!(
+        "if `{name}` is a prompt name, percent-encode its `/` as `%2F`: {fixed}"
+    ))
 }
 
 /// Gives a problem+json body to error responses that do not have one yet,
@@ -221,7 +256,7 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
         let pending = db.pending_migrations().await?;
         if !pending.is_empty() {
             anyhow::bail!(
-                "{} pending migration(s) ({}): apply them with `cargo run -p migration -- up` or set APP__DATABASE__MIGRATE=true",
+                "{} pending migration(s) ({}): apply them with `prompt-registry migrate up` or set APP__DATABASE__MIGRATE=true",
                 pending.len(),
                 pending.join(", ")
             );
@@ -230,24 +265,118 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// The key service, making sure an admin can get in: in prod a configured
-/// admin key or a stored key is required; in dev a first admin key is
-/// created and printed when there is none.
-///
-/// # Errors
-/// Prod with no way in, or storage failures.
-pub async fn open_auth(settings: &Settings, db: &Db) -> anyhow::Result<crate::state::Auth> {
-    let repo = Arc::new(SeaOrmApiKeyRepository::new(db.clone()));
-    let auth = AuthService::new(
-        repo,
+/// The key service over `db`, with the configured admin key. Built here
+/// only, for the server and the command line alike.
+#[must_use]
+pub fn auth_service(settings: &Settings, db: &Db) -> Auth {
+    AuthService::new(
+        Arc::new(SeaOrmApiKeyRepository::new(db.clone())),
         settings
             .auth
             .admin_key
             .as_ref()
             .map(crate::settings::Secret::expose),
     )
-    .with_outage_grace(settings.stale_if_error());
+    .with_outage_grace(settings.stale_if_error())
+}
+
+/// The cache the settings describe.
+#[must_use]
+pub fn cache_config(settings: &Settings) -> CacheConfig {
+    let mode = match settings.cache_mode() {
+        crate::settings::CacheMode::Off => CacheMode::Off,
+        crate::settings::CacheMode::Memory => CacheMode::InProcess,
+        crate::settings::CacheMode::Redis => CacheMode::Redis(RedisSettings {
+            url: settings.redis.url.clone().unwrap_or_default(),
+            prefix: settings.redis.prefix.clone(),
+            timeout: Duration::from_millis(settings.redis.timeout_ms.max(1)),
+            pool_size: settings.redis.pool_size,
+            circuit_failures: settings.redis.circuit_failures,
+            circuit_probe: Duration::from_millis(settings.redis.circuit_probe_ms.max(1)),
+        }),
+    };
+    CacheConfig {
+        mode,
+        capacity: settings.cache.capacity,
+        ttl: Duration::from_secs(settings.cache.ttl_secs),
+        stale_if_error: settings.stale_if_error(),
+    }
+}
+
+/// The composition root: every adapter chosen and every service built, once.
+/// Returns what the handlers share and the background writer to stop.
+///
+/// # Errors
+/// A malformed Redis URL, or no way in for an admin.
+pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, WriterTask)> {
+    let cache = Arc::new(Cache::new(&cache_config(settings))?);
+    tracing::info!(cache = ?settings.cache_mode(), "version cache");
+    let auth = Arc::new(open_auth(settings, &db).await?);
+    let prompts = PromptService::new(
+        Arc::new(SeaOrmPromptRepository::new(db.clone())),
+        Arc::clone(&cache),
+    )
+    .with_limits(settings.render_limits());
+    let run_repo = Arc::new(SeaOrmRunRepository::new(db.clone()));
+    let (queue, writer) = run_writer::spawn(
+        Arc::clone(&run_repo),
+        WriterConfig {
+            capacity: settings.runs.queue_capacity,
+            batch_size: settings.runs.writer_batch_size,
+            ..WriterConfig::default()
+        },
+    );
+    let runs = RunService::new(run_repo, prompts.clone()).with_sink(Arc::new(queue.clone()));
+    let state = AppState {
+        prompts,
+        runs,
+        run_queue: queue,
+        cache,
+        auth,
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+        bodies: moka::future::Cache::new(10_000),
+        metrics_public: settings.auth.metrics_public,
+        db,
+        max_batch: settings.runs.max_batch,
+    };
+    Ok((state, writer))
+}
+
+/// Where the data lives, for people: a SQLite file as an absolute path (so
+/// starting from another directory, which opens another file, is visible),
+/// any other URL without its password.
+#[must_use]
+pub fn describe_database(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return crate::settings::redact_url(url);
+    };
+    let path = rest
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.contains(":memory:") {
+        return "SQLite in memory (nothing is kept)".to_owned();
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| std::path::PathBuf::from(path));
+    format!("SQLite file {}", absolute.display())
+}
+
+/// The key service, making sure an admin can get in: in prod a configured
+/// admin key or a stored key is required; in dev a first admin key is
+/// created and printed when there is none.
+///
+/// # Errors
+/// Prod with no way in, or storage failures.
+pub async fn open_auth(settings: &Settings, db: &Db) -> anyhow::Result<Auth> {
+    let auth = auth_service(settings, db);
     if auth.has_a_way_in().await? {
+        if settings.env == AppEnv::Dev && settings.auth.admin_key.is_none() {
+            // The key was printed on the first start only: say what to do if it is lost.
+            eprintln!(
+                "\n  API keys exist in this database; none is shown again. Lost yours? Create one with\n    prompt-registry keys create --name admin --scopes admin\n  (or `cargo run --release -- keys create --name admin --scopes admin`)\n"
+            );
+        }
         return Ok(auth);
     }
     if settings.env == AppEnv::Prod {
@@ -292,28 +421,7 @@ impl Application {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
-        let run_repo = Arc::new(SeaOrmRunRepository::new(db.clone()));
-        let (queue, writer) = run_writer::spawn(
-            Arc::clone(&run_repo),
-            WriterConfig {
-                capacity: settings.runs.queue_capacity,
-                batch_size: settings.runs.writer_batch_size,
-                ..WriterConfig::default()
-            },
-        );
-        let cache = Arc::new(AppCache::from_settings(&settings)?);
-        tracing::info!(cache = ?settings.cache_mode(), "version cache");
-        let auth = Arc::new(open_auth(&settings, &db).await?);
-        let state = AppState::new(
-            db,
-            cache,
-            auth,
-            settings.auth.metrics_public,
-            run_repo,
-            queue,
-            settings.runs.max_batch,
-            settings.render_limits(),
-        );
+        let (state, writer) = compose(&settings, db).await?;
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
             .shutdown_timeout(settings.server.shutdown_timeout_secs)
@@ -322,7 +430,10 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         if settings.env == AppEnv::Dev {
-            tracing::info!("Swagger UI: http://{address}/docs/");
+            eprintln!(
+                "  Database: {}\n  Swagger UI: http://{address}/docs/\n",
+                describe_database(&settings.database.url)
+            );
         }
         tracing::info!(%address, port, "listening");
         Ok(Self {
@@ -360,6 +471,18 @@ impl Application {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prompt_name_sent_with_a_bare_slash_gets_a_hint() {
+        let hint = encoded_name_hint("/v1/prompts/support/triage/versions/active").expect("a hint");
+        assert!(
+            hint.ends_with("/v1/prompts/support%2Ftriage/versions/active"),
+            "{hint}"
+        );
+        assert!(encoded_name_hint("/v1/prompts/plain/nowhere").is_none_or(|h| h.contains("plain/nowhere")));
+        assert_eq!(encoded_name_hint("/v1/prompts/plain/versions/9/x"), None);
+        assert_eq!(encoded_name_hint("/v1/other/a/b"), None);
+    }
 
     #[test]
     fn every_documented_path_is_known_to_the_405_check() {

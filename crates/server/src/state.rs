@@ -1,29 +1,30 @@
-//! What every handler can reach: the services, chosen once at startup.
+//! What every handler can reach: the services, chosen once at startup by
+//! the composition root ([`crate::startup::compose`]).
 
 use std::sync::Arc;
 
 use registry_domain::auth::AuthService;
-use registry_domain::prompt::{PromptService, RenderLimits};
+use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
 use registry_persistence::{Db, SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository};
 
-use crate::cache::AppCache;
 use crate::metrics::Metrics;
 use crate::run_writer::RunQueue;
 
 /// The cache in front of version reads.
-pub type Cache = AppCache;
+pub type Cache = registry_cache::Cache;
 
 pub type Prompts = PromptService<SeaOrmPromptRepository, Cache>;
 pub type Auth = AuthService<SeaOrmApiKeyRepository>;
-pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache>;
+pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache, RunQueue>;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub prompts: Prompts,
     pub runs: Runs,
+    /// The asynchronous path's queue, for its depth and counters in `/metrics`.
     pub run_queue: RunQueue,
-    pub cache: Arc<AppCache>,
+    pub cache: Arc<Cache>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     /// Serialized version bodies by version id and active flag. A version's
@@ -35,35 +36,4 @@ pub struct AppState {
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,
-}
-
-impl AppState {
-    /// The services over `db`, with runs written in the background through `run_queue`.
-    #[must_use]
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        db: Db,
-        cache: Arc<AppCache>,
-        auth: Arc<Auth>,
-        metrics_public: bool,
-        run_repo: Arc<SeaOrmRunRepository>,
-        run_queue: RunQueue,
-        max_batch: usize,
-        render: RenderLimits,
-    ) -> Self {
-        let repo = Arc::new(SeaOrmPromptRepository::new(db.clone()));
-        let prompts = PromptService::new(repo, Arc::clone(&cache)).with_limits(render);
-        Self {
-            runs: RunService::new(run_repo, prompts.clone()),
-            prompts,
-            run_queue,
-            cache,
-            auth,
-            metrics: Arc::new(Metrics::default()),
-            bodies: moka::future::Cache::new(10_000),
-            metrics_public,
-            db,
-            max_batch,
-        }
-    }
 }

@@ -17,8 +17,8 @@ use anyhow::{Context as _, anyhow};
 use registry_cache::TieredCache;
 use registry_domain::prompt::error::RenderFailure;
 use registry_domain::prompt::{
-    FieldError, NewPrompt, NewVersion, PromptName, PromptService, Rendered, Tags, Template, Variables,
-    VersionNumber, VersionSelector,
+    NewPrompt, NewVersion, PromptName, PromptService, Rendered, Tags, Template, Variables, VersionNumber,
+    VersionSelector,
 };
 use registry_domain::run::stats::{Bucket, StatsQuery};
 use registry_domain::run::{NewRunBuilder, RunService};
@@ -60,17 +60,17 @@ struct Report {
     runs_counted: u64,
 }
 
-#[allow(clippy::needless_pass_by_value, reason = "used as `map_err(invalid)`")]
-fn invalid(errors: Vec<FieldError>) -> anyhow::Error {
-    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    anyhow!("invalid input: {}", list.join("; "))
-}
-
 fn version(template: &str, variables: Value, message: &str) -> anyhow::Result<NewVersion> {
-    let template = Template::parse(None, &Value::String(template.to_owned())).map_err(invalid)?;
+    let template = Template::parse(None, &Value::String(template.to_owned()))?;
     let specs = serde_json::from_value(variables).context("variable declarations")?;
-    let variables = Variables::new(specs).map_err(invalid)?;
-    NewVersion::new(template, variables, Map::new(), Some(message.to_owned()), true).map_err(invalid)
+    let variables = Variables::new(specs)?;
+    Ok(NewVersion::new(
+        template,
+        variables,
+        Map::new(),
+        Some(message.to_owned()),
+        true,
+    )?)
 }
 
 fn values(value: Value) -> Map<String, Value> {
@@ -87,7 +87,7 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
         .create_prompt(NewPrompt {
             name: name.clone(),
             description: None,
-            tags: Tags::new(vec!["example".to_owned()]).map_err(invalid)?,
+            tags: Tags::new(vec!["example".to_owned()])?,
         })
         .await?;
 
@@ -147,8 +147,7 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
         cost_usd: Some("0.000105".to_owned()),
         ..NewRunBuilder::default()
     }
-    .build()
-    .map_err(invalid)?;
+    .build()?;
     registry.runs.log(run).await?;
 
     let stats = registry

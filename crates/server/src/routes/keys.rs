@@ -2,16 +2,13 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, post, web};
-use registry_domain::auth::ports::KeyError;
-use registry_domain::auth::{ApiKey, KeyName, Scopes};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use utoipa::ToSchema;
+use registry_domain::auth::{KeyName, Scopes};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
+use super::dto::keys::{CreateKeyRequest, CreatedKey, KeyResponse};
 use crate::body::Body;
-use crate::problem::{ApiError, ErrorCode, Problem};
+use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -30,68 +27,6 @@ pub fn random_key_bytes() -> [u8; 24] {
     out[13..19].copy_from_slice(&b.as_bytes()[..6]);
     out[19..24].copy_from_slice(&b.as_bytes()[9..14]);
     out
-}
-
-impl From<KeyError> for ApiError {
-    fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::NotFound(_) => Self::new(ErrorCode::NotFound, e.to_string()),
-            KeyError::Unavailable(source) => Self::unavailable("the database", source),
-            KeyError::Unknown(source) => Self::internal(source),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKeyRequest {
-    #[schema(example = "billing-service")]
-    pub name: String,
-    /// Any of `read`, `write`, `admin` (admin implies the others).
-    #[schema(example = json!(["read", "write"]))]
-    pub scopes: Vec<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyResponse {
-    pub id: Uuid,
-    pub name: String,
-    /// The key's public part, to tell keys apart.
-    pub prefix: String,
-    pub scopes: Vec<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_used_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub revoked_at: Option<OffsetDateTime>,
-}
-
-impl From<ApiKey> for KeyResponse {
-    fn from(k: ApiKey) -> Self {
-        Self {
-            id: k.id,
-            name: k.name.as_str().to_owned(),
-            prefix: k.prefix,
-            scopes: k
-                .scopes
-                .as_slice()
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            revoked_at: k.revoked_at,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedKey {
-    #[serde(flatten)]
-    pub key: KeyResponse,
-    /// The key itself. It is shown only now: store it safely.
-    pub secret: String,
 }
 
 /// Creates a key. The response is the only time its secret is shown.

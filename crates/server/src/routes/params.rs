@@ -1,11 +1,97 @@
 //! Parsing path and query parameters into domain types.
 
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures::future::{Ready, ready};
 use registry_domain::page::{Cursor, Limit, PageRequest};
 use registry_domain::prompt::{PromptName, VersionNumber};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 
 use crate::problem::ApiError;
+
+/// The prompt named by the path's `{name}` segment, validated. Handlers take
+/// it as an argument and document it with `params(NameInPath)`.
+#[derive(Debug)]
+pub struct NameInPath(pub PromptName);
+
+/// The version number in the path's `{version}` segment, validated.
+#[derive(Debug)]
+pub struct VersionInPath(pub VersionNumber);
+
+#[derive(Deserialize)]
+struct Segments {
+    name: Option<String>,
+    version: Option<String>,
+}
+
+/// The path's segments, percent-decoded as `web::Path` decodes them (so
+/// `support%2Ftriage` is `support/triage`).
+fn segments(req: &HttpRequest) -> Result<Segments, ApiError> {
+    web::Path::<Segments>::extract(req)
+        .into_inner()
+        .map(web::Path::into_inner)
+        .map_err(|e| ApiError::parameter("path", e))
+}
+
+impl FromRequest for NameInPath {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let name = segments(req).and_then(|s| prompt_name(&s.name.unwrap_or_default()));
+        ready(name.map(Self).map_err(Into::into))
+    }
+}
+
+impl FromRequest for VersionInPath {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let number = segments(req).and_then(|s| version_number(&s.version.unwrap_or_default()));
+        ready(number.map(Self).map_err(Into::into))
+    }
+}
+
+impl utoipa::IntoParams for NameInPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("name")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "The prompt's name; percent-encode `/` as `%2F` (`support%2Ftriage`)",
+                ))
+                .schema(Some(String::schema()))
+                .build(),
+        ]
+    }
+}
+
+impl utoipa::IntoParams for VersionInPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("version")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some("The version number, from 1"))
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer)
+                        .minimum(Some(1))
+                        .maximum(Some(i32::MAX)),
+                ))
+                .build(),
+        ]
+    }
+}
+
+use utoipa::PartialSchema as _;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: u32 = 100;

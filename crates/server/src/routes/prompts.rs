@@ -8,8 +8,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::dto::{CreatePromptRequest, PromptPage, PromptResponse, UpdatePromptRequest};
-use super::params;
+use super::dto::prompts::{CreatePromptRequest, PromptPage, PromptResponse, UpdatePromptRequest};
+use super::params::{self, NameInPath};
 use crate::body::Body;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -105,7 +105,7 @@ async fn list_prompts(
 /// Reads a prompt, with the numbers of its active and latest versions.
 #[utoipa::path(
     tag = "prompts",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     responses(
         (status = 200, description = "The prompt", body = PromptResponse),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
@@ -114,16 +114,15 @@ async fn list_prompts(
 #[get("/prompts/{name}")]
 async fn get_prompt(
     state: web::Data<AppState>,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
 ) -> Result<web::Json<PromptResponse>, ApiError> {
-    let name = params::prompt_name(&name)?;
     Ok(web::Json(state.prompts.get_prompt(&name).await?.into()))
 }
 
 /// Changes a prompt's description or tags. Versions never change.
 #[utoipa::path(
     tag = "prompts",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     request_body = UpdatePromptRequest,
     responses(
         (status = 200, description = "The updated prompt", body = PromptResponse),
@@ -134,10 +133,9 @@ async fn get_prompt(
 #[patch("/prompts/{name}")]
 async fn update_prompt(
     state: web::Data<AppState>,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
     body: Body<UpdatePromptRequest>,
 ) -> Result<web::Json<PromptResponse>, ApiError> {
-    let name = params::prompt_name(&name)?;
     let patch = body.into_inner().try_into_domain()?;
     Ok(web::Json(state.prompts.update_prompt(&name, patch).await?.into()))
 }
@@ -145,7 +143,7 @@ async fn update_prompt(
 /// Deletes a prompt and all its versions.
 #[utoipa::path(
     tag = "prompts",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
@@ -154,9 +152,8 @@ async fn update_prompt(
 #[delete("/prompts/{name}")]
 async fn delete_prompt(
     state: web::Data<AppState>,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
 ) -> Result<HttpResponse, ApiError> {
-    let name = params::prompt_name(&name)?;
     state.prompts.delete_prompt(&name).await?;
     Ok(HttpResponse::NoContent().finish())
 }

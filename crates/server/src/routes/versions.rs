@@ -5,13 +5,16 @@ use actix_web::http::header::{self, EntityTag, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use registry_domain::page::Cursor as _;
 use registry_domain::prompt::ports::Cached;
-use registry_domain::prompt::{VersionCursor, VersionNumber, VersionSelector};
+use registry_domain::prompt::{PromptName, VersionCursor, VersionNumber, VersionSelector};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::dto::{CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse};
-use super::{params, prompts};
+use super::dto::versions::{
+    CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse,
+};
+use super::params::{self, NameInPath, VersionInPath};
+use super::prompts;
 use crate::body::Body;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -30,7 +33,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 /// Adds the next version. It becomes the active one unless `activate` is `false`.
 #[utoipa::path(
     tag = "versions",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     request_body = CreateVersionRequest,
     responses(
         (status = 201, description = "Created", body = VersionResponse,
@@ -42,10 +45,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[post("/prompts/{name}/versions")]
 async fn create_version(
     state: web::Data<AppState>,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
     body: Body<CreateVersionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = params::prompt_name(&name)?;
     let new = body.into_inner().try_into_domain()?;
     let version = state.prompts.create_version(&name, new).await?;
     Ok(HttpResponse::Created()
@@ -70,7 +72,7 @@ pub struct ListVersionsQuery {
 /// Lists a prompt's versions, newest first.
 #[utoipa::path(
     tag = "versions",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`"), ListVersionsQuery),
+    params(NameInPath, ListVersionsQuery),
     responses(
         (status = 200, description = "A page of versions", body = VersionPage),
         (status = 400, description = "A bad limit or cursor", body = Problem, content_type = "application/problem+json"),
@@ -80,10 +82,9 @@ pub struct ListVersionsQuery {
 #[get("/prompts/{name}/versions")]
 async fn list_versions(
     state: web::Data<AppState>,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
     query: web::Query<ListVersionsQuery>,
 ) -> Result<web::Json<VersionPage>, ApiError> {
-    let name = params::prompt_name(&name)?;
     let page = params::page::<VersionCursor>(query.limit, query.cursor.as_deref(), params::MAX_LIMIT)?;
     let page = state.prompts.list_versions(&name, page).await?;
     Ok(web::Json(VersionPage {
@@ -114,11 +115,10 @@ fn mark_stale(response: &mut actix_web::HttpResponseBuilder, cached: &Cached) {
 async fn version(
     state: &AppState,
     req: &HttpRequest,
-    name: &str,
+    name: &PromptName,
     selector: VersionSelector,
 ) -> Result<HttpResponse, ApiError> {
-    let name = params::prompt_name(name)?;
-    let cached = state.prompts.fetch_version(&name, selector).await?;
+    let cached = state.prompts.fetch_version(name, selector).await?;
     let version = &cached.version;
     let cache_control = if matches!(selector, VersionSelector::Number(_)) {
         IMMUTABLE
@@ -150,7 +150,11 @@ async fn version(
     let body = state
         .bodies
         .try_get_with((version.id, version.is_active), async {
-            serde_json::to_vec(&VersionResponse::from(version.as_ref())).map(actix_web::web::Bytes::from)
+            // With its final newline, so no middleware copies it again.
+            serde_json::to_vec(&VersionResponse::from(version.as_ref())).map(|mut json| {
+                json.push(b'\n');
+                actix_web::web::Bytes::from(json)
+            })
         })
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot serialise a version: {e}")))?;
@@ -160,7 +164,7 @@ async fn version(
 /// The newest version, active or not.
 #[utoipa::path(
     tag = "versions",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     responses(
         (status = 200, description = "The latest version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
@@ -171,7 +175,7 @@ async fn version(
 async fn get_latest(
     state: web::Data<AppState>,
     req: HttpRequest,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
 ) -> Result<HttpResponse, ApiError> {
     version(&state, &req, &name, VersionSelector::Latest).await
 }
@@ -179,7 +183,7 @@ async fn get_latest(
 /// The active version: what applications should use.
 #[utoipa::path(
     tag = "versions",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     responses(
         (status = 200, description = "The active version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
@@ -190,7 +194,7 @@ async fn get_latest(
 async fn get_active(
     state: web::Data<AppState>,
     req: HttpRequest,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
 ) -> Result<HttpResponse, ApiError> {
     version(&state, &req, &name, VersionSelector::Active).await
 }
@@ -198,10 +202,7 @@ async fn get_active(
 /// One version by number.
 #[utoipa::path(
     tag = "versions",
-    params(
-        ("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`"),
-        ("version" = u32, Path, description = "The version number, from 1", minimum = 1),
-    ),
+    params(NameInPath, VersionInPath),
     responses(
         (status = 200, description = "The version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
@@ -213,10 +214,9 @@ async fn get_active(
 async fn get_version(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    NameInPath(name): NameInPath,
+    VersionInPath(number): VersionInPath,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, number) = path.into_inner();
-    let number = params::version_number(&number)?;
     version(&state, &req, &name, VersionSelector::Number(number)).await
 }
 
@@ -224,10 +224,7 @@ async fn get_version(
 /// Activating an older version is a rollback.
 #[utoipa::path(
     tag = "versions",
-    params(
-        ("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`"),
-        ("version" = u32, Path, description = "The version number, from 1", minimum = 1),
-    ),
+    params(NameInPath, VersionInPath),
     responses(
         (status = 200, description = "The now active version", body = VersionResponse),
         (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
@@ -237,11 +234,9 @@ async fn get_version(
 #[post("/prompts/{name}/versions/{version}/activate")]
 async fn activate_version(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    NameInPath(name): NameInPath,
+    VersionInPath(number): VersionInPath,
 ) -> Result<web::Json<VersionResponse>, ApiError> {
-    let (name, number) = path.into_inner();
-    let name = params::prompt_name(&name)?;
-    let number = params::version_number(&number)?;
     let version = state.prompts.activate_version(&name, number).await?;
     Ok(web::Json(VersionResponse::from(&version)))
 }
@@ -251,7 +246,7 @@ async fn activate_version(
 /// undeclared names are all reported at once.
 #[utoipa::path(
     tag = "versions",
-    params(("name" = String, Path, description = "The prompt's name; percent-encode `/` as `%2F`")),
+    params(NameInPath),
     request_body = RenderRequest,
     responses(
         (status = 200, description = "The rendered text or messages", body = RenderResponse),
@@ -262,10 +257,9 @@ async fn activate_version(
 #[post("/prompts/{name}/render")]
 async fn render(
     state: web::Data<AppState>,
-    name: web::Path<String>,
+    NameInPath(name): NameInPath,
     body: Body<RenderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = params::prompt_name(&name)?;
     let body = body.into_inner();
     let selector = match body.version {
         None => VersionSelector::Active,

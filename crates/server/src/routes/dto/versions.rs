@@ -1,144 +1,19 @@
-//! Request and response bodies, and their conversion to and from domain types.
+//! Versions: templates, variables, and rendering.
 
 use std::collections::BTreeMap;
 
 use registry_domain::prompt::{
-    ChatMessage, Description, FieldError, NewPrompt, NewVersion, Prompt, PromptName, PromptPatch,
-    PromptVersion, Rendered, Tags, Template, TemplateKind, VariableSpec, VariableType, Variables,
+    ChatMessage, NewVersion, PromptVersion, Rendered, Template, TemplateKind, VariableSpec, VariableType,
+    Variables,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::collect;
 use crate::problem::ApiError;
-
-/// Collects the errors of several independent checks.
-fn collect<T>(errors: &mut Vec<FieldError>, result: Result<T, Vec<FieldError>>) -> Option<T> {
-    result.map_err(|e| errors.extend(e)).ok()
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePromptRequest {
-    /// 1–128 characters: `[a-z0-9]` first, then `[a-z0-9._/-]`.
-    #[schema(example = "support/triage")]
-    pub name: String,
-    #[schema(max_length = 4000)]
-    pub description: Option<String>,
-    /// Up to 32 labels of 1–64 characters.
-    pub tags: Option<Vec<String>>,
-}
-
-impl CreatePromptRequest {
-    /// # Errors
-    /// Every invalid field.
-    pub fn try_into_domain(self) -> Result<NewPrompt, ApiError> {
-        let mut errors = Vec::new();
-        let name = PromptName::new(&self.name)
-            .map_err(|e| errors.push(FieldError::new("name", e.to_string())))
-            .ok();
-        let description = self
-            .description
-            .as_deref()
-            .map(Description::new)
-            .transpose()
-            .map_err(|e| errors.push(e))
-            .ok()
-            .flatten();
-        let tags = collect(&mut errors, Tags::new(self.tags.unwrap_or_default()));
-        match (name, tags) {
-            (Some(name), Some(tags)) if errors.is_empty() => Ok(NewPrompt {
-                name,
-                description,
-                tags,
-            }),
-            _ => Err(ApiError::validation(errors)),
-        }
-    }
-}
-
-/// Tells an absent field from an explicit `null`.
-fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdatePromptRequest {
-    /// A new description; `null` clears it; absent leaves it.
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub description: Option<Option<String>>,
-    /// The new full list of tags; absent leaves them.
-    pub tags: Option<Vec<String>>,
-}
-
-impl UpdatePromptRequest {
-    /// # Errors
-    /// Every invalid field.
-    pub fn try_into_domain(self) -> Result<PromptPatch, ApiError> {
-        let mut errors = Vec::new();
-        let description = match self.description {
-            None => None,
-            Some(None) => Some(None),
-            Some(Some(d)) => Description::new(&d).map(|d| Some(Some(d))).unwrap_or_else(|e| {
-                errors.push(e);
-                None
-            }),
-        };
-        let tags = self
-            .tags
-            .map(Tags::new)
-            .and_then(|r| collect(&mut errors, r.map(Some)).flatten());
-        if errors.is_empty() {
-            Ok(PromptPatch { description, tags })
-        } else {
-            Err(ApiError::validation(errors))
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PromptResponse {
-    pub id: Uuid,
-    pub name: String,
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    /// The number of the active version, if any.
-    pub active_version: Option<u32>,
-    /// The number of the newest version, if any.
-    pub latest_version: Option<u32>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
-impl From<Prompt> for PromptResponse {
-    fn from(p: Prompt) -> Self {
-        Self {
-            id: p.id,
-            name: p.name.to_string(),
-            description: p.description.map(|d| d.as_str().to_owned()),
-            tags: p.tags.as_slice().to_vec(),
-            active_version: p.active_version.map(registry_domain::prompt::VersionNumber::get),
-            latest_version: p.latest_version.map(registry_domain::prompt::VersionNumber::get),
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PromptPage {
-    pub items: Vec<PromptResponse>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -206,7 +81,9 @@ pub enum VarType {
 pub struct VariableSpecBody {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub ty: Option<VarType>,
-    /// Defaults to `true`.
+    /// Whether a render must give a value: `true` unless the variable has a
+    /// `default` (a default makes it optional; `required: true` with a
+    /// default is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
     /// Used when no value is given; must have the declared type.
@@ -218,17 +95,17 @@ pub struct VariableSpecBody {
 
 impl From<VariableSpecBody> for VariableSpec {
     fn from(b: VariableSpecBody) -> Self {
-        Self {
-            ty: b.ty.map(|t| match t {
+        Self::new(
+            b.ty.map(|t| match t {
                 VarType::String => VariableType::String,
                 VarType::Number => VariableType::Number,
                 VarType::Boolean => VariableType::Boolean,
                 VarType::Json => VariableType::Json,
             }),
-            required: b.required.unwrap_or(true),
-            default: b.default,
-            description: b.description,
-        }
+            b.required,
+            b.default,
+            b.description,
+        )
     }
 }
 
@@ -293,7 +170,7 @@ impl CreateVersionRequest {
             self.commit_message,
             self.activate.unwrap_or(true),
         )
-        .map_err(ApiError::validation)
+        .map_err(|e| ApiError::validation(e.into_vec()))
     }
 }
 
