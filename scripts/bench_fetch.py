@@ -74,7 +74,8 @@ def main():
 def measure(args, warmup, url, tmp):
     proc = None
     try:
-        run(os.path.join(ROOT, "target/release/migration"), "up", env=dict(os.environ, DATABASE_URL=url))
+        run(os.path.join(ROOT, "target/release/prompt-registry"), "migrate", "up",
+            env=dict(os.environ, DATABASE_URL=url, APP__DATABASE__URL=url))
         psql(url, f"""
             INSERT INTO prompts (id, name, description, tags, created_at, updated_at, latest_version)
             SELECT gen_random_uuid(), 'bench-' || g, 'benchmark prompt', '["bench"]', now(), now(), {VERSIONS}

@@ -59,12 +59,12 @@ def wrk(script, url, connections, duration, *options):
 
 
 def prepare(no_build):
-    """Checks the tools, and builds the release binaries unless told not to."""
+    """Checks the tools, and builds the release binary unless told not to."""
     for tool in ("wrk", "psql"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed (apt-get install wrk postgresql-client)")
     if not no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry", "-p", "migration"],
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry"],
                        cwd=ROOT, check=True)
 
 

@@ -56,7 +56,7 @@ reset() {
   for stale in $(psql -d postgres -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'prt\_%'"); do
     psql -d postgres -qc "DROP DATABASE IF EXISTS \"$stale\" WITH (FORCE)"
   done
-  DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db_name" cargo run -q -p migration -- up
+  APP__DATABASE__URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db_name" cargo run -q --release -- migrate up
   echo "fresh database: postgres://$PGUSER@$PGHOST:$PGPORT/$db_name"
 }
 

@@ -10,7 +10,7 @@ DB="explain_runs_$$"
 psql "$ADMIN" -qc "CREATE DATABASE $DB"
 trap 'psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)"' EXIT
 URL="${ADMIN%/*}/$DB"
-DATABASE_URL="$URL" cargo run -q -p migration -- up >/dev/null
+APP__DATABASE__URL="$URL" cargo run -q --release -- migrate up >/dev/null
 
 psql "$URL" -q -v ON_ERROR_STOP=1 <<SQL
 INSERT INTO prompts (id, name, description, tags, created_at, updated_at, latest_version)

@@ -44,6 +44,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The file of a SQLite URL (not an in-memory one).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite:")?
+        .trim_start_matches("//")
+        .split('?')
+        .next()?;
+    (!path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
+}
+
 async fn connect(settings: &Settings) -> anyhow::Result<Db> {
     Db::connect(&settings.database.url, &DbOptions::default()).await
 }
@@ -115,6 +125,16 @@ async fn keys(settings: &Settings, action: KeysAction) -> anyhow::Result<()> {
 /// Checks the configuration and every dependency without changing anything:
 /// no migration is applied and no key is created.
 async fn check(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(path) = sqlite_file(&settings.database.url)
+        && !path.exists()
+    {
+        println!(
+            "database: none yet at {}; the first start creates it",
+            std::path::absolute(&path).unwrap_or(path).display()
+        );
+        println!("configuration: ok");
+        return Ok(());
+    }
     let db = connect(settings).await?;
     db.ping().await?;
     println!("database: ok ({})", redact_url(&settings.database.url));
