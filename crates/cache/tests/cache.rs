@@ -314,18 +314,25 @@ impl Drop for OwnRedis {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(redis_tests), ignore = "TEST_REDIS_URL is not set")]
-async fn the_cache_fails_open_while_redis_is_down_and_uses_it_again_when_it_returns() {
+/// A Redis of the test's own on a free port, and a cache that uses it.
+async fn own_redis_cache() -> (OwnRedis, TieredCache) {
     let _ = Store::redis();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
     let redis = OwnRedis::start(port).await;
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = format!("redis://127.0.0.1:{port}");
     let cache =
         TieredCache::with_redis(&redis_settings(&url, "t:"), 1_000, Duration::from_secs(60)).expect("url");
+    (redis, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(redis_tests), ignore = "TEST_REDIS_URL is not set")]
+async fn the_cache_fails_open_while_redis_is_down_and_uses_it_again_when_it_returns() {
+    let (redis, cache) = own_redis_cache().await;
+    let port = redis.port;
     let loads = AtomicU32::new(0);
     assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
     assert_eq!(cache.counters().redis_errors, 0);
@@ -373,15 +380,7 @@ fn signal(child: &Child, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(redis_tests), ignore = "TEST_REDIS_URL is not set")]
 async fn a_frozen_redis_opens_the_circuit_and_a_resumed_one_closes_it() {
-    let _ = Store::redis();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let redis = OwnRedis::start(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let cache =
-        TieredCache::with_redis(&redis_settings(&url, "t:"), 1_000, Duration::from_secs(60)).expect("url");
+    let (redis, cache) = own_redis_cache().await;
     let loads = AtomicU32::new(0);
     assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
 
