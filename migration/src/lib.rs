@@ -11,6 +11,7 @@ mod m20261126_000002_add_prompt_version_counter;
 mod m20261127_000003_create_prompt_runs;
 mod m20261127_000004_create_api_keys;
 mod m20261129_000005_run_latency_micros;
+mod m20261130_000006_labels_and_audit;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_create_prompt_runs::Migration),
             Box::new(m20261127_000004_create_api_keys::Migration),
             Box::new(m20261129_000005_run_latency_micros::Migration),
+            Box::new(m20261130_000006_labels_and_audit::Migration),
         ]
     }
 }

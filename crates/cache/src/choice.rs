@@ -1,12 +1,11 @@
 //! The cache a deployment runs with, chosen once at startup: none, in
 //! process, or coordinated through Redis.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use registry_domain::prompt::ports::{CacheKey, Cached, Load, VersionCache};
-use registry_domain::prompt::{PromptError, PromptName, PromptVersion};
+use registry_domain::prompt::{PromptError, PromptName, Resolution};
 
 use crate::generation::RedisSettings;
 use crate::tiered::{CacheCounters, TieredCache};
@@ -106,16 +105,16 @@ impl Cache {
 
 #[async_trait]
 impl VersionCache for Cache {
-    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError> {
+    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Resolution, PromptError> {
         match self {
-            Self::Off => load.await.map(Arc::new),
+            Self::Off => load.await,
             Self::Tiered(c) => c.get_or_load(key, load).await,
         }
     }
 
     async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
         match self {
-            Self::Off => load.await.map(|v| Cached::fresh(Arc::new(v))),
+            Self::Off => load.await.map(Cached::fresh),
             Self::Tiered(c) => c.lookup(key, load).await,
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use registry_domain::prompt::ports::{CacheKey, Cached, Load, VersionCache};
-use registry_domain::prompt::{PromptError, PromptName, PromptVersion};
+use registry_domain::prompt::{PromptError, PromptName, Resolution};
 
 use crate::generation::{Generations, RedisSettings};
 
@@ -33,11 +33,11 @@ type Key = (u64, CacheKey);
 
 #[derive(Debug)]
 pub struct TieredCache {
-    entries: moka::future::Cache<Key, Arc<PromptVersion>>,
+    entries: moka::future::Cache<Key, Resolution>,
     /// The last good load of each key, kept `ttl + stale_if_error` for
     /// answering while the database is unreachable. Keyed like `entries`, by
     /// generation: an entry a write has superseded is never found here.
-    last_good: Option<moka::future::Cache<Key, (Arc<PromptVersion>, Instant)>>,
+    last_good: Option<moka::future::Cache<Key, (Resolution, Instant)>>,
     ttl: Duration,
     generations: Arc<Generations>,
     hits: AtomicU64,
@@ -151,6 +151,22 @@ fn unshare(err: &PromptError) -> PromptError {
             selector: *selector,
         },
         PromptError::Invalid(errors) => PromptError::Invalid(errors.clone()),
+        PromptError::LabelNotFound { name, label } => PromptError::LabelNotFound {
+            name: name.clone(),
+            label: *label,
+        },
+        PromptError::LabelMoved {
+            label,
+            current,
+            revision,
+        } => PromptError::LabelMoved {
+            label: *label,
+            current: current.clone(),
+            revision: *revision,
+        },
+        PromptError::Protected(l) => PromptError::Protected(*l),
+        PromptError::AdminOnly(l) => PromptError::AdminOnly(*l),
+        PromptError::NothingToRollBack(l) => PromptError::NothingToRollBack(*l),
         PromptError::Unavailable(e) => PromptError::Unavailable(anyhow::anyhow!("{e:#}")),
         PromptError::Unknown(e) => PromptError::Unknown(anyhow::anyhow!("{e:#}")),
     }
@@ -158,8 +174,8 @@ fn unshare(err: &PromptError) -> PromptError {
 
 #[async_trait]
 impl VersionCache for TieredCache {
-    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError> {
-        self.lookup(key, load).await.map(|c| c.version)
+    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Resolution, PromptError> {
+        self.lookup(key, load).await.map(|c| c.resolution)
     }
 
     async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
@@ -168,12 +184,12 @@ impl VersionCache for TieredCache {
             Ok(None) => {
                 // The Redis circuit is open: the database answers.
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                return load.await.map(|v| Cached::fresh(Arc::new(v)));
+                return load.await.map(Cached::fresh);
             }
             Err(e) => {
                 self.degraded("cache lookup", &e);
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                return load.await.map(|v| Cached::fresh(Arc::new(v)));
+                return load.await.map(Cached::fresh);
             }
         };
         let entry_key = (generation, key.clone());
@@ -182,13 +198,13 @@ impl VersionCache for TieredCache {
             .entries
             .try_get_with(entry_key.clone(), async {
                 loaded.store(true, Ordering::Relaxed);
-                let version = Arc::new(load.await?);
+                let resolution = load.await?;
                 if let Some(last_good) = &self.last_good {
                     last_good
-                        .insert(entry_key.clone(), (Arc::clone(&version), Instant::now()))
+                        .insert(entry_key.clone(), (resolution.clone(), Instant::now()))
                         .await;
                 }
-                Ok(version)
+                Ok(resolution)
             })
             .await;
         let counter = if loaded.load(Ordering::Relaxed) {
@@ -198,17 +214,17 @@ impl VersionCache for TieredCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(version) => Ok(Cached::fresh(version)),
+            Ok(resolution) => Ok(Cached::fresh(resolution)),
             Err(e) => {
                 if matches!(*e, PromptError::Unavailable(_))
                     && let Some(last_good) = &self.last_good
-                    && let Some((version, loaded_at)) = last_good.get(&entry_key).await
+                    && let Some((resolution, loaded_at)) = last_good.get(&entry_key).await
                 {
                     // Same generation: no write has happened since this was
                     // loaded, so it is still the current answer.
                     self.stale_served.fetch_add(1, Ordering::Relaxed);
                     return Ok(Cached {
-                        version,
+                        resolution,
                         stale_age: Some(loaded_at.elapsed()),
                     });
                 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use registry_cache::{RedisSettings, TieredCache};
 use registry_domain::prompt::ports::{CacheKey, VersionCache};
 use registry_domain::prompt::{
-    PromptError, PromptName, PromptVersion, Template, Variables, VersionNumber, VersionSelector,
+    PromptError, PromptName, PromptVersion, Resolution, Template, Variables, VersionNumber, VersionSelector,
 };
 use tokio::sync::Notify;
 
@@ -16,8 +16,8 @@ fn name(s: &str) -> PromptName {
     PromptName::new(s).expect("valid name")
 }
 
-fn version(n: u32) -> PromptVersion {
-    PromptVersion {
+fn version(n: u32) -> Resolution {
+    Resolution::Version(std::sync::Arc::new(PromptVersion {
         id: uuid::Uuid::now_v7(),
         prompt_id: uuid::Uuid::nil(),
         prompt_name: name("p"),
@@ -28,13 +28,21 @@ fn version(n: u32) -> PromptVersion {
         is_active: true,
         commit_message: None,
         created_at: registry_domain::time::now_utc(),
+    }))
+}
+
+/// The number of the version a resolution holds.
+fn number(r: &Resolution) -> u32 {
+    match r {
+        Resolution::Version(v) => v.version.get(),
+        Resolution::Split(arms) => arms.first().map_or(0, |(_, v)| v.version.get()),
     }
 }
 
 fn active(prompt: &str) -> CacheKey {
     CacheKey {
         name: name(prompt),
-        selector: VersionSelector::Active,
+        selector: VersionSelector::ACTIVE,
     }
 }
 
@@ -90,7 +98,7 @@ async fn lookup(cache: &TieredCache, key: &CacheKey, loads: &AtomicU32, n: u32) 
         tokio::time::sleep(Duration::from_millis(30)).await;
         Ok(version(n))
     });
-    cache.get_or_load(key, load).await.map(|v| v.version.get())
+    cache.get_or_load(key, load).await.map(|v| number(&v))
 }
 
 async fn concurrent_misses_on_one_key_load_once(store: Store) {
@@ -134,10 +142,7 @@ async fn a_load_in_flight_during_an_invalidation_is_never_served_after_it(store:
                 release.notified().await;
                 Ok(version(1))
             });
-            cache
-                .get_or_load(&active("p"), load)
-                .await
-                .map(|v| v.version.get())
+            cache.get_or_load(&active("p"), load).await.map(|v| number(&v))
         })
     };
     started.notified().await;
@@ -163,7 +168,7 @@ async fn a_failed_load_is_not_cached(store: Store) {
         Box::pin(async {
             Err(PromptError::VersionNotFound {
                 name: name("p"),
-                selector: VersionSelector::Active,
+                selector: VersionSelector::ACTIVE,
             })
         })
     };
@@ -183,7 +188,7 @@ async fn stale_lookup(
             .map_err(|()| PromptError::Unavailable(anyhow::anyhow!("connection refused")))
     });
     match cache.lookup(key, load).await {
-        Ok(c) => (Ok(c.version.version.get()), c.stale_age.is_some()),
+        Ok(c) => (Ok(number(&c.resolution)), c.stale_age.is_some()),
         Err(e) => (Err(e.to_string()), false),
     }
 }

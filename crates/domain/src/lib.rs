@@ -6,6 +6,7 @@
 //! [`prompt::ports`], which adapter crates implement. It must never depend on a
 //! web framework, an ORM, a database driver or a cache client.
 
+pub mod audit;
 pub mod auth;
 pub mod page;
 pub mod prompt;

@@ -2,14 +2,16 @@
 
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
+use registry_domain::audit::{Action, AuditEvent, Context};
 use registry_domain::auth::ports::{ApiKeyRepository, KeyError};
 use registry_domain::auth::{ApiKey, KeyHash, KeyName, Scopes};
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
-use serde_json::Value;
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::append;
 use crate::db::{Db, is_unique_violation};
 use crate::schema::{ApiKeys, ColumnAlias, StoredRow, decode, decode_one, get};
 
@@ -81,7 +83,7 @@ fn select() -> SelectStatement {
 
 #[async_trait]
 impl ApiKeyRepository for SeaOrmApiKeyRepository {
-    async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), KeyError> {
+    async fn insert(&self, key: &ApiKey, hash: &KeyHash, ctx: &Context) -> Result<(), KeyError> {
         let scopes: Vec<&str> = key.scopes.as_slice().iter().map(|s| s.as_str()).collect();
         let q = Query::insert()
             .into_table(ApiKeys::Table)
@@ -98,12 +100,24 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
                 key.name.as_str().into(),
                 key.prefix.as_str().into(),
                 hash.0.as_str().into(),
-                Value::from(scopes).into(),
+                Value::from(scopes.clone()).into(),
                 self.db.time(key.created_at).into(),
             ])
             .to_owned();
+        let event = AuditEvent::new(
+            ctx,
+            Action::KeyCreated,
+            format!("key:{}", key.id),
+            None,
+            Some(json!({"name": key.name.as_str(), "prefix": key.prefix, "scopes": scopes})),
+        );
         self.db
-            .write(|| async { self.db.conn().execute(&q).await })
+            .write(|| async {
+                let txn = self.db.conn().begin().await?;
+                txn.execute(&q).await?;
+                append(&txn, &self.db, &event).await?;
+                txn.commit().await
+            })
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -134,15 +148,23 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         Ok(keys.into_iter().map(|(key, _)| key).collect())
     }
 
-    async fn revoke(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError> {
+    async fn revoke(&self, id: Uuid, at: OffsetDateTime, ctx: &Context) -> Result<(), KeyError> {
         let q = Query::update()
             .table(ApiKeys::Table)
             .value(ApiKeys::RevokedAt, self.db.time(at))
             .and_where(Expr::col(ApiKeys::Id).eq(id))
             .and_where(Expr::col(ApiKeys::RevokedAt).is_null())
             .to_owned();
+        let event = AuditEvent::new(ctx, Action::KeyRevoked, format!("key:{id}"), None, None);
         self.db
-            .write(|| async { self.db.conn().execute(&q).await })
+            .write(|| async {
+                let txn = self.db.conn().begin().await?;
+                // Revoking again changes nothing, and records nothing.
+                if txn.execute(&q).await?.rows_affected() > 0 {
+                    append(&txn, &self.db, &event).await?;
+                }
+                txn.commit().await
+            })
             .await
             .map_err(db_error)?;
         let exists = Query::select()

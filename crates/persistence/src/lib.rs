@@ -4,6 +4,7 @@
 //! storage facts (unique violations, missing rows, transient failures) and the
 //! domain's errors. No `DbErr` leaves it except inside `Unknown`.
 
+mod audit;
 mod db;
 mod keys;
 mod nul;
@@ -13,6 +14,7 @@ mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use audit::SeaOrmAuditLog;
 pub use db::{Db, DbOptions};
 pub use keys::SeaOrmApiKeyRepository;
 pub use prompts::SeaOrmPromptRepository;

@@ -1,23 +1,30 @@
 //! The prompt repository on SeaORM.
 
+use std::sync::Arc;
+
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
+use registry_domain::audit::{self, Action, AuditEvent, Context};
 use registry_domain::page::{Page, PageRequest, TimeCursor};
-use registry_domain::prompt::ports::PromptRepository;
+use registry_domain::prompt::ports::{LabelMove, LabelPolicy, PromptRepository};
 use registry_domain::prompt::{
-    Description, NewPrompt, NewVersion, Prompt, PromptError, PromptFilter, PromptName, PromptPatch,
-    PromptVersion, Tags, Template, TemplateKind, VariableSpec, Variables, VersionCursor, VersionNumber,
-    VersionSelector,
+    Description, FieldError, Label, LabelChange, LabelName, LabelTarget, NewPrompt, NewVersion, Prompt,
+    PromptError, PromptFilter, PromptName, PromptPatch, PromptVersion, Resolution, Tags, Template,
+    TemplateKind, VariableSpec, Variables, VersionCursor, VersionNumber, VersionSelector,
 };
-use sea_orm::sea_query::{Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, TransactionTrait};
-use serde_json::Value;
+use sea_orm::sea_query::{
+    Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement, SimpleExpr,
+};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, FromQueryResult, TransactionTrait};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::{HISTORY_COLUMNS, HistoryRow, append, append_history, target_columns, target_of};
 use crate::db::{Db, is_unique_violation};
 use crate::schema::{
-    ColumnAlias, PromptVersions, Prompts, StoredRow, TableAlias, av, decode, decode_one, get, p, v,
+    ColumnAlias, LabelHistory, PromptLabels, PromptVersions, Prompts, StoredRow, TableAlias, decode,
+    decode_one, get, p, pl, v,
 };
 
 /// Prompts and versions stored with SeaORM.
@@ -93,6 +100,40 @@ struct VersionRow {
     created_at: OffsetDateTime,
 }
 
+/// A label as stored.
+#[derive(Debug, FromQueryResult)]
+struct LabelRow {
+    name: String,
+    version: Option<i32>,
+    split: Option<Value>,
+    protected: bool,
+    revision: i32,
+    updated_at: OffsetDateTime,
+}
+
+impl StoredRow for LabelRow {
+    type Domain = Label;
+
+    fn into_domain(self) -> anyhow::Result<Label> {
+        Ok(Label {
+            name: LabelName::new(&self.name).with_context(|| format!("stored label {:?}", self.name))?,
+            target: target_of(self.version, self.split)?,
+            protected: self.protected,
+            revision: u32::try_from(self.revision).context("stored revision")?,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+const LABEL_COLUMNS: [PromptLabels; 6] = [
+    PromptLabels::Name,
+    PromptLabels::Version,
+    PromptLabels::Split,
+    PromptLabels::Protected,
+    PromptLabels::Revision,
+    PromptLabels::UpdatedAt,
+];
+
 impl StoredRow for VersionRow {
     type Domain = PromptVersion;
 
@@ -136,25 +177,26 @@ const PROMPT_COLUMNS: [Prompts; 7] = [
     Prompts::UpdatedAt,
 ];
 
-/// `SELECT p.*, av.version AS active_version FROM prompts p LEFT JOIN prompt_versions av …`
+/// `SELECT p.*, pl.version AS active_version FROM prompts p LEFT JOIN prompt_labels pl …`
+/// (the `production` label, when it points at one version).
 fn prompt_select() -> SelectStatement {
     let mut q = Query::select();
     q.columns(PROMPT_COLUMNS.map(p))
-        .expr_as(Expr::col(av(PromptVersions::Version)), ColumnAlias::ActiveVersion)
+        .expr_as(Expr::col(pl(PromptLabels::Version)), ColumnAlias::ActiveVersion)
         .from_as(Prompts::Table, TableAlias::P)
         .join_as(
             JoinType::LeftJoin,
-            PromptVersions::Table,
-            TableAlias::Av,
+            PromptLabels::Table,
+            TableAlias::Pl,
             Cond::all()
-                .add(Expr::col(av(PromptVersions::PromptId)).equals(p(Prompts::Id)))
-                .add(Expr::col(av(PromptVersions::IsActive)).eq(true)),
+                .add(Expr::col(pl(PromptLabels::PromptId)).equals(p(Prompts::Id)))
+                .add(Expr::col(pl(PromptLabels::Name)).eq(LabelName::PRODUCTION.as_str())),
         );
     q
 }
 
 /// The stored columns of a version, as selected and inserted.
-const VERSION_COLUMNS: [PromptVersions; 10] = [
+const VERSION_COLUMNS: [PromptVersions; 9] = [
     PromptVersions::Id,
     PromptVersions::PromptId,
     PromptVersions::Version,
@@ -162,25 +204,52 @@ const VERSION_COLUMNS: [PromptVersions; 10] = [
     PromptVersions::Template,
     PromptVersions::Variables,
     PromptVersions::Config,
-    PromptVersions::IsActive,
     PromptVersions::CommitMessage,
     PromptVersions::CreatedAt,
 ];
 
-/// `SELECT v.*, p.name AS prompt_name FROM prompt_versions v JOIN prompts p …`
+/// `SELECT v.*, p.name AS prompt_name, pl.version IS NOT NULL AS is_active
+/// FROM prompt_versions v JOIN prompts p … LEFT JOIN prompt_labels pl …`
 fn version_select() -> SelectStatement {
     let mut q = Query::select();
     q.columns(VERSION_COLUMNS.map(v))
         .expr_as(Expr::col(p(Prompts::Name)), ColumnAlias::PromptName)
+        .expr_as(
+            Expr::col(pl(PromptLabels::Version)).is_not_null(),
+            ColumnAlias::IsActive,
+        )
         .from_as(PromptVersions::Table, TableAlias::V)
         .join_as(
             JoinType::InnerJoin,
             Prompts::Table,
             TableAlias::P,
             Expr::col(p(Prompts::Id)).equals(v(PromptVersions::PromptId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            PromptLabels::Table,
+            TableAlias::Pl,
+            Cond::all()
+                .add(Expr::col(pl(PromptLabels::PromptId)).equals(v(PromptVersions::PromptId)))
+                .add(Expr::col(pl(PromptLabels::Name)).eq(LabelName::PRODUCTION.as_str()))
+                .add(Expr::col(pl(PromptLabels::Version)).equals(v(PromptVersions::Version))),
         );
     q
 }
+
+/// `prompt_id = (SELECT id FROM prompts WHERE name = ?)` on `col`.
+fn of_prompt<C: sea_orm::sea_query::IntoColumnRef>(col: C, name: &PromptName) -> SimpleExpr {
+    let id = Query::select()
+        .column(Prompts::Id)
+        .from(Prompts::Table)
+        .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
+        .to_owned();
+    Expr::col(col).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
+}
+
+/// What a write transaction decided: done, or refused for a domain reason
+/// (rolled back, nothing changed).
+type Decided<T> = Result<T, PromptError>;
 
 fn tag_condition(backend: DbBackend, tag: &str) -> Expr {
     match backend {
@@ -255,31 +324,182 @@ impl SeaOrmPromptRepository {
         )))
     }
 
-    async fn deactivate_all<C: ConnectionTrait>(conn: &C, prompt_id: Uuid) -> Result<(), DbErr> {
-        let q = Query::update()
-            .table(PromptVersions::Table)
-            .value(PromptVersions::IsActive, false)
-            .and_where(Expr::col(PromptVersions::PromptId).eq(prompt_id))
-            .and_where(Expr::col(PromptVersions::IsActive).eq(true))
+    async fn read_label<C: ConnectionTrait>(
+        conn: &C,
+        prompt_id: Uuid,
+        label: LabelName,
+    ) -> Result<Option<Label>, DbErr> {
+        let q = Query::select()
+            .columns(LABEL_COLUMNS)
+            .from(PromptLabels::Table)
+            .and_where(Expr::col(PromptLabels::PromptId).eq(prompt_id))
+            .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
             .to_owned();
-        conn.execute(&q).await?;
-        Ok(())
+        match conn.query_one(&q).await? {
+            Some(row) => LabelRow::from_query_result(&row, "")?
+                .into_domain()
+                .map(Some)
+                .map_err(|e| DbErr::Custom(format!("{e:#}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The target versions that `prompt_id` does not have, as field errors.
+    async fn missing_versions<C: ConnectionTrait>(
+        conn: &C,
+        prompt_id: Uuid,
+        target: &LabelTarget,
+    ) -> Result<Vec<FieldError>, DbErr> {
+        let wanted: Vec<i32> = target.versions().map(VersionNumber::as_i32).collect();
+        let q = Query::select()
+            .column(PromptVersions::Version)
+            .from(PromptVersions::Table)
+            .and_where(Expr::col(PromptVersions::PromptId).eq(prompt_id))
+            .and_where(Expr::col(PromptVersions::Version).is_in(wanted.clone()))
+            .to_owned();
+        let mut found = Vec::new();
+        for row in conn.query_all(&q).await? {
+            found.push(get::<i32>(&row, PromptVersions::Version)?);
+        }
+        Ok(wanted
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !found.contains(n))
+            .map(|(i, n)| {
+                let field = match target {
+                    LabelTarget::Version(_) => "version".to_owned(),
+                    LabelTarget::Split(_) => format!("split[{i}].version"),
+                };
+                FieldError::new(field, format!("the prompt has no version {n}"))
+            })
+            .collect())
+    }
+
+    /// Points `label` at `to` (or nowhere) after the checks, with its
+    /// history entry and audit event, inside `txn`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_label(
+        &self,
+        txn: &DatabaseTransaction,
+        name: &PromptName,
+        prompt_id: Uuid,
+        change: &LabelMove,
+        policy: &LabelPolicy,
+        ctx: &Context,
+        now: OffsetDateTime,
+    ) -> Result<Decided<Label>, DbErr> {
+        let label = change.label;
+        let current = Self::read_label(txn, prompt_id, label).await?;
+        if let Err(e) = LabelPolicy::authorize(ctx, label, current.as_ref()) {
+            return Ok(Err(e));
+        }
+        if !change.expected.holds(current.as_ref()) {
+            return Ok(Err(PromptError::LabelMoved {
+                label,
+                current: current.as_ref().and_then(|l| l.target.clone()),
+                revision: current.as_ref().map_or(0, |l| l.revision),
+            }));
+        }
+        let from = current.as_ref().and_then(|l| l.target.clone());
+        match &change.target {
+            None if from.is_none() => {
+                return Ok(Err(PromptError::LabelNotFound {
+                    name: name.clone(),
+                    label,
+                }));
+            }
+            None => {}
+            Some(target) => {
+                let missing = Self::missing_versions(txn, prompt_id, target).await?;
+                if !missing.is_empty() {
+                    return Ok(Err(PromptError::Invalid(missing)));
+                }
+            }
+        }
+        let (version, split) = target_columns(change.target.as_ref());
+        let written = if let Some(current) = &current {
+            let q = Query::update()
+                .table(PromptLabels::Table)
+                .value(PromptLabels::Version, version)
+                .value(PromptLabels::Split, split)
+                .value(PromptLabels::Revision, Expr::col(PromptLabels::Revision).add(1))
+                .value(PromptLabels::UpdatedAt, self.db.time(now))
+                .and_where(Expr::col(PromptLabels::PromptId).eq(prompt_id))
+                .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
+                .to_owned();
+            txn.execute(&q).await?;
+            Label {
+                name: label,
+                target: change.target.clone(),
+                protected: current.protected,
+                revision: current.revision + 1,
+                updated_at: now,
+            }
+        } else {
+            let protected = policy.protects(label);
+            let q = Query::insert()
+                .into_table(PromptLabels::Table)
+                .columns(LABEL_COLUMNS.into_iter().chain([PromptLabels::PromptId]))
+                .values_panic([
+                    label.as_str().into(),
+                    version.into(),
+                    split.into(),
+                    protected.into(),
+                    1.into(),
+                    self.db.time(now).into(),
+                    prompt_id.into(),
+                ])
+                .to_owned();
+            txn.execute(&q).await?;
+            Label {
+                name: label,
+                target: change.target.clone(),
+                protected,
+                revision: 1,
+                updated_at: now,
+            }
+        };
+        let entry = LabelChange {
+            id: Uuid::now_v7(),
+            label,
+            from: from.clone(),
+            to: change.target.clone(),
+            actor: ctx.actor.clone(),
+            reason: change.reason.clone(),
+            request_id: ctx.request_id.clone(),
+            at: now,
+        };
+        append_history(txn, &self.db, prompt_id, &entry).await?;
+        let event = AuditEvent::new(
+            ctx,
+            change.action,
+            audit::label_target(name, label),
+            from.as_ref().map(LabelTarget::to_json),
+            change.target.as_ref().map(|t| {
+                let mut after = t.to_json();
+                if let (Some(reason), Value::Object(map)) = (&change.reason, &mut after) {
+                    map.insert("reason".into(), reason.clone().into());
+                }
+                after
+            }),
+        );
+        append(txn, &self.db, &event).await?;
+        Ok(Ok(written))
     }
 
     async fn try_create_version(
         &self,
         name: &PromptName,
         new: &NewVersion,
-    ) -> Result<Option<PromptVersion>, DbErr> {
+        policy: &LabelPolicy,
+        ctx: &Context,
+    ) -> Result<Option<Decided<PromptVersion>>, DbErr> {
         let now = registry_domain::time::now_utc();
         let txn = self.db.conn().begin().await?;
         let Some((prompt_id, number)) = Self::lock_prompt(&txn, name, true, self.db.time(now)).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
-        if new.activate() {
-            Self::deactivate_all(&txn, prompt_id).await?;
-        }
         let id = Uuid::now_v7();
         let template = new.template().to_json();
         let variables = new.variables().to_json();
@@ -295,15 +515,42 @@ impl SeaOrmPromptRepository {
                 template.into(),
                 variables.into(),
                 config.into(),
-                new.activate().into(),
                 new.commit_message().map(str::to_owned).into(),
                 self.db.time(now).into(),
             ])
             .to_owned();
         txn.execute(&q).await?;
-        txn.commit().await?;
         let version = VersionNumber::new(i64::from(number)).map_err(|e| DbErr::Custom(e.to_string()))?;
-        Ok(Some(PromptVersion {
+        let labels = new.labels();
+        for label in &labels {
+            let change = LabelMove {
+                label: *label,
+                target: Some(LabelTarget::Version(version)),
+                expected: registry_domain::prompt::Expected::Anything,
+                reason: new.commit_message().map(str::to_owned),
+                action: Action::LabelMoved,
+            };
+            if let Err(refused) = self
+                .write_label(&txn, name, prompt_id, &change, policy, ctx, now)
+                .await?
+            {
+                txn.rollback().await?;
+                return Ok(Some(Err(refused)));
+            }
+        }
+        let event = AuditEvent::new(
+            ctx,
+            Action::VersionCreated,
+            format!("{}@{version}", audit::prompt_target(name)),
+            None,
+            Some(json!({
+                "version": version.get(),
+                "labels": labels.iter().map(LabelName::as_str).collect::<Vec<_>>(),
+            })),
+        );
+        append(&txn, &self.db, &event).await?;
+        txn.commit().await?;
+        Ok(Some(Ok(PromptVersion {
             id,
             prompt_id,
             prompt_name: name.clone(),
@@ -311,59 +558,163 @@ impl SeaOrmPromptRepository {
             template: new.template().clone(),
             variables: new.variables().clone(),
             config: new.config().clone(),
-            is_active: new.activate(),
+            is_active: labels.contains(&LabelName::PRODUCTION),
             commit_message: new.commit_message().map(str::to_owned),
             created_at: now,
-        }))
+        })))
     }
 
-    /// Activates `version`: `Ok(None)` when the prompt is missing,
-    /// `Ok(Some(false))` when the version is.
-    async fn try_activate(&self, name: &PromptName, version: VersionNumber) -> Result<Option<bool>, DbErr> {
+    async fn try_move_label(
+        &self,
+        name: &PromptName,
+        change: &LabelMove,
+        policy: &LabelPolicy,
+        ctx: &Context,
+    ) -> Result<Option<Decided<Label>>, DbErr> {
         let now = registry_domain::time::now_utc();
         let txn = self.db.conn().begin().await?;
         let Some((prompt_id, _)) = Self::lock_prompt(&txn, name, false, self.db.time(now)).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
-        // Deactivate first: the partial unique index allows one active row.
-        Self::deactivate_all(&txn, prompt_id).await?;
-        let q = Query::update()
-            .table(PromptVersions::Table)
-            .value(PromptVersions::IsActive, true)
-            .and_where(Expr::col(PromptVersions::PromptId).eq(prompt_id))
-            .and_where(Expr::col(PromptVersions::Version).eq(version.as_i32()))
-            .to_owned();
-        if txn.execute(&q).await?.rows_affected() == 0 {
+        let decided = self
+            .write_label(&txn, name, prompt_id, change, policy, ctx, now)
+            .await?;
+        if decided.is_ok() {
+            txn.commit().await?;
+        } else {
             txn.rollback().await?;
-            return Ok(Some(false));
         }
+        Ok(Some(decided))
+    }
+
+    async fn try_protect_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        protected: bool,
+        ctx: &Context,
+    ) -> Result<Option<Option<Label>>, DbErr> {
+        let now = registry_domain::time::now_utc();
+        let txn = self.db.conn().begin().await?;
+        let Some((prompt_id, _)) = Self::lock_prompt(&txn, name, false, self.db.time(now)).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let Some(mut current) = Self::read_label(&txn, prompt_id, label).await? else {
+            txn.rollback().await?;
+            return Ok(Some(None));
+        };
+        let q = Query::update()
+            .table(PromptLabels::Table)
+            .value(PromptLabels::Protected, protected)
+            .and_where(Expr::col(PromptLabels::PromptId).eq(prompt_id))
+            .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
+            .to_owned();
+        txn.execute(&q).await?;
+        let action = if protected {
+            Action::LabelProtected
+        } else {
+            Action::LabelUnprotected
+        };
+        let event = AuditEvent::new(
+            ctx,
+            action,
+            audit::label_target(name, label),
+            Some(json!({"protected": current.protected})),
+            Some(json!({"protected": protected})),
+        );
+        append(&txn, &self.db, &event).await?;
         txn.commit().await?;
-        Ok(Some(true))
+        current.protected = protected;
+        Ok(Some(Some(current)))
+    }
+
+    async fn versions_by_number(
+        &self,
+        name: &PromptName,
+        numbers: &[i32],
+    ) -> Result<Vec<PromptVersion>, PromptError> {
+        let q = version_select()
+            .and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()))
+            .and_where(Expr::col(v(PromptVersions::Version)).is_in(numbers.to_vec()))
+            .to_owned();
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
+        decode::<VersionRow, _>(&rows, db_error)
+    }
+
+    async fn resolve_label(&self, name: &PromptName, label: LabelName) -> Result<Resolution, PromptError> {
+        let selector = VersionSelector::Label(label);
+        let q = Query::select()
+            .columns(LABEL_COLUMNS)
+            .from(PromptLabels::Table)
+            .and_where(of_prompt(PromptLabels::PromptId, name))
+            .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
+            .to_owned();
+        let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
+        let target = match row {
+            Some(row) => decode_one::<LabelRow, _>(&row, db_error)?.target,
+            None => None,
+        };
+        let Some(target) = target else {
+            return Err(self.not_found(name, selector).await);
+        };
+        let numbers: Vec<i32> = target.versions().map(VersionNumber::as_i32).collect();
+        let versions = self.versions_by_number(name, &numbers).await?;
+        let find = |n: VersionNumber| {
+            versions
+                .iter()
+                .find(|v| v.version == n)
+                .cloned()
+                .map(Arc::new)
+                .ok_or_else(|| PromptError::Unknown(anyhow!("label `{label}` points at missing version {n}")))
+        };
+        match &target {
+            LabelTarget::Version(n) => find(*n).map(Resolution::Version),
+            LabelTarget::Split(split) => split
+                .arms()
+                .iter()
+                .map(|a| find(a.version).map(|v| (a.weight, v)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|arms| Resolution::Split(arms.into())),
+        }
     }
 }
 
 #[async_trait]
 impl PromptRepository for SeaOrmPromptRepository {
-    async fn create_prompt(&self, new: &NewPrompt) -> Result<Prompt, PromptError> {
+    async fn create_prompt(&self, new: &NewPrompt, ctx: &Context) -> Result<Prompt, PromptError> {
         let now = registry_domain::time::now_utc();
         let id = Uuid::now_v7();
         let tags = Value::from(new.tags.as_slice().to_vec());
+        let description = new.description.as_ref().map(|d| d.as_str().to_owned());
         let q = Query::insert()
             .into_table(Prompts::Table)
             .columns(PROMPT_COLUMNS)
             .values_panic([
                 id.into(),
                 new.name.as_str().into(),
-                new.description.as_ref().map(|d| d.as_str().to_owned()).into(),
-                tags.into(),
+                description.clone().into(),
+                tags.clone().into(),
                 0.into(),
                 self.db.time(now).into(),
                 self.db.time(now).into(),
             ])
             .to_owned();
+        let event = AuditEvent::new(
+            ctx,
+            Action::PromptCreated,
+            audit::prompt_target(&new.name),
+            None,
+            Some(json!({"description": description, "tags": tags})),
+        );
         self.db
-            .write(|| async { self.db.conn().execute(&q).await })
+            .write(|| async {
+                let txn = self.db.conn().begin().await?;
+                txn.execute(&q).await?;
+                append(&txn, &self.db, &event).await?;
+                txn.commit().await
+            })
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -429,42 +780,81 @@ impl PromptRepository for SeaOrmPromptRepository {
         decode_one::<PromptRow, _>(&row, db_error)
     }
 
-    async fn update_prompt(&self, name: &PromptName, patch: &PromptPatch) -> Result<Prompt, PromptError> {
+    async fn update_prompt(
+        &self,
+        name: &PromptName,
+        patch: &PromptPatch,
+        ctx: &Context,
+    ) -> Result<Prompt, PromptError> {
         let mut q = Query::update();
         q.table(Prompts::Table)
             .value(Prompts::UpdatedAt, self.db.time(registry_domain::time::now_utc()))
             .and_where(Expr::col(Prompts::Name).eq(name.as_str()));
+        let mut after = serde_json::Map::new();
         if let Some(description) = &patch.description {
-            q.value(
-                Prompts::Description,
-                description.as_ref().map(|d| d.as_str().to_owned()),
-            );
+            let description = description.as_ref().map(|d| d.as_str().to_owned());
+            after.insert("description".into(), description.clone().into());
+            q.value(Prompts::Description, description);
         }
         if let Some(tags) = &patch.tags {
-            q.value(Prompts::Tags, Value::from(tags.as_slice().to_vec()));
+            let tags = Value::from(tags.as_slice().to_vec());
+            after.insert("tags".into(), tags.clone());
+            q.value(Prompts::Tags, tags);
         }
-        let result = self
+        let event = AuditEvent::new(
+            ctx,
+            Action::PromptUpdated,
+            audit::prompt_target(name),
+            None,
+            Some(Value::Object(after)),
+        );
+        let updated = self
             .db
-            .write(|| async { self.db.conn().execute(&q).await })
+            .write(|| async {
+                let txn = self.db.conn().begin().await?;
+                if txn.execute(&q).await?.rows_affected() == 0 {
+                    txn.rollback().await?;
+                    return Ok(false);
+                }
+                append(&txn, &self.db, &event).await?;
+                txn.commit().await?;
+                Ok(true)
+            })
             .await
             .map_err(db_error)?;
-        if result.rows_affected() == 0 {
+        if !updated {
             return Err(PromptError::NotFound(name.clone()));
         }
         self.find_prompt(name).await
     }
 
-    async fn delete_prompt(&self, name: &PromptName) -> Result<(), PromptError> {
+    async fn delete_prompt(&self, name: &PromptName, ctx: &Context) -> Result<(), PromptError> {
         let q = Query::delete()
             .from_table(Prompts::Table)
             .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
             .to_owned();
-        let result = self
+        let event = AuditEvent::new(
+            ctx,
+            Action::PromptDeleted,
+            audit::prompt_target(name),
+            Some(json!({"name": name.as_str()})),
+            None,
+        );
+        let deleted = self
             .db
-            .write(|| async { self.db.conn().execute(&q).await })
+            .write(|| async {
+                let txn = self.db.conn().begin().await?;
+                if txn.execute(&q).await?.rows_affected() == 0 {
+                    txn.rollback().await?;
+                    return Ok(false);
+                }
+                append(&txn, &self.db, &event).await?;
+                txn.commit().await?;
+                Ok(true)
+            })
             .await
             .map_err(db_error)?;
-        if result.rows_affected() == 0 {
+        if !deleted {
             return Err(PromptError::NotFound(name.clone()));
         }
         Ok(())
@@ -474,12 +864,14 @@ impl PromptRepository for SeaOrmPromptRepository {
         &self,
         name: &PromptName,
         new: &NewVersion,
+        policy: &LabelPolicy,
+        ctx: &Context,
     ) -> Result<PromptVersion, PromptError> {
         self.db
-            .write(|| self.try_create_version(name, new))
+            .write(|| self.try_create_version(name, new, policy, ctx))
             .await
             .map_err(db_error)?
-            .ok_or_else(|| PromptError::NotFound(name.clone()))
+            .ok_or_else(|| PromptError::NotFound(name.clone()))?
     }
 
     async fn list_versions(
@@ -504,15 +896,11 @@ impl PromptRepository for SeaOrmPromptRepository {
         }))
     }
 
-    async fn find_version(
-        &self,
-        name: &PromptName,
-        selector: VersionSelector,
-    ) -> Result<PromptVersion, PromptError> {
+    async fn resolve(&self, name: &PromptName, selector: VersionSelector) -> Result<Resolution, PromptError> {
         let mut q = version_select();
         q.and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()));
         match selector {
-            VersionSelector::Active => q.and_where(Expr::col(v(PromptVersions::IsActive)).eq(true)),
+            VersionSelector::Label(label) => return self.resolve_label(name, label).await,
             VersionSelector::Latest => {
                 q.and_where(Expr::col(v(PromptVersions::Version)).equals(p(Prompts::LatestVersion)))
             }
@@ -520,28 +908,107 @@ impl PromptRepository for SeaOrmPromptRepository {
         };
         let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
         match row {
-            Some(row) => decode_one::<VersionRow, _>(&row, db_error),
+            Some(row) => {
+                decode_one::<VersionRow, _>(&row, db_error).map(|v| Resolution::Version(Arc::new(v)))
+            }
             None => Err(self.not_found(name, selector).await),
         }
     }
 
-    async fn activate_version(
+    async fn list_labels(&self, name: &PromptName) -> Result<Vec<Label>, PromptError> {
+        let q = Query::select()
+            .columns(LABEL_COLUMNS)
+            .from(PromptLabels::Table)
+            .and_where(of_prompt(PromptLabels::PromptId, name))
+            .and_where(
+                Expr::col(PromptLabels::Version)
+                    .is_not_null()
+                    .or(Expr::col(PromptLabels::Split).is_not_null()),
+            )
+            .order_by(PromptLabels::Name, Order::Asc)
+            .to_owned();
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
+        if rows.is_empty() && !self.prompt_exists(name).await? {
+            return Err(PromptError::NotFound(name.clone()));
+        }
+        decode::<LabelRow, _>(&rows, db_error)
+    }
+
+    async fn find_label(&self, name: &PromptName, label: LabelName) -> Result<Option<Label>, PromptError> {
+        let q = Query::select()
+            .columns(LABEL_COLUMNS)
+            .from(PromptLabels::Table)
+            .and_where(of_prompt(PromptLabels::PromptId, name))
+            .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
+            .to_owned();
+        match self.db.conn().query_one(&q).await.map_err(db_error)? {
+            Some(row) => decode_one::<LabelRow, _>(&row, db_error).map(Some),
+            None if self.prompt_exists(name).await? => Ok(None),
+            None => Err(PromptError::NotFound(name.clone())),
+        }
+    }
+
+    async fn move_label(
         &self,
         name: &PromptName,
-        version: VersionNumber,
-    ) -> Result<PromptVersion, PromptError> {
-        match self
-            .db
-            .write(|| self.try_activate(name, version))
+        change: &LabelMove,
+        policy: &LabelPolicy,
+        ctx: &Context,
+    ) -> Result<Label, PromptError> {
+        self.db
+            .write(|| self.try_move_label(name, change, policy, ctx))
             .await
             .map_err(db_error)?
-        {
-            None => Err(PromptError::NotFound(name.clone())),
-            Some(false) => Err(PromptError::VersionNotFound {
+            .ok_or_else(|| PromptError::NotFound(name.clone()))?
+    }
+
+    async fn protect_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        protected: bool,
+        ctx: &Context,
+    ) -> Result<Label, PromptError> {
+        self.db
+            .write(|| self.try_protect_label(name, label, protected, ctx))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| PromptError::NotFound(name.clone()))?
+            .ok_or_else(|| PromptError::LabelNotFound {
                 name: name.clone(),
-                selector: VersionSelector::Number(version),
-            }),
-            Some(true) => self.find_version(name, VersionSelector::Number(version)).await,
+                label,
+            })
+    }
+
+    async fn label_history(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        page: &PageRequest<TimeCursor>,
+    ) -> Result<Page<LabelChange, TimeCursor>, PromptError> {
+        let mut q = Query::select();
+        q.columns(HISTORY_COLUMNS)
+            .from(LabelHistory::Table)
+            .and_where(of_prompt(LabelHistory::PromptId, name))
+            .and_where(Expr::col(LabelHistory::Label).eq(label.as_str()));
+        if let Some(c) = page.after {
+            q.and_where(
+                Expr::tuple([Expr::col(LabelHistory::CreatedAt), Expr::col(LabelHistory::Id)]).lt(
+                    Expr::tuple([Expr::val(self.db.time(c.created_at)), Expr::val(c.id)]),
+                ),
+            );
         }
+        q.order_by(LabelHistory::CreatedAt, Order::Desc)
+            .order_by(LabelHistory::Id, Order::Desc)
+            .limit(u64::from(page.limit.get()) + 1);
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
+        if rows.is_empty() && !self.prompt_exists(name).await? {
+            return Err(PromptError::NotFound(name.clone()));
+        }
+        let changes = decode::<HistoryRow, _>(&rows, db_error)?;
+        Ok(Page::from_overfetch(changes, page.limit, |c| TimeCursor {
+            created_at: c.at,
+            id: c.id,
+        }))
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use registry_domain::page::{Page, PageRequest};
-use registry_domain::prompt::{PromptName, Tags, VersionNumber};
+use registry_domain::prompt::{LabelName, PromptName, Tags, VersionNumber};
 use registry_domain::run::ports::{Logged, RunError, RunRepository};
 use registry_domain::run::stats::{Bucket, StatsQuery, StatsSample, VersionStats, aggregate};
 use registry_domain::run::{
@@ -19,12 +19,12 @@ use crate::db::Db;
 use crate::nul;
 use crate::schema::{ColumnAlias, PromptRuns, Prompts, StoredRow, TableAlias, decode, decode_one, get, p, r};
 
-/// Rows per INSERT statement: 17 parameters a row stays well under the
+/// Rows per INSERT statement: 18 parameters a row stays well under the
 /// parameter limits of both backends.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// The stored columns of a run, in the order [`row_values`] gives them.
-const COLUMNS: [PromptRuns; 17] = [
+const COLUMNS: [PromptRuns; 18] = [
     PromptRuns::Id,
     PromptRuns::PromptId,
     PromptRuns::VersionId,
@@ -42,6 +42,7 @@ const COLUMNS: [PromptRuns; 17] = [
     PromptRuns::Tags,
     PromptRuns::StartedAt,
     PromptRuns::CreatedAt,
+    PromptRuns::Label,
 ];
 
 /// Runs stored with SeaORM.
@@ -68,7 +69,7 @@ fn escaped(value: Value) -> Value {
     value
 }
 
-fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 17] {
+fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 18] {
     let f = &run.fields;
     let opt_i32 = |v: Option<u32>| v.and_then(|n| i32::try_from(n).ok());
     [
@@ -89,6 +90,7 @@ fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 17] {
         Value::from(f.tags.as_slice().to_vec()).into(),
         db.opt_time(f.started_at).into(),
         db.time(run.created_at).into(),
+        f.label.as_ref().map(|l| l.as_str().to_owned()).into(),
     ]
 }
 
@@ -125,6 +127,14 @@ struct RunRow {
     tags: Value,
     started_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
+    label: Option<String>,
+}
+
+/// A stored label name.
+fn label(stored: Option<String>) -> anyhow::Result<Option<LabelName>> {
+    stored
+        .map(|l| LabelName::new(&l).with_context(|| format!("stored label {l:?}")))
+        .transpose()
 }
 
 /// A stored JSON object, unescaped (see [`crate::nul`]).
@@ -168,6 +178,7 @@ impl StoredRow for RunRow {
                 metadata: object(self.metadata, "metadata")?,
                 tags: Tags::new(tags).map_err(|e| anyhow!("stored tags: {e:?}"))?,
                 started_at: self.started_at,
+                label: label(self.label)?,
             },
             created_at: self.created_at,
         })
@@ -179,6 +190,7 @@ impl StoredRow for RunRow {
 #[derive(Debug, FromQueryResult)]
 struct StatsRow {
     version: i32,
+    label: Option<String>,
     bucket: Option<OffsetDateTime>,
     count: i64,
     error_count: i64,
@@ -198,6 +210,7 @@ impl StoredRow for StatsRow {
         let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(VersionStats {
             version: VersionNumber::new(i64::from(self.version)).context("stored version")?,
+            label: label(self.label)?,
             bucket: self.bucket,
             count: unsigned(self.count),
             error_count: unsigned(self.error_count),
@@ -216,6 +229,7 @@ impl StoredRow for StatsRow {
 #[derive(Debug, FromQueryResult)]
 struct SampleRow {
     version: i32,
+    label: Option<String>,
     status: String,
     latency_us: i64,
     prompt_tokens: Option<i32>,
@@ -225,8 +239,9 @@ struct SampleRow {
 }
 
 /// The columns [`SampleRow`] reads.
-const SAMPLE_COLUMNS: [PromptRuns; 7] = [
+const SAMPLE_COLUMNS: [PromptRuns; 8] = [
     PromptRuns::Version,
+    PromptRuns::Label,
     PromptRuns::Status,
     PromptRuns::LatencyUs,
     PromptRuns::PromptTokens,
@@ -242,6 +257,7 @@ impl StoredRow for SampleRow {
         let unsigned = |n: Option<i32>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
         Ok(StatsSample {
             version: VersionNumber::new(i64::from(self.version)).context("stored version")?,
+            label: label(self.label)?,
             error: self.status == RunStatus::Error.as_str(),
             latency_us: u64::try_from(self.latency_us).unwrap_or(0),
             prompt_tokens: unsigned(self.prompt_tokens),
@@ -322,8 +338,13 @@ impl SeaOrmRunRepository {
         if let Some(version) = query.version {
             push("r.version =", version.as_i32().into(), &mut values);
         }
+        if let Some(label) = query.label {
+            push("r.label =", label.as_str().into(), &mut values);
+        }
+        // Without the label grouping every row's label is NULL.
+        let label = if query.by_label { "r.label" } else { "NULL::text" };
         let sql = format!(
-            "SELECT r.version, {bucket} AS bucket, count(*) AS count, \
+            "SELECT r.version, {label} AS label, {bucket} AS bucket, count(*) AS count, \
              count(*) FILTER (WHERE r.status = 'error') AS error_count, \
              percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_us) / 1000 AS p50, \
              percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_us) / 1000 AS p95, \
@@ -334,7 +355,7 @@ impl SeaOrmRunRepository {
              COALESCE(sum(r.cost_nanos), 0)::bigint AS cost_total \
              FROM prompt_runs r \
              WHERE r.prompt_id = (SELECT id FROM prompts WHERE name = $1){conditions} \
-             GROUP BY r.version, bucket ORDER BY r.version, bucket"
+             GROUP BY r.version, 2, bucket ORDER BY r.version, 2 NULLS FIRST, bucket"
         );
         let rows = self
             .db
@@ -365,9 +386,12 @@ impl SeaOrmRunRepository {
         if let Some(version) = query.version {
             q.and_where(Expr::col(r(PromptRuns::Version)).eq(version.as_i32()));
         }
+        if let Some(label) = query.label {
+            q.and_where(Expr::col(r(PromptRuns::Label)).eq(label.as_str()));
+        }
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         let samples = decode::<SampleRow, _>(&rows, db_error)?;
-        aggregate(samples, query.bucket).map_err(RunError::Unknown)
+        aggregate(samples, query.bucket, query.by_label).map_err(RunError::Unknown)
     }
 }
 
@@ -424,6 +448,9 @@ impl RunRepository for SeaOrmRunRepository {
         }
         if let Some(version) = filter.version {
             q.and_where(Expr::col(r(PromptRuns::Version)).eq(version.as_i32()));
+        }
+        if let Some(label) = filter.label {
+            q.and_where(Expr::col(r(PromptRuns::Label)).eq(label.as_str()));
         }
         if let Some(status) = filter.status {
             q.and_where(Expr::col(r(PromptRuns::Status)).eq(status.as_str()));

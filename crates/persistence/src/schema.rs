@@ -4,7 +4,7 @@
 //! The enums name exactly what the migrations in `migration/` create (one
 //! enum per table, `Table` for the table itself), so a misspelt or dropped
 //! column is a compile error here rather than a failed query in production.
-//! Queries reach a joined table through its alias with [`p`], [`v`], [`av`]
+//! Queries reach a joined table through its alias with [`p`], [`v`], [`pl`]
 //! and [`r`], each of which only accepts its own table's columns.
 //!
 //! This module owns no SQL of its own, and must not know the domain's rules:
@@ -36,9 +36,55 @@ pub(crate) enum PromptVersions {
     Template,
     Variables,
     Config,
-    IsActive,
     CommitMessage,
     CreatedAt,
+}
+
+/// `prompt_labels`, since migration 6: a label per row; `version` or
+/// `split` set while it points somewhere.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum PromptLabels {
+    Table,
+    PromptId,
+    Name,
+    Version,
+    Split,
+    Protected,
+    Revision,
+    UpdatedAt,
+}
+
+/// `label_history`, append-only.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum LabelHistory {
+    Table,
+    Id,
+    PromptId,
+    Label,
+    FromVersion,
+    FromSplit,
+    ToVersion,
+    ToSplit,
+    ActorId,
+    ActorName,
+    Reason,
+    RequestId,
+    CreatedAt,
+}
+
+/// `audit_events`, append-only.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum AuditEvents {
+    Table,
+    Id,
+    CreatedAt,
+    ActorId,
+    ActorName,
+    Action,
+    Target,
+    Before,
+    After,
+    RequestId,
 }
 
 /// `prompt_runs`, with `latency_us` in place of `latency_ms` since migration 5.
@@ -62,6 +108,8 @@ pub(crate) enum PromptRuns {
     Tags,
     StartedAt,
     CreatedAt,
+    /// Since migration 6.
+    Label,
 }
 
 /// `api_keys`.
@@ -85,8 +133,8 @@ pub(crate) enum TableAlias {
     P,
     /// `prompt_versions`.
     V,
-    /// The active row of `prompt_versions`, joined to its prompt.
-    Av,
+    /// The `production` row of `prompt_labels`, joined to a prompt or a version.
+    Pl,
     /// `prompt_runs`.
     R,
 }
@@ -96,8 +144,10 @@ pub(crate) enum TableAlias {
 pub(crate) enum ColumnAlias {
     /// `p.name`, selected with a version or a run.
     PromptName,
-    /// `av.version`, selected with a prompt.
+    /// `pl.version`, selected with a prompt.
     ActiveVersion,
+    /// Whether `production` points at the version alone, selected with a version.
+    IsActive,
     Count,
 }
 
@@ -111,9 +161,9 @@ pub(crate) fn v(col: PromptVersions) -> (TableAlias, PromptVersions) {
     (TableAlias::V, col)
 }
 
-/// `av.<col>`.
-pub(crate) fn av(col: PromptVersions) -> (TableAlias, PromptVersions) {
-    (TableAlias::Av, col)
+/// `pl.<col>`.
+pub(crate) fn pl(col: PromptLabels) -> (TableAlias, PromptLabels) {
+    (TableAlias::Pl, col)
 }
 
 /// `r.<col>`.

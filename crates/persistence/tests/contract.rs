@@ -4,13 +4,16 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use registry_domain::audit::Action;
+use registry_domain::audit::Context;
 use registry_domain::auth::ports::{ApiKeyRepository, KeyError};
 use registry_domain::auth::{ApiKey, GeneratedKey, KeyHash, KeyName, Scopes};
 use registry_domain::page::{Limit, PageRequest, TimeCursor};
-use registry_domain::prompt::ports::PromptRepository;
+use registry_domain::prompt::ports::{LabelMove, LabelPolicy, PromptRepository};
 use registry_domain::prompt::{
-    NewPrompt, NewVersion, PromptError, PromptFilter, PromptName, PromptPatch, PromptVersion, Tags, Template,
-    Variables, VersionCursor, VersionNumber, VersionSelector,
+    Expected, LabelName, LabelTarget, NewPrompt, NewVersion, PromptError, PromptFilter, PromptName,
+    PromptPatch, PromptVersion, Resolution, Tags, Template, Variables, VersionCursor, VersionNumber,
+    VersionSelector,
 };
 use registry_domain::run::ports::{Logged, RunError, RunRepository};
 use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats};
@@ -55,6 +58,64 @@ fn new_version(text: &str, activate: bool) -> NewVersion {
     .expect("valid version")
 }
 
+fn ctx() -> Context {
+    Context::system("contract test")
+}
+
+/// The reads and the activation the contract was first written with, in
+/// terms of the repository's label operations.
+trait Shorthand {
+    fn find_version(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+    ) -> impl Future<Output = Result<PromptVersion, PromptError>> + Send;
+
+    fn activate_version(
+        &self,
+        name: &PromptName,
+        version: VersionNumber,
+    ) -> impl Future<Output = Result<PromptVersion, PromptError>> + Send;
+}
+
+impl Shorthand for SeaOrmPromptRepository {
+    async fn find_version(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+    ) -> Result<PromptVersion, PromptError> {
+        match self.resolve(name, selector).await? {
+            Resolution::Version(v) => Ok(v.as_ref().clone()),
+            Resolution::Split(_) => Err(PromptError::Unknown(anyhow::anyhow!("a split"))),
+        }
+    }
+
+    async fn activate_version(
+        &self,
+        name: &PromptName,
+        version: VersionNumber,
+    ) -> Result<PromptVersion, PromptError> {
+        let change = LabelMove {
+            label: LabelName::PRODUCTION,
+            target: Some(LabelTarget::Version(version)),
+            expected: Expected::Anything,
+            reason: None,
+            action: Action::LabelMoved,
+        };
+        match self
+            .move_label(name, &change, &LabelPolicy::default(), &ctx())
+            .await
+        {
+            Err(PromptError::Invalid(_)) => Err(PromptError::VersionNotFound {
+                name: name.clone(),
+                selector: VersionSelector::Number(version),
+            }),
+            other => other.map(drop),
+        }?;
+        self.find_version(name, VersionSelector::Number(version)).await
+    }
+}
+
 fn n(v: i64) -> VersionNumber {
     VersionNumber::new(v).expect("valid number")
 }
@@ -66,7 +127,7 @@ fn limit(n: i64) -> Limit {
 async fn a_created_prompt_can_be_found_by_name(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
     let created = repo
-        .create_prompt(&new_prompt("support/triage", &["a", "b"]))
+        .create_prompt(&new_prompt("support/triage", &["a", "b"]), &ctx())
         .await
         .expect("created");
     let found = repo.find_prompt(&name("support/triage")).await.expect("found");
@@ -78,11 +139,11 @@ async fn a_created_prompt_can_be_found_by_name(backend: Backend) {
 
 async fn a_second_prompt_with_the_same_name_is_a_duplicate(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
-    repo.create_prompt(&new_prompt("dup", &[]))
+    repo.create_prompt(&new_prompt("dup", &[]), &ctx())
         .await
         .expect("created");
     let err = repo
-        .create_prompt(&new_prompt("dup", &[]))
+        .create_prompt(&new_prompt("dup", &[]), &ctx())
         .await
         .expect_err("duplicate");
     assert!(
@@ -93,18 +154,30 @@ async fn a_second_prompt_with_the_same_name_is_a_duplicate(backend: Backend) {
 
 async fn versions_are_numbered_in_order_and_the_newest_becomes_active(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
-    repo.create_prompt(&new_prompt("p", &[])).await.expect("created");
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
+        .await
+        .expect("created");
     let v1 = repo
-        .create_version(&name("p"), &new_version("one", true))
+        .create_version(
+            &name("p"),
+            &new_version("one", true),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
         .await
         .expect("v1");
     let v2 = repo
-        .create_version(&name("p"), &new_version("two", true))
+        .create_version(
+            &name("p"),
+            &new_version("two", true),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
         .await
         .expect("v2");
     assert_eq!((v1.version.get(), v2.version.get()), (1, 2));
     let active = repo
-        .find_version(&name("p"), VersionSelector::Active)
+        .find_version(&name("p"), VersionSelector::ACTIVE)
         .await
         .expect("active");
     assert_eq!(active.version.get(), 2);
@@ -124,17 +197,29 @@ async fn versions_are_numbered_in_order_and_the_newest_becomes_active(backend: B
 
 async fn a_version_created_without_activation_leaves_the_active_one(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
-    repo.create_prompt(&new_prompt("p", &[])).await.expect("created");
-    repo.create_version(&name("p"), &new_version("one", true))
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
         .await
-        .expect("v1");
+        .expect("created");
+    repo.create_version(
+        &name("p"),
+        &new_version("one", true),
+        &LabelPolicy::default(),
+        &ctx(),
+    )
+    .await
+    .expect("v1");
     let v2 = repo
-        .create_version(&name("p"), &new_version("two", false))
+        .create_version(
+            &name("p"),
+            &new_version("two", false),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
         .await
         .expect("v2");
     assert!(!v2.is_active);
     let active = repo
-        .find_version(&name("p"), VersionSelector::Active)
+        .find_version(&name("p"), VersionSelector::ACTIVE)
         .await
         .expect("active");
     assert_eq!(active.version.get(), 1);
@@ -147,11 +232,18 @@ async fn a_version_created_without_activation_leaves_the_active_one(backend: Bac
 
 async fn activating_an_older_version_rolls_back(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
-    repo.create_prompt(&new_prompt("p", &[])).await.expect("created");
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
+        .await
+        .expect("created");
     for text in ["one", "two", "three"] {
-        repo.create_version(&name("p"), &new_version(text, true))
-            .await
-            .expect("version");
+        repo.create_version(
+            &name("p"),
+            &new_version(text, true),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
+        .await
+        .expect("version");
     }
     let active = repo.activate_version(&name("p"), n(1)).await.expect("activated");
     assert!(active.is_active);
@@ -175,7 +267,7 @@ async fn activating_an_older_version_rolls_back(backend: Backend) {
     // Activating the already active version changes nothing.
     repo.activate_version(&name("p"), n(1)).await.expect("idempotent");
     let active = repo
-        .find_version(&name("p"), VersionSelector::Active)
+        .find_version(&name("p"), VersionSelector::ACTIVE)
         .await
         .expect("active");
     assert_eq!(active.version.get(), 1);
@@ -189,11 +281,12 @@ async fn missing_prompts_and_versions_are_told_apart(backend: Backend) {
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
-        repo.find_version(&missing, VersionSelector::Active).await,
+        repo.find_version(&missing, VersionSelector::ACTIVE).await,
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
-        repo.create_version(&missing, &new_version("x", true)).await,
+        repo.create_version(&missing, &new_version("x", true), &LabelPolicy::default(), &ctx())
+            .await,
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
@@ -201,18 +294,19 @@ async fn missing_prompts_and_versions_are_told_apart(backend: Backend) {
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
-        repo.delete_prompt(&missing).await,
+        repo.delete_prompt(&missing, &ctx()).await,
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
-        repo.update_prompt(&missing, &PromptPatch::default()).await,
+        repo.update_prompt(&missing, &PromptPatch::default(), &ctx())
+            .await,
         Err(PromptError::NotFound(_))
     ));
-    repo.create_prompt(&new_prompt("empty", &[]))
+    repo.create_prompt(&new_prompt("empty", &[]), &ctx())
         .await
         .expect("created");
     for selector in [
-        VersionSelector::Active,
+        VersionSelector::ACTIVE,
         VersionSelector::Latest,
         VersionSelector::Number(n(1)),
     ] {
@@ -232,15 +326,20 @@ async fn missing_prompts_and_versions_are_told_apart(backend: Backend) {
 async fn fifty_concurrent_creates_give_versions_one_to_fifty_with_one_active(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
     let repo = Arc::new(repo);
-    repo.create_prompt(&new_prompt("hot", &[]))
+    repo.create_prompt(&new_prompt("hot", &[]), &ctx())
         .await
         .expect("created");
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let repo = Arc::clone(&repo);
             tokio::spawn(async move {
-                repo.create_version(&name("hot"), &new_version(&format!("v{i}"), true))
-                    .await
+                repo.create_version(
+                    &name("hot"),
+                    &new_version(&format!("v{i}"), true),
+                    &LabelPolicy::default(),
+                    &ctx(),
+                )
+                .await
             })
         })
         .collect();
@@ -267,13 +366,18 @@ async fn fifty_concurrent_creates_give_versions_one_to_fifty_with_one_active(bac
 async fn concurrent_activations_leave_exactly_one_active_version(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
     let repo = Arc::new(repo);
-    repo.create_prompt(&new_prompt("flip", &[]))
+    repo.create_prompt(&new_prompt("flip", &[]), &ctx())
         .await
         .expect("created");
     for i in 0..5 {
-        repo.create_version(&name("flip"), &new_version(&format!("v{i}"), false))
-            .await
-            .expect("version");
+        repo.create_version(
+            &name("flip"),
+            &new_version(&format!("v{i}"), false),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
+        .await
+        .expect("version");
     }
     let tasks: Vec<_> = (0..30)
         .map(|i| {
@@ -302,7 +406,7 @@ async fn prompts_are_listed_in_creation_order_across_pages(backend: Backend) {
     let mut expected = Vec::new();
     for i in 0..7 {
         let p = repo
-            .create_prompt(&new_prompt(&format!("p{i}"), &[]))
+            .create_prompt(&new_prompt(&format!("p{i}"), &[]), &ctx())
             .await
             .expect("created");
         expected.push(p.name.to_string());
@@ -332,14 +436,14 @@ async fn prompts_are_listed_in_creation_order_across_pages(backend: Backend) {
 async fn prompt_listings_filter_by_prefix_tag_and_time(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
     let a = repo
-        .create_prompt(&new_prompt("team_a/one", &["prod", "x"]))
+        .create_prompt(&new_prompt("team_a/one", &["prod", "x"]), &ctx())
         .await
         .expect("created");
-    repo.create_prompt(&new_prompt("teamxa/two", &["dev"]))
+    repo.create_prompt(&new_prompt("teamxa/two", &["dev"]), &ctx())
         .await
         .expect("created");
     let c = repo
-        .create_prompt(&new_prompt("team_a/three", &["dev", "prod"]))
+        .create_prompt(&new_prompt("team_a/three", &["dev", "prod"]), &ctx())
         .await
         .expect("created");
     let list = |filter: PromptFilter| {
@@ -395,11 +499,18 @@ async fn prompt_listings_filter_by_prefix_tag_and_time(backend: Backend) {
 
 async fn versions_are_listed_newest_first_across_pages(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
-    repo.create_prompt(&new_prompt("p", &[])).await.expect("created");
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
+        .await
+        .expect("created");
     for i in 0..5 {
-        repo.create_version(&name("p"), &new_version(&format!("v{i}"), true))
-            .await
-            .expect("version");
+        repo.create_version(
+            &name("p"),
+            &new_version(&format!("v{i}"), true),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
+        .await
+        .expect("version");
     }
     let first = repo
         .list_versions(
@@ -436,7 +547,7 @@ async fn versions_are_listed_newest_first_across_pages(backend: Backend) {
 async fn updating_a_prompt_changes_only_what_the_patch_names(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
     let created = repo
-        .create_prompt(&new_prompt("p", &["keep"]))
+        .create_prompt(&new_prompt("p", &["keep"]), &ctx())
         .await
         .expect("created");
     let patch = PromptPatch {
@@ -445,7 +556,10 @@ async fn updating_a_prompt_changes_only_what_the_patch_names(backend: Backend) {
         )),
         tags: None,
     };
-    let updated = repo.update_prompt(&name("p"), &patch).await.expect("updated");
+    let updated = repo
+        .update_prompt(&name("p"), &patch, &ctx())
+        .await
+        .expect("updated");
     assert_eq!(
         updated
             .description
@@ -462,6 +576,7 @@ async fn updating_a_prompt_changes_only_what_the_patch_names(backend: Backend) {
                 description: Some(None),
                 tags: Some(Tags::default()),
             },
+            &ctx(),
         )
         .await
         .expect("cleared");
@@ -471,21 +586,33 @@ async fn updating_a_prompt_changes_only_what_the_patch_names(backend: Backend) {
 
 async fn deleting_a_prompt_deletes_its_versions(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
-    repo.create_prompt(&new_prompt("p", &[])).await.expect("created");
-    repo.create_version(&name("p"), &new_version("one", true))
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
         .await
-        .expect("version");
-    repo.delete_prompt(&name("p")).await.expect("deleted");
+        .expect("created");
+    repo.create_version(
+        &name("p"),
+        &new_version("one", true),
+        &LabelPolicy::default(),
+        &ctx(),
+    )
+    .await
+    .expect("version");
+    repo.delete_prompt(&name("p"), &ctx()).await.expect("deleted");
     assert!(matches!(
         repo.find_prompt(&name("p")).await,
         Err(PromptError::NotFound(_))
     ));
     // A new prompt with the same name starts again at version 1.
-    repo.create_prompt(&new_prompt("p", &[]))
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
         .await
         .expect("created again");
     let v = repo
-        .create_version(&name("p"), &new_version("again", true))
+        .create_version(
+            &name("p"),
+            &new_version("again", true),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
         .await
         .expect("version");
     assert_eq!(v.version.get(), 1);
@@ -502,7 +629,7 @@ async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
     );
     db.migrate().await.expect("up again");
     let repo = SeaOrmPromptRepository::new(db);
-    repo.create_prompt(&new_prompt("after", &[]))
+    repo.create_prompt(&new_prompt("after", &[]), &ctx())
         .await
         .expect("schema works");
 }
@@ -515,11 +642,16 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
     let prompts = SeaOrmPromptRepository::new(db.clone());
     let prompt = prompts
-        .create_prompt(&new_prompt("lat", &[]))
+        .create_prompt(&new_prompt("lat", &[]), &ctx())
         .await
         .expect("created");
     let version = prompts
-        .create_version(&name("lat"), &new_version("t", true))
+        .create_version(
+            &name("lat"),
+            &new_version("t", true),
+            &LabelPolicy::default(),
+            &ctx(),
+        )
         .await
         .expect("version");
     let run = |micros: u64| Run {
@@ -541,6 +673,7 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
             metadata: Map::new(),
             tags: Tags::default(),
             started_at: None,
+            label: None,
         },
         created_at: registry_domain::time::now_utc(),
     };
@@ -550,7 +683,8 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
         .await
         .expect("stored");
 
-    Migrator::down(db.conn(), Some(1)).await.expect("down one");
+    // Down past the labels migration (6) to before the latency one (5).
+    Migrator::down(db.conn(), Some(2)).await.expect("down two");
     let rows = db
         .conn()
         .query_all_raw(Statement::from_string(
@@ -588,13 +722,18 @@ async fn run_repos(backend: &Backend) -> (TestDatabase, SeaOrmPromptRepository, 
 /// A prompt named `prompt` with `count` versions, oldest first.
 async fn versions_of(prompts: &SeaOrmPromptRepository, prompt: &str, count: usize) -> Vec<PromptVersion> {
     prompts
-        .create_prompt(&new_prompt(prompt, &[]))
+        .create_prompt(&new_prompt(prompt, &[]), &ctx())
         .await
         .expect("created");
     let mut versions = Vec::with_capacity(count);
     for i in 0..count {
         let version = prompts
-            .create_version(&name(prompt), &new_version(&format!("{prompt} {i}"), true))
+            .create_version(
+                &name(prompt),
+                &new_version(&format!("{prompt} {i}"), true),
+                &LabelPolicy::default(),
+                &ctx(),
+            )
             .await
             .expect("version");
         versions.push(version);
@@ -1031,6 +1170,8 @@ async fn stats_sum_up_each_version_of_the_prompt_in_range_and_bucket(backend: Ba
         to: None,
         bucket: Bucket::None,
         version: None,
+        label: None,
+        by_label: false,
     };
     assert_eq!(
         stats(everything.clone()).await,
@@ -1153,8 +1294,8 @@ async fn a_stored_key_is_found_by_its_prefix_with_its_hash(backend: Backend) {
     let (_db, keys) = key_repo(&backend).await;
     let (key, hash) = api_key(1, "ci", at(0));
     let (other, other_hash) = api_key(2, "deploy", at(1));
-    keys.insert(&key, &hash).await.expect("stored");
-    keys.insert(&other, &other_hash).await.expect("stored");
+    keys.insert(&key, &hash, &ctx()).await.expect("stored");
+    keys.insert(&other, &other_hash, &ctx()).await.expect("stored");
     assert_eq!(
         keys.find_by_prefix(&key.prefix).await.expect("looked up"),
         Some((key.clone(), hash))
@@ -1169,10 +1310,10 @@ async fn a_stored_key_is_found_by_its_prefix_with_its_hash(backend: Backend) {
 async fn a_key_whose_prefix_is_taken_is_refused_and_the_first_is_kept(backend: Backend) {
     let (_db, keys) = key_repo(&backend).await;
     let (first, hash) = api_key(1, "first", at(0));
-    keys.insert(&first, &hash).await.expect("stored");
+    keys.insert(&first, &hash, &ctx()).await.expect("stored");
     let (second, second_hash) = api_key(1, "second", at(1));
     let err = keys
-        .insert(&second, &second_hash)
+        .insert(&second, &second_hash, &ctx())
         .await
         .expect_err("prefix taken");
     assert!(matches!(err, KeyError::Unknown(_)), "{err:?}");
@@ -1192,9 +1333,9 @@ async fn keys_are_listed_oldest_first_revoked_ones_included(backend: Backend) {
         (&early, &early_hash),
         (&tied_a, &tied_a_hash),
     ] {
-        keys.insert(key, hash).await.expect("stored");
+        keys.insert(key, hash, &ctx()).await.expect("stored");
     }
-    keys.revoke(early.id, at(10)).await.expect("revoked");
+    keys.revoke(early.id, at(10), &ctx()).await.expect("revoked");
     let mut expected = vec![early.id, tied_a.id, tied_b.id, late.id];
     expected[1..3].sort();
     let listed = keys.list().await.expect("listed");
@@ -1206,9 +1347,12 @@ async fn keys_are_listed_oldest_first_revoked_ones_included(backend: Backend) {
 async fn revoking_an_unknown_key_is_not_found(backend: Backend) {
     let (_db, keys) = key_repo(&backend).await;
     let (key, hash) = api_key(1, "ci", at(0));
-    keys.insert(&key, &hash).await.expect("stored");
+    keys.insert(&key, &hash, &ctx()).await.expect("stored");
     let missing = Uuid::now_v7();
-    let err = keys.revoke(missing, at(1)).await.expect_err("no such key");
+    let err = keys
+        .revoke(missing, at(1), &ctx())
+        .await
+        .expect_err("no such key");
     assert!(matches!(err, KeyError::NotFound(id) if id == missing), "{err:?}");
     assert_eq!(keys.count_active().await.expect("counted"), 1);
 }
@@ -1216,9 +1360,9 @@ async fn revoking_an_unknown_key_is_not_found(backend: Backend) {
 async fn revoking_a_key_again_succeeds_and_keeps_the_first_revocation_time(backend: Backend) {
     let (_db, keys) = key_repo(&backend).await;
     let (key, hash) = api_key(1, "ci", at(0));
-    keys.insert(&key, &hash).await.expect("stored");
-    keys.revoke(key.id, at(1)).await.expect("revoked");
-    keys.revoke(key.id, at(2)).await.expect("revoked again");
+    keys.insert(&key, &hash, &ctx()).await.expect("stored");
+    keys.revoke(key.id, at(1), &ctx()).await.expect("revoked");
+    keys.revoke(key.id, at(2), &ctx()).await.expect("revoked again");
     let (found, _) = keys
         .find_by_prefix(&key.prefix)
         .await
@@ -1231,8 +1375,8 @@ async fn touching_a_key_records_its_latest_use(backend: Backend) {
     let (_db, keys) = key_repo(&backend).await;
     let (key, hash) = api_key(1, "ci", at(0));
     let (other, other_hash) = api_key(2, "idle", at(0));
-    keys.insert(&key, &hash).await.expect("stored");
-    keys.insert(&other, &other_hash).await.expect("stored");
+    keys.insert(&key, &hash, &ctx()).await.expect("stored");
+    keys.insert(&other, &other_hash, &ctx()).await.expect("stored");
     let used = at(3) + Duration::microseconds(123_456);
     keys.touch(key.id, at(1)).await.expect("touched");
     keys.touch(key.id, used).await.expect("touched again");
@@ -1258,18 +1402,285 @@ async fn only_keys_not_revoked_are_counted_as_active(backend: Backend) {
         .map(|seed| api_key(seed, "k", at(i64::from(seed))))
         .collect();
     for (key, hash) in &stored {
-        keys.insert(key, hash).await.expect("stored");
+        keys.insert(key, hash, &ctx()).await.expect("stored");
     }
     assert_eq!(keys.count_active().await.expect("counted"), 3);
-    keys.revoke(stored[1].0.id, at(9)).await.expect("revoked");
+    keys.revoke(stored[1].0.id, at(9), &ctx()).await.expect("revoked");
     assert_eq!(keys.count_active().await.expect("counted"), 2);
-    keys.revoke(stored[1].0.id, at(10)).await.expect("revoked again");
+    keys.revoke(stored[1].0.id, at(10), &ctx())
+        .await
+        .expect("revoked again");
     assert_eq!(keys.count_active().await.expect("counted"), 2);
+}
+
+/// Creates a trigger that refuses every insert into `table`, or drops it.
+async fn refuse_inserts(db: &registry_persistence::Db, table: &str, on: bool) {
+    use sea_orm::ConnectionTrait;
+    let conn = db.conn();
+    let postgres = db.backend() == sea_orm::DbBackend::Postgres;
+    let sql = match (on, postgres) {
+        (true, true) => format!(
+            "CREATE OR REPLACE FUNCTION refused_by_test() RETURNS trigger AS $$ \
+             BEGIN RAISE EXCEPTION 'refused by the test'; END; $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refused_by_test()"
+        ),
+        (true, false) => format!(
+            "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ),
+        (false, true) => format!("DROP TRIGGER refuse_{table} ON {table}"),
+        (false, false) => format!("DROP TRIGGER refuse_{table}"),
+    };
+    conn.execute_unprepared(&sql).await.expect("trigger");
+}
+
+async fn audit_events(db: &registry_persistence::Db) -> Vec<registry_domain::audit::AuditEvent> {
+    use registry_domain::audit::{AuditFilter, AuditLog};
+    registry_persistence::SeaOrmAuditLog::new(db.clone())
+        .list(
+            &AuditFilter::default(),
+            &PageRequest {
+                limit: limit(1000),
+                after: None,
+            },
+        )
+        .await
+        .expect("audit log")
+        .items
+}
+
+fn move_to(version: i64) -> LabelMove {
+    LabelMove {
+        label: LabelName::PRODUCTION,
+        target: Some(LabelTarget::Version(n(version))),
+        expected: Expected::Anything,
+        reason: Some("test".into()),
+        action: Action::LabelMoved,
+    }
+}
+
+/// A change and its audit event (and a label move and its history entry)
+/// are one transaction: when either insert fails, nothing is changed.
+async fn a_change_and_its_records_commit_together_or_not_at_all(backend: Backend) {
+    let (_test_db, db) = TestDatabase::migrated(&backend).await;
+    let repo = SeaOrmPromptRepository::new(db.clone());
+    let policy = LabelPolicy::default();
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
+        .await
+        .expect("created");
+    repo.create_version(&name("p"), &new_version("one", true), &policy, &ctx())
+        .await
+        .expect("v1");
+    repo.create_version(&name("p"), &new_version("two", false), &policy, &ctx())
+        .await
+        .expect("v2");
+    let recorded = audit_events(&db).await.len();
+    assert_eq!(
+        recorded, 4,
+        "prompt.created, label.moved, version.created, version.created"
+    );
+    let history = |repo: &SeaOrmPromptRepository| {
+        let repo = repo.clone();
+        async move {
+            repo.label_history(
+                &name("p"),
+                LabelName::PRODUCTION,
+                &PageRequest {
+                    limit: limit(100),
+                    after: None,
+                },
+            )
+            .await
+            .expect("history")
+            .items
+            .len()
+        }
+    };
+
+    for table in ["audit_events", "label_history"] {
+        refuse_inserts(&db, table, true).await;
+        let err = repo
+            .move_label(&name("p"), &move_to(2), &policy, &ctx())
+            .await
+            .expect_err("the record cannot be written");
+        assert!(matches!(err, PromptError::Unknown(_)), "{table}: {err:?}");
+        let label = repo
+            .find_label(&name("p"), LabelName::PRODUCTION)
+            .await
+            .expect("read")
+            .expect("label");
+        assert_eq!(
+            label.target,
+            Some(LabelTarget::Version(n(1))),
+            "{table}: the move was rolled back"
+        );
+        assert_eq!(label.revision, 1);
+        assert_eq!(
+            history(&repo).await,
+            1,
+            "{table}: no history entry without the move"
+        );
+        let err = repo
+            .create_version(&name("p"), &new_version("three", true), &policy, &ctx())
+            .await
+            .expect_err("the record cannot be written");
+        assert!(matches!(err, PromptError::Unknown(_)));
+        refuse_inserts(&db, table, false).await;
+        assert_eq!(
+            audit_events(&db).await.len(),
+            recorded,
+            "{table}: no event without its change"
+        );
+    }
+    refuse_inserts(&db, "audit_events", true).await;
+    repo.create_prompt(&new_prompt("q", &[]), &ctx())
+        .await
+        .expect_err("no prompt without its event");
+    repo.delete_prompt(&name("p"), &ctx())
+        .await
+        .expect_err("no deletion without its event");
+    refuse_inserts(&db, "audit_events", false).await;
+    assert!(matches!(
+        repo.find_prompt(&name("q")).await,
+        Err(PromptError::NotFound(_))
+    ));
+    assert_eq!(
+        repo.find_version(&name("p"), VersionSelector::Latest)
+            .await
+            .expect("kept")
+            .version,
+        n(2),
+        "the refused version was not stored"
+    );
+
+    // With the records writable again, the move and its records land together.
+    repo.move_label(&name("p"), &move_to(2), &policy, &ctx())
+        .await
+        .expect("moved");
+    assert_eq!(history(&repo).await, 2);
+    let events = audit_events(&db).await;
+    assert_eq!(events.len(), recorded + 1);
+    assert_eq!(events[0].action, Action::LabelMoved);
+    assert_eq!(events[0].target, "prompt:p#production");
+    assert_eq!(events[0].before, Some(json!({"version": 1})));
+}
+
+/// Neither log can be changed or emptied, whatever the client.
+async fn the_history_and_the_audit_log_refuse_updates_and_deletes(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let (_test_db, db) = TestDatabase::migrated(&backend).await;
+    let repo = SeaOrmPromptRepository::new(db.clone());
+    repo.create_prompt(&new_prompt("p", &[]), &ctx())
+        .await
+        .expect("created");
+    repo.create_version(
+        &name("p"),
+        &new_version("one", true),
+        &LabelPolicy::default(),
+        &ctx(),
+    )
+    .await
+    .expect("v1");
+    for sql in [
+        "UPDATE label_history SET reason = 'rewritten'",
+        "DELETE FROM label_history",
+        "UPDATE audit_events SET actor_name = 'someone else'",
+        "DELETE FROM audit_events",
+    ] {
+        let err = db.conn().execute_unprepared(sql).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    // Deleting the prompt keeps both.
+    repo.delete_prompt(&name("p"), &ctx()).await.expect("deleted");
+    assert_eq!(audit_events(&db).await.len(), 4);
+}
+
+/// Migration 6 turns each active flag into a `production` label, and back.
+async fn the_labels_migration_turns_active_flags_into_production_labels_and_back(backend: Backend) {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let (_test_db, db) = TestDatabase::migrated(&backend).await;
+    let repo = SeaOrmPromptRepository::new(db.clone());
+    let policy = LabelPolicy::default();
+    for (prompt, versions, active) in [("a", 2, true), ("b", 3, true), ("c", 1, false)] {
+        repo.create_prompt(&new_prompt(prompt, &[]), &ctx())
+            .await
+            .expect("created");
+        for i in 1..=versions {
+            repo.create_version(
+                &name(prompt),
+                &new_version(&format!("{i}"), active),
+                &policy,
+                &ctx(),
+            )
+            .await
+            .expect("version");
+        }
+    }
+    // b's production is a split: down keeps its heaviest arm.
+    let split = registry_domain::prompt::Split::new(vec![(2, 70), (3, 30)], "split").expect("valid");
+    let change = LabelMove {
+        target: Some(LabelTarget::Split(split)),
+        ..move_to(1)
+    };
+    repo.move_label(&name("b"), &change, &policy, &ctx())
+        .await
+        .expect("split");
+
+    Migrator::down(db.conn(), Some(1)).await.expect("down one");
+    let rows = db
+        .conn()
+        .query_all_raw(Statement::from_string(
+            db.backend(),
+            "SELECT p.name, v.version FROM prompt_versions v JOIN prompts p ON p.id = v.prompt_id \
+             WHERE v.is_active ORDER BY p.name",
+        ))
+        .await
+        .expect("the active flags are back");
+    let active: Vec<(String, i32)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "name").expect("name"),
+                r.try_get("", "version").expect("version"),
+            )
+        })
+        .collect();
+    assert_eq!(active, [("a".to_owned(), 2), ("b".to_owned(), 2)]);
+
+    db.migrate().await.expect("up again");
+    for (prompt, expected) in [("a", Some(2)), ("b", Some(2)), ("c", None)] {
+        let label = repo
+            .find_label(&name(prompt), LabelName::PRODUCTION)
+            .await
+            .expect("read");
+        assert_eq!(
+            label.as_ref().and_then(|l| l.target.clone()),
+            expected.map(|v| LabelTarget::Version(n(v))),
+            "{prompt}"
+        );
+        assert!(
+            label.is_none_or(|l| !l.protected && l.revision == 1),
+            "{prompt}: migrated labels keep their old behaviour"
+        );
+    }
+    assert_eq!(
+        repo.find_prompt(&name("a")).await.expect("a").active_version,
+        Some(n(2))
+    );
+    let served = repo
+        .find_version(&name("a"), VersionSelector::ACTIVE)
+        .await
+        .expect("served");
+    assert!(served.is_active);
 }
 
 backend_tests!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     the_latency_migration_converts_stored_runs_down_and_up,
+    the_labels_migration_turns_active_flags_into_production_labels_and_back,
+    a_change_and_its_records_commit_together_or_not_at_all,
+    the_history_and_the_audit_log_refuse_updates_and_deletes,
     a_created_prompt_can_be_found_by_name,
     a_second_prompt_with_the_same_name_is_a_duplicate,
     versions_are_numbered_in_order_and_the_newest_becomes_active,

@@ -2,8 +2,9 @@
 //!
 //! Which scope a request needs follows from its method and path alone, so a
 //! route added later is protected without anyone remembering to: anything
-//! not on the public list needs a key; `/v1/api-keys` needs `admin`; other
-//! reads need `read` and other writes `write`.
+//! not on the public list needs a key; `/v1/api-keys` and `/v1/audit` need
+//! `admin`; other reads need `read` and other writes `write`. Rules that
+//! depend on the data (a protected label needs `release`) are the domain's.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -25,7 +26,12 @@ pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Opti
     if PUBLIC.contains(&path) || path.starts_with("/docs/") || (path == "/metrics" && metrics_public) {
         return None;
     }
-    if path == "/metrics" || path == "/v1/api-keys" || path.starts_with("/v1/api-keys/") {
+    if path == "/metrics"
+        || path == "/v1/api-keys"
+        || path.starts_with("/v1/api-keys/")
+        || path == "/v1/audit"
+        || path.starts_with("/v1/audit/")
+    {
         return Some(Scope::Admin);
     }
     if *method == Method::GET || *method == Method::HEAD {
@@ -127,6 +133,10 @@ mod tests {
         );
         assert_eq!(
             required_scope(&Method::GET, "/v1/api-keys", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/audit", false),
             Some(Scope::Admin)
         );
         assert_eq!(

@@ -177,6 +177,25 @@ fn field_of(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     }
 }
 
+/// A body that may be left out: empty is `T::default()`, anything else is
+/// read as [`Body`] reads it. For actions such as a rollback, where every
+/// field is optional.
+///
+/// # Errors
+/// A 400 problem for unreadable JSON, a 422 for the wrong shape.
+pub fn optional<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let value: StrictValue = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    into_object(value.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use prompt_registry::settings::{AppEnv, Settings, redact_url};
 use prompt_registry::startup::{Application, auth_service, cache_config, open_database};
 use prompt_registry::telemetry;
 use registry_cache::{Cache, CacheHealth};
+use registry_domain::audit::Context;
 use registry_domain::auth::{KeyName, Scopes};
 use registry_persistence::{Db, DbOptions};
 
@@ -84,7 +85,9 @@ async fn keys(settings: &Settings, action: KeysAction) -> anyhow::Result<()> {
         KeysAction::Create { name, scopes } => {
             let name = KeyName::new(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
             let scopes = Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let (key, generated) = auth.create(name, scopes, random_key_bytes()).await?;
+            let (key, generated) = auth
+                .create(name, scopes, random_key_bytes(), &Context::system("command line"))
+                .await?;
             eprintln!(
                 "created key {} ({}); it is shown only now:",
                 key.id,
@@ -115,7 +118,7 @@ async fn keys(settings: &Settings, action: KeysAction) -> anyhow::Result<()> {
             }
         }
         KeysAction::Revoke { id } => {
-            auth.revoke(id).await?;
+            auth.revoke(id, &Context::system("command line")).await?;
             eprintln!("revoked {id}");
         }
     }

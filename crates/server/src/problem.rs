@@ -36,6 +36,10 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     AlreadyExists,
+    /// The request conflicts with the resource's state (nothing to roll back to).
+    Conflict,
+    /// A compare-and-set found the resource changed (`If-Match`, `expected_version`).
+    PreconditionFailed,
     PayloadTooLarge,
     UnsupportedMediaType,
     NotAcceptable,
@@ -54,7 +58,8 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AlreadyExists => StatusCode::CONFLICT,
+            Self::AlreadyExists | Self::Conflict => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
@@ -77,6 +82,8 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::AlreadyExists => "already_exists",
+            Self::Conflict => "conflict",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotAcceptable => "not_acceptable",
@@ -99,6 +106,8 @@ impl ErrorCode {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::AlreadyExists => "Already exists",
+            Self::Conflict => "Conflict",
+            Self::PreconditionFailed => "Precondition failed",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotAcceptable => "Not acceptable",
@@ -109,7 +118,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::MalformedJson,
         Self::InvalidParameter,
         Self::InvalidCursor,
@@ -120,6 +129,8 @@ impl ErrorCode {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::AlreadyExists,
+        Self::Conflict,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::NotAcceptable,
@@ -311,8 +322,15 @@ impl From<PromptError> for ApiError {
             PromptError::Duplicate(_) => Self::new(ErrorCode::AlreadyExists, err.to_string()),
             PromptError::Invalid(errors) => Self::validation(errors),
             PromptError::Unavailable(source) => Self::unavailable("the database", source),
-            PromptError::NotFound(_) | PromptError::VersionNotFound { .. } => {
-                Self::new(ErrorCode::NotFound, err.to_string())
+            PromptError::NotFound(_)
+            | PromptError::VersionNotFound { .. }
+            | PromptError::LabelNotFound { .. } => Self::new(ErrorCode::NotFound, err.to_string()),
+            PromptError::LabelMoved { .. } => Self::new(ErrorCode::PreconditionFailed, err.to_string()),
+            PromptError::NothingToRollBack(_) => Self::new(ErrorCode::Conflict, err.to_string()),
+            PromptError::Protected(label) | PromptError::AdminOnly(label) => {
+                let mut e = Self::new(ErrorCode::Forbidden, err.to_string());
+                e.errors.push(FieldError::new("label", label.to_string()));
+                e
             }
             PromptError::Unknown(source) => Self::internal(source),
         }
@@ -357,8 +375,13 @@ impl From<RunError> for ApiError {
     fn from(err: RunError) -> Self {
         match err {
             RunError::UnknownPrompt(_) => Self::validation(vec![FieldError::new("prompt", err.to_string())]),
-            RunError::UnknownVersion { .. } | RunError::NoActiveVersion(_) => {
+            RunError::UnknownVersion { .. }
+            | RunError::NoActiveVersion(_)
+            | RunError::SplitNeedsVersion { .. } => {
                 Self::validation(vec![FieldError::new("version", err.to_string())])
+            }
+            RunError::UnknownLabel { .. } => {
+                Self::validation(vec![FieldError::new("label", err.to_string())])
             }
             RunError::Conflict(_) => Self::new(ErrorCode::AlreadyExists, err.to_string()),
             RunError::NotFound(_) => Self::new(ErrorCode::NotFound, err.to_string()),
@@ -380,6 +403,17 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound(_) => Self::new(ErrorCode::NotFound, e.to_string()),
             KeyError::Unavailable(source) => Self::unavailable("the database", source),
             KeyError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<registry_domain::audit::AuditError> for ApiError {
+    fn from(e: registry_domain::audit::AuditError) -> Self {
+        match e {
+            registry_domain::audit::AuditError::Unavailable(source) => {
+                Self::unavailable("the database", source)
+            }
+            registry_domain::audit::AuditError::Unknown(source) => Self::internal(source),
         }
     }
 }

@@ -353,6 +353,7 @@ mod tests {
                 metadata: serde_json::Map::new(),
                 tags: Tags::default(),
                 started_at: None,
+                label: None,
             },
             created_at: registry_domain::time::now_utc(),
         }

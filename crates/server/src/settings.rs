@@ -43,6 +43,16 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub log: LogSettings,
     pub render: RenderSettings,
+    pub labels: LabelSettings,
+}
+
+/// Labels.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabelSettings {
+    /// Labels protected from the moment they are first set on a prompt
+    /// (moving them then needs the `release` scope). Default `["production"]`;
+    /// as an environment variable, comma-separated.
+    pub protected_by_default: Vec<String>,
 }
 
 /// Bounds on templates and renders, so that a small request cannot make a
@@ -252,12 +262,15 @@ impl Settings {
             .set_default("redis.pool_size", 16)?
             .set_default("auth.metrics_public", true)?
             .set_default("log.level", "info")?
+            .set_default("labels.protected_by_default", vec!["production"])?
             .add_source(File::from(file).required(false))
             .add_source(
                 Environment::with_prefix("APP")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("labels.protected_by_default"),
             )
             .set_override_option("database.url", conventional("DATABASE_URL", "APP__DATABASE__URL"))?
             .set_override_option("server.host", conventional("HOST", "APP__SERVER__HOST"))?
@@ -313,7 +326,26 @@ impl Settings {
         if self.redis.circuit_failures == 0 {
             anyhow::bail!("redis.circuit_failures must be at least 1");
         }
+        self.label_policy()?;
         Ok(())
+    }
+
+    /// Which labels are protected when first set.
+    ///
+    /// # Errors
+    /// A name in `labels.protected_by_default` that is not a label.
+    pub fn label_policy(&self) -> anyhow::Result<registry_domain::prompt::ports::LabelPolicy> {
+        let protected_by_default = self
+            .labels
+            .protected_by_default
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                registry_domain::prompt::LabelName::new(l.trim())
+                    .map_err(|e| anyhow::anyhow!("labels.protected_by_default: `{l}`: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(registry_domain::prompt::ports::LabelPolicy { protected_by_default })
     }
 
     /// Whether pending migrations are applied at startup.

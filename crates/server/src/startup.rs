@@ -16,7 +16,7 @@ use registry_domain::auth::{AuthService, KeyName, Scopes};
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
 use registry_persistence::SeaOrmApiKeyRepository;
-use registry_persistence::{Db, DbOptions, SeaOrmPromptRepository, SeaOrmRunRepository};
+use registry_persistence::{Db, DbOptions, SeaOrmAuditLog, SeaOrmPromptRepository, SeaOrmRunRepository};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
@@ -67,9 +67,11 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 // Versions first: the active-version fetch is the hot path,
                 // and the router tries resources in registration order.
                 .configure(routes::versions::configure)
+                .configure(routes::labels::configure)
                 .configure(routes::prompts::configure)
                 .configure(routes::runs::configure)
-                .configure(routes::keys::configure),
+                .configure(routes::keys::configure)
+                .configure(routes::audit::configure),
         );
 }
 
@@ -316,7 +318,8 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         Arc::new(SeaOrmPromptRepository::new(db.clone())),
         Arc::clone(&cache),
     )
-    .with_limits(settings.render_limits());
+    .with_limits(settings.render_limits())
+    .with_label_policy(settings.label_policy()?);
     let run_repo = Arc::new(SeaOrmRunRepository::new(db.clone()));
     let (queue, writer) = run_writer::spawn(
         Arc::clone(&run_repo),
@@ -336,6 +339,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         metrics: Arc::new(crate::metrics::Metrics::default()),
         bodies: moka::future::Cache::new(10_000),
         metrics_public: settings.auth.metrics_public,
+        audit: Arc::new(SeaOrmAuditLog::new(db.clone())),
         db,
         max_batch: settings.runs.max_batch,
     };
@@ -385,7 +389,14 @@ pub async fn open_auth(settings: &Settings, db: &Db) -> anyhow::Result<Auth> {
         );
     }
     let name = KeyName::new("dev-admin").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (_, generated) = auth.create(name, Scopes::admin(), random_key_bytes()).await?;
+    let (_, generated) = auth
+        .create(
+            name,
+            Scopes::admin(),
+            random_key_bytes(),
+            &registry_domain::audit::Context::system("first start"),
+        )
+        .await?;
     // Printed, not logged: shown once, on this first start, so a newcomer can call the API.
     eprintln!(
         "\n  First start: created an admin API key (shown only now):\n\n    {}\n\n  Use it as `Authorization: Bearer <key>`, e.g.\n    curl -H 'Authorization: Bearer {}' http://{}:{}/v1/prompts\n",

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use registry_domain::auth::AuthService;
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
-use registry_persistence::{Db, SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository};
+use registry_persistence::{
+    Db, SeaOrmApiKeyRepository, SeaOrmAuditLog, SeaOrmPromptRepository, SeaOrmRunRepository,
+};
 
 use crate::metrics::Metrics;
 use crate::run_writer::RunQueue;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub bodies: moka::future::Cache<(uuid::Uuid, bool), actix_web::web::Bytes>,
     /// Whether `/metrics` answers without a key.
     pub metrics_public: bool,
+    /// The audit log, for reading (changes write it themselves).
+    pub audit: Arc<SeaOrmAuditLog>,
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use registry_cache::TieredCache;
+use registry_domain::audit::Context;
 use registry_domain::prompt::error::RenderFailure;
 use registry_domain::prompt::{
-    NewPrompt, NewVersion, PromptName, PromptService, Rendered, Tags, Template, Variables, VersionNumber,
+    LabelName, NewPrompt, NewVersion, PromptName, PromptService, Rendered, Tags, Template, Variables,
     VersionSelector,
 };
 use registry_domain::run::stats::{Bucket, StatsQuery};
@@ -81,42 +82,62 @@ fn values(value: Value) -> Map<String, Value> {
 }
 
 async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
+    // Every change is recorded in the audit log under who made it.
+    let ctx = Context::system("embedding example");
     let name = PromptName::new("support/greeting")?;
     registry
         .prompts
-        .create_prompt(NewPrompt {
-            name: name.clone(),
-            description: None,
-            tags: Tags::new(vec!["example".to_owned()])?,
-        })
+        .create_prompt(
+            NewPrompt {
+                name: name.clone(),
+                description: None,
+                tags: Tags::new(vec!["example".to_owned()])?,
+            },
+            &ctx,
+        )
         .await?;
 
     let variables = json!({ "name": { "type": "string" } });
     registry
         .prompts
-        .create_version(&name, version("Hello {{ name }}!", variables.clone(), "first")?)
+        .create_version(
+            &name,
+            version("Hello {{ name }}!", variables.clone(), "first")?,
+            &ctx,
+        )
         .await?;
     registry
         .prompts
         .create_version(
             &name,
             version("Hi {{ name }}, welcome back.", variables, "friendlier")?,
+            &ctx,
         )
         .await?;
-    // Version 2 is active now; roll back to 1 in one call.
+    // Label `production` points at version 2 now; roll it back in one call.
     registry
         .prompts
-        .activate_version(&name, VersionNumber::new(1)?)
+        .rollback_label(
+            &name,
+            LabelName::PRODUCTION,
+            Some("the old greeting tested better".into()),
+            &ctx,
+        )
         .await?;
 
     // The hot path: the active version, from the cache after the first call.
     let active = registry
         .prompts
-        .get_version(&name, VersionSelector::Active)
+        .get_version(&name, VersionSelector::ACTIVE)
         .await?;
     let (_, rendered) = registry
         .prompts
-        .render(&name, VersionSelector::Active, &values(json!({ "name": "Ada" })))
+        .render(
+            &name,
+            VersionSelector::ACTIVE,
+            None,
+            &values(json!({ "name": "Ada" })),
+        )
         .await
         .map_err(|e| anyhow!(e))?;
     let Rendered::Text(rendered) = rendered else {
@@ -126,7 +147,7 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
     // Strict variables: a missing value is an error, never an empty string.
     let missing_variable = match registry
         .prompts
-        .render(&name, VersionSelector::Active, &Map::new())
+        .render(&name, VersionSelector::ACTIVE, None, &Map::new())
         .await
     {
         Err(RenderFailure::Invalid(errors)) => errors.to_string(),
@@ -159,6 +180,8 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
                 to: None,
                 bucket: Bucket::None,
                 version: Some(active.version),
+                label: None,
+                by_label: false,
             },
         )
         .await?;

@@ -8,26 +8,32 @@ use uuid::Uuid;
 
 use crate::prompt::FieldError;
 
-/// What a key may do. `admin` implies the others; `write` does not imply
-/// `read`, so an application can hold a key that only logs runs.
+/// What a key may do. `admin` implies the others and `release` implies
+/// `write`; `write` does not imply `read`, so an application can hold a key
+/// that only logs runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// Every GET under `/v1`.
     Read,
-    /// Creating and changing prompts, versions and runs.
+    /// Creating and changing prompts, versions and runs, and moving labels
+    /// that are not protected.
     Write,
+    /// What `write` may do, plus moving, removing and rolling back protected
+    /// labels.
+    Release,
     /// Managing keys; implies read and write.
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Self; 3] = [Self::Read, Self::Write, Self::Admin];
+    pub const ALL: [Self; 4] = [Self::Read, Self::Write, Self::Release, Self::Admin];
 
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Write => "write",
+            Self::Release => "release",
             Self::Admin => "admin",
         }
     }
@@ -37,6 +43,7 @@ impl Scope {
         match s {
             "read" => Some(Self::Read),
             "write" => Some(Self::Write),
+            "release" => Some(Self::Release),
             "admin" => Some(Self::Admin),
             _ => None,
         }
@@ -60,7 +67,10 @@ impl Scopes {
         let mut scopes = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let scope = Scope::parse(name).ok_or_else(|| {
-                FieldError::new(format!("scopes[{i}]"), "must be `read`, `write` or `admin`")
+                FieldError::new(
+                    format!("scopes[{i}]"),
+                    "must be `read`, `write`, `release` or `admin`",
+                )
             })?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
@@ -81,7 +91,9 @@ impl Scopes {
     /// Whether these scopes allow an operation that needs `needed`.
     #[must_use]
     pub fn allow(&self, needed: Scope) -> bool {
-        self.0.iter().any(|s| *s == needed || *s == Scope::Admin)
+        self.0
+            .iter()
+            .any(|s| *s == needed || *s == Scope::Admin || (*s == Scope::Release && needed == Scope::Write))
     }
 
     #[must_use]
@@ -210,6 +222,10 @@ mod tests {
         assert!(write.allow(Scope::Write));
         assert!(!write.allow(Scope::Read));
         assert!(!write.allow(Scope::Admin));
+        assert!(!write.allow(Scope::Release));
+        let release = Scopes::parse(&["release".into()]).expect("valid");
+        assert!(release.allow(Scope::Write) && release.allow(Scope::Release));
+        assert!(!release.allow(Scope::Read) && !release.allow(Scope::Admin));
     }
 
     #[test]

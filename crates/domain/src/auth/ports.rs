@@ -20,9 +20,12 @@ pub enum KeyError {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// Stores a new key with its `key.created` audit event, in one transaction.
+    ///
     /// # Errors
     /// Storage failures.
-    async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), KeyError>;
+    async fn insert(&self, key: &ApiKey, hash: &KeyHash, ctx: &crate::audit::Context)
+    -> Result<(), KeyError>;
     /// The key with this public prefix and its stored hash.
     ///
     /// # Errors
@@ -33,11 +36,13 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// # Errors
     /// Storage failures.
     async fn list(&self) -> Result<Vec<ApiKey>, KeyError>;
-    /// Marks the key revoked (again is fine).
+    /// Marks the key revoked (again is fine), with its `key.revoked` audit
+    /// event in the same transaction.
     ///
     /// # Errors
     /// MUST return [`KeyError::NotFound`] when no key has this id.
-    async fn revoke(&self, id: Uuid, at: OffsetDateTime) -> Result<(), KeyError>;
+    async fn revoke(&self, id: Uuid, at: OffsetDateTime, ctx: &crate::audit::Context)
+    -> Result<(), KeyError>;
     /// Records a use.
     ///
     /// # Errors

@@ -98,6 +98,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
         name: KeyName,
         scopes: Scopes,
         random: [u8; 24],
+        ctx: &crate::audit::Context,
     ) -> Result<(ApiKey, GeneratedKey), KeyError> {
         let generated = GeneratedKey::from_random(random);
         let key = ApiKey {
@@ -109,7 +110,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
             last_used_at: None,
             revoked_at: None,
         };
-        self.repo.insert(&key, &generated.hash).await?;
+        self.repo.insert(&key, &generated.hash, ctx).await?;
         Ok((key, generated))
     }
 
@@ -123,8 +124,8 @@ impl<R: ApiKeyRepository> AuthService<R> {
     ///
     /// # Errors
     /// [`KeyError::NotFound`].
-    pub async fn revoke(&self, id: Uuid) -> Result<(), KeyError> {
-        self.repo.revoke(id, crate::time::now_utc()).await?;
+    pub async fn revoke(&self, id: Uuid, ctx: &crate::audit::Context) -> Result<(), KeyError> {
+        self.repo.revoke(id, crate::time::now_utc(), ctx).await?;
         if let Ok(mut memo) = self.memo.lock() {
             memo.verified.retain(|_, (_, k)| k.id != id);
         }

@@ -15,11 +15,35 @@ pub enum PromptError {
     Duplicate(PromptName),
     #[error("no prompt named `{0}`")]
     NotFound(PromptName),
-    #[error("prompt `{name}` has no {selector} version")]
+    #[error("prompt `{name}` has no {selector}")]
     VersionNotFound {
         name: PromptName,
         selector: VersionSelector,
     },
+    /// The prompt exists but has no such label (or it was removed).
+    #[error("prompt `{name}` has no label `{label}`")]
+    LabelNotFound {
+        name: PromptName,
+        label: super::label::LabelName,
+    },
+    /// A compare-and-set move found the label elsewhere: nothing changed.
+    #[error("label `{label}` has moved since (it is at revision {revision}); nothing was changed")]
+    LabelMoved {
+        label: super::label::LabelName,
+        current: Option<super::label::LabelTarget>,
+        revision: u32,
+    },
+    /// The label is protected and the caller may not release.
+    #[error(
+        "label `{0}` is protected: moving, removing or rolling it back needs a key with the `release` or `admin` scope"
+    )]
+    Protected(super::label::LabelName),
+    /// Only an admin may protect or unprotect a label.
+    #[error("only a key with the `admin` scope may change whether label `{0}` is protected")]
+    AdminOnly(super::label::LabelName),
+    /// The label has no earlier target to go back to.
+    #[error("label `{0}` has no earlier target to roll back to")]
+    NothingToRollBack(super::label::LabelName),
     /// The storage cannot be reached now (connection refused, pool exhausted):
     /// the same call may succeed later.
     #[error("the database is unavailable")]

@@ -361,17 +361,56 @@ impl fmt::Display for VersionNumber {
 /// Which version of a prompt a request means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VersionSelector {
-    Active,
+    /// Where a label points; `active` is the label `production`.
+    Label(super::label::LabelName),
+    /// The highest number.
     Latest,
     Number(VersionNumber),
+}
+
+impl VersionSelector {
+    /// The version applications are served by default: label `production`.
+    pub const ACTIVE: Self = Self::Label(super::label::LabelName::PRODUCTION);
+
+    /// A selector as written in a path: a number, `latest`, `active`, or a label.
+    ///
+    /// # Errors
+    /// Why `s` is none of them.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(Self::Latest),
+            "active" => Ok(Self::ACTIVE),
+            _ if s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+') => s
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| VersionNumber::new(n).ok())
+                .map(Self::Number)
+                .ok_or_else(|| VersionNumberError.to_string()),
+            _ => super::label::LabelName::new(s)
+                .map(Self::Label)
+                .map_err(|e| format!("not a version number, `latest`, `active` or a label: {e}")),
+        }
+    }
+
+    /// The label this selector names, if it names one.
+    #[must_use]
+    pub fn label(self) -> Option<super::label::LabelName> {
+        match self {
+            Self::Label(l) => Some(l),
+            Self::Latest | Self::Number(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for VersionSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Active => f.write_str("active"),
-            Self::Latest => f.write_str("latest"),
-            Self::Number(n) => write!(f, "number {n}"),
+            Self::Label(l) if *l == super::label::LabelName::PRODUCTION => {
+                f.write_str("active version (label `production`)")
+            }
+            Self::Label(l) => write!(f, "version labelled `{l}`"),
+            Self::Latest => f.write_str("latest version"),
+            Self::Number(n) => write!(f, "version {n}"),
         }
     }
 }
@@ -387,6 +426,7 @@ pub struct NewVersion {
     config: Map<String, Value>,
     commit_message: Option<String>,
     activate: bool,
+    labels: Vec<super::label::LabelName>,
 }
 
 impl NewVersion {
@@ -429,7 +469,30 @@ impl NewVersion {
             config,
             commit_message,
             activate,
+            labels: Vec::new(),
         })
+    }
+
+    /// The same version, also setting `labels` when it is created.
+    #[must_use]
+    pub fn with_labels(mut self, labels: Vec<super::label::LabelName>) -> Self {
+        for label in labels {
+            if !self.labels.contains(&label) {
+                self.labels.push(label);
+            }
+        }
+        self
+    }
+
+    /// Every label the new version is to be pointed at: those asked for,
+    /// and `production` when it is to be activated.
+    #[must_use]
+    pub fn labels(&self) -> Vec<super::label::LabelName> {
+        let mut labels = self.labels.clone();
+        if self.activate && !labels.contains(&super::label::LabelName::PRODUCTION) {
+            labels.insert(0, super::label::LabelName::PRODUCTION);
+        }
+        labels
     }
 
     #[must_use]
@@ -452,7 +515,8 @@ impl NewVersion {
         self.commit_message.as_deref()
     }
 
-    /// Whether the new version becomes the active one (the default).
+    /// Whether the new version becomes the active one, i.e. label
+    /// `production` (the default).
     #[must_use]
     pub fn activate(&self) -> bool {
         self.activate
@@ -469,6 +533,7 @@ pub struct PromptVersion {
     pub template: Template,
     pub variables: Variables,
     pub config: Map<String, Value>,
+    /// Whether label `production` points at this version alone.
     pub is_active: bool,
     pub commit_message: Option<String>,
     pub created_at: OffsetDateTime,
@@ -560,6 +625,40 @@ mod tests {
         assert!(VersionNumber::new(-3).is_err());
         assert!(VersionNumber::new(i64::from(i32::MAX) + 1).is_err());
         assert_eq!(VersionNumber::new(7).map(VersionNumber::get), Ok(7));
+    }
+
+    #[test]
+    fn selectors_parse_numbers_aliases_and_labels() {
+        assert_eq!(
+            VersionSelector::parse("3"),
+            Ok(VersionSelector::Number(VersionNumber::new(3).expect("valid")))
+        );
+        assert_eq!(VersionSelector::parse("latest"), Ok(VersionSelector::Latest));
+        assert_eq!(VersionSelector::parse("active"), Ok(VersionSelector::ACTIVE));
+        assert_eq!(
+            VersionSelector::parse("staging").map(|s| s.label().map(|l| l.to_string())),
+            Ok(Some("staging".to_owned()))
+        );
+        for bad in ["0", "-1", "3x", "99999999999", "Prod", "", "a b"] {
+            assert!(VersionSelector::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn activating_adds_production_to_the_labels_once() {
+        let template = Template::parse(None, &serde_json::json!("x")).expect("valid");
+        let staging = super::super::label::LabelName::new("staging").expect("valid");
+        let new = NewVersion::new(template.clone(), Variables::default(), Map::new(), None, true)
+            .expect("valid")
+            .with_labels(vec![staging, staging, super::super::label::LabelName::PRODUCTION]);
+        assert_eq!(
+            new.labels(),
+            [staging, super::super::label::LabelName::PRODUCTION]
+        );
+        let quiet = NewVersion::new(template, Variables::default(), Map::new(), None, false)
+            .expect("valid")
+            .with_labels(vec![staging]);
+        assert_eq!(quiet.labels(), [staging]);
     }
 
     #[test]

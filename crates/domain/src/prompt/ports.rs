@@ -11,11 +11,59 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::error::PromptError;
+use super::label::{Expected, Label, LabelChange, LabelName, LabelTarget, Resolution};
 use super::model::{
     NewPrompt, NewVersion, Prompt, PromptFilter, PromptName, PromptPatch, PromptVersion, VersionCursor,
-    VersionNumber, VersionSelector,
+    VersionSelector,
 };
+use crate::audit::{Action, Context};
 use crate::page::{Page, PageRequest, TimeCursor};
+
+/// A change of one label: where it is to point (`None` removes it), what
+/// it must be found at first, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMove {
+    pub label: LabelName,
+    pub target: Option<LabelTarget>,
+    pub expected: Expected,
+    pub reason: Option<String>,
+    /// How the audit log names the change (`label.moved`, `label.rolled_back`…).
+    pub action: Action,
+}
+
+/// Which labels are protected from the moment they are first set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelPolicy {
+    pub protected_by_default: Vec<LabelName>,
+}
+
+impl Default for LabelPolicy {
+    fn default() -> Self {
+        Self {
+            protected_by_default: vec![LabelName::PRODUCTION],
+        }
+    }
+}
+
+impl LabelPolicy {
+    /// Whether a label set for the first time on a prompt starts protected.
+    #[must_use]
+    pub fn protects(&self, label: LabelName) -> bool {
+        self.protected_by_default.contains(&label)
+    }
+
+    /// Whether `ctx` may change `current` (the label as stored, if it exists).
+    ///
+    /// # Errors
+    /// [`PromptError::Protected`] for a protected label and a caller
+    /// without `release`.
+    pub fn authorize(ctx: &Context, label: LabelName, current: Option<&Label>) -> Result<(), PromptError> {
+        if current.is_some_and(|l| l.protected) && !ctx.may_release() {
+            return Err(PromptError::Protected(label));
+        }
+        Ok(())
+    }
+}
 
 /// Durable storage of prompts and versions.
 ///
@@ -24,9 +72,13 @@ use crate::page::{Page, PageRequest, TimeCursor};
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait PromptRepository: Send + Sync + 'static {
+    /// Every method that changes something takes the caller's [`Context`]
+    /// and appends the change's audit event in the same transaction: the
+    /// change and its record are committed together or not at all.
+    ///
     /// # Errors
     /// MUST return [`PromptError::Duplicate`] if a prompt with that name exists.
-    async fn create_prompt(&self, new: &NewPrompt) -> Result<Prompt, PromptError>;
+    async fn create_prompt(&self, new: &NewPrompt, ctx: &Context) -> Result<Prompt, PromptError>;
 
     /// Prompts matching `filter`, ordered by `(created_at, id)` ascending.
     ///
@@ -44,22 +96,35 @@ pub trait PromptRepository: Send + Sync + 'static {
 
     /// # Errors
     /// MUST return [`PromptError::NotFound`] if no prompt has that name.
-    async fn update_prompt(&self, name: &PromptName, patch: &PromptPatch) -> Result<Prompt, PromptError>;
+    async fn update_prompt(
+        &self,
+        name: &PromptName,
+        patch: &PromptPatch,
+        ctx: &Context,
+    ) -> Result<Prompt, PromptError>;
 
-    /// Deletes the prompt and, with it, all its versions.
+    /// Deletes the prompt and, with it, all its versions and labels (their
+    /// history stays).
     ///
     /// # Errors
     /// MUST return [`PromptError::NotFound`] if no prompt has that name.
-    async fn delete_prompt(&self, name: &PromptName) -> Result<(), PromptError>;
+    async fn delete_prompt(&self, name: &PromptName, ctx: &Context) -> Result<(), PromptError>;
 
     /// Stores the next version of the prompt: number = highest + 1, even under
-    /// concurrent calls. When `new.activate()` is set, the new version becomes
-    /// the only active one in the same transaction.
+    /// concurrent calls. Every label in `new.labels()` is pointed at it in the
+    /// same transaction, each change with its history entry.
     ///
     /// # Errors
-    /// MUST return [`PromptError::NotFound`] if no prompt has that name.
-    async fn create_version(&self, name: &PromptName, new: &NewVersion)
-    -> Result<PromptVersion, PromptError>;
+    /// MUST return [`PromptError::NotFound`] if no prompt has that name, and
+    /// [`PromptError::Protected`] (storing nothing) when one of the labels is
+    /// protected and [`LabelPolicy::authorize`] refuses the caller.
+    async fn create_version(
+        &self,
+        name: &PromptName,
+        new: &NewVersion,
+        policy: &LabelPolicy,
+        ctx: &Context,
+    ) -> Result<PromptVersion, PromptError>;
 
     /// Versions of the prompt, newest first.
     ///
@@ -71,25 +136,67 @@ pub trait PromptRepository: Send + Sync + 'static {
         page: &PageRequest<VersionCursor>,
     ) -> Result<Page<PromptVersion, VersionCursor>, PromptError>;
 
-    /// # Errors
-    /// MUST return [`PromptError::NotFound`] if no prompt has that name, and
-    /// [`PromptError::VersionNotFound`] if it has no such version.
-    async fn find_version(
-        &self,
-        name: &PromptName,
-        selector: VersionSelector,
-    ) -> Result<PromptVersion, PromptError>;
-
-    /// Makes `version` the prompt's only active version, atomically.
+    /// What `selector` points at: one version, or every arm of a split label.
     ///
     /// # Errors
     /// MUST return [`PromptError::NotFound`] if no prompt has that name, and
-    /// [`PromptError::VersionNotFound`] if it has no such version.
-    async fn activate_version(
+    /// [`PromptError::VersionNotFound`] if it has no such version or label
+    /// (a removed label included).
+    async fn resolve(&self, name: &PromptName, selector: VersionSelector) -> Result<Resolution, PromptError>;
+
+    /// The prompt's labels that point somewhere, by name.
+    ///
+    /// # Errors
+    /// MUST return [`PromptError::NotFound`] if no prompt has that name.
+    async fn list_labels(&self, name: &PromptName) -> Result<Vec<Label>, PromptError>;
+
+    /// One label as stored, removed or not; `None` if it was never set.
+    ///
+    /// # Errors
+    /// MUST return [`PromptError::NotFound`] if no prompt has that name.
+    async fn find_label(&self, name: &PromptName, label: LabelName) -> Result<Option<Label>, PromptError>;
+
+    /// Applies `change` atomically with its history entry and audit event:
+    /// under a lock on the prompt, checks [`LabelPolicy::authorize`], then
+    /// `change.expected`, then that every target version exists.
+    ///
+    /// # Errors
+    /// MUST return [`PromptError::NotFound`] for no such prompt;
+    /// [`PromptError::Protected`]; [`PromptError::LabelMoved`] when the
+    /// expectation fails; [`PromptError::LabelNotFound`] when removing a label
+    /// that points nowhere; [`PromptError::Invalid`] naming a target version
+    /// that does not exist. Nothing is changed in each case.
+    async fn move_label(
         &self,
         name: &PromptName,
-        version: VersionNumber,
-    ) -> Result<PromptVersion, PromptError>;
+        change: &LabelMove,
+        policy: &LabelPolicy,
+        ctx: &Context,
+    ) -> Result<Label, PromptError>;
+
+    /// Sets whether the label is protected, with its audit event.
+    ///
+    /// # Errors
+    /// MUST return [`PromptError::NotFound`] for no such prompt and
+    /// [`PromptError::LabelNotFound`] for a label never set.
+    async fn protect_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        protected: bool,
+        ctx: &Context,
+    ) -> Result<Label, PromptError>;
+
+    /// The label's changes, newest first.
+    ///
+    /// # Errors
+    /// MUST return [`PromptError::NotFound`] if no prompt has that name.
+    async fn label_history(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        page: &PageRequest<TimeCursor>,
+    ) -> Result<Page<LabelChange, TimeCursor>, PromptError>;
 }
 
 /// What a cached entry answers.
@@ -99,10 +206,10 @@ pub struct CacheKey {
     pub selector: VersionSelector,
 }
 
-/// A version as a cache answered it.
+/// A resolution as a cache answered it.
 #[derive(Debug, Clone)]
 pub struct Cached {
-    pub version: Arc<PromptVersion>,
+    pub resolution: Resolution,
     /// Set when the entry was served past its time to live because the
     /// source of truth could not be reached (stale-if-error): how long ago it
     /// was loaded. Never set for an entry a write has superseded.
@@ -112,16 +219,28 @@ pub struct Cached {
 impl Cached {
     /// A fresh answer.
     #[must_use]
-    pub fn fresh(version: Arc<PromptVersion>) -> Self {
+    pub fn fresh(resolution: Resolution) -> Self {
         Self {
-            version,
+            resolution,
             stale_age: None,
         }
     }
 }
 
-/// Loads a version from the source of truth when the cache cannot answer.
-pub type Load<'a> = Pin<Box<dyn Future<Output = Result<PromptVersion, PromptError>> + Send + 'a>>;
+/// The version chosen to serve a request.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub version: Arc<PromptVersion>,
+    /// The label it was served under, when the selector named one.
+    pub label: Option<LabelName>,
+    /// Whether the label is a split (so another subject may get another version).
+    pub split: bool,
+    /// As [`Cached::stale_age`].
+    pub stale_age: Option<Duration>,
+}
+
+/// Loads a resolution from the source of truth when the cache cannot answer.
+pub type Load<'a> = Pin<Box<dyn Future<Output = Result<Resolution, PromptError>> + Send + 'a>>;
 
 /// A cache of versions in front of the repository.
 ///
@@ -142,7 +261,7 @@ pub type Load<'a> = Pin<Box<dyn Future<Output = Result<PromptVersion, PromptErro
 pub trait VersionCache: Send + Sync + 'static {
     /// # Errors
     /// Whatever `load` fails with.
-    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError>;
+    async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Resolution, PromptError>;
 
     /// As [`VersionCache::get_or_load`], saying whether the answer is stale.
     ///
@@ -152,7 +271,7 @@ pub trait VersionCache: Send + Sync + 'static {
         self.get_or_load(key, load).await.map(Cached::fresh)
     }
 
-    /// Forgets every entry of the prompt (its active, latest and numbered versions).
+    /// Forgets every entry of the prompt (its labels, latest and numbered versions).
     async fn invalidate(&self, name: &PromptName);
 }
 
@@ -162,8 +281,8 @@ pub struct NoCache;
 
 #[async_trait]
 impl VersionCache for NoCache {
-    async fn get_or_load(&self, _key: &CacheKey, load: Load<'_>) -> Result<Arc<PromptVersion>, PromptError> {
-        load.await.map(Arc::new)
+    async fn get_or_load(&self, _key: &CacheKey, load: Load<'_>) -> Result<Resolution, PromptError> {
+        load.await
     }
 
     async fn invalidate(&self, _name: &PromptName) {}

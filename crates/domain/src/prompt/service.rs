@@ -5,20 +5,24 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::error::{PromptError, RenderFailure};
+use super::label::{Expected, Label, LabelChange, LabelName, LabelTarget};
 use super::model::{
     NewPrompt, NewVersion, Prompt, PromptFilter, PromptName, PromptPatch, PromptVersion, VersionCursor,
     VersionNumber, VersionSelector,
 };
-use super::ports::{CacheKey, Cached, PromptRepository, VersionCache};
+use super::ports::{CacheKey, Cached, LabelMove, LabelPolicy, PromptRepository, Served, VersionCache};
 use super::template::{RenderLimits, Rendered};
-use crate::page::{Page, PageRequest, TimeCursor};
+use crate::audit::{Action, Context};
+use crate::page::{Limit, Page, PageRequest, TimeCursor};
 
-/// Prompt and version use cases. Cheap to clone: it holds its ports in `Arc`s.
+/// Prompt, version and label use cases. Cheap to clone: it holds its ports
+/// in `Arc`s.
 #[derive(Debug)]
 pub struct PromptService<R, C> {
     repo: Arc<R>,
     cache: Arc<C>,
     limits: RenderLimits,
+    policy: Arc<LabelPolicy>,
 }
 
 impl<R, C> Clone for PromptService<R, C> {
@@ -27,17 +31,19 @@ impl<R, C> Clone for PromptService<R, C> {
             repo: Arc::clone(&self.repo),
             cache: Arc::clone(&self.cache),
             limits: self.limits,
+            policy: Arc::clone(&self.policy),
         }
     }
 }
 
 impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
-    /// A service with the default [`RenderLimits`].
+    /// A service with the default [`RenderLimits`] and [`LabelPolicy`].
     pub fn new(repo: Arc<R>, cache: Arc<C>) -> Self {
         Self {
             repo,
             cache,
             limits: RenderLimits::default(),
+            policy: Arc::new(LabelPolicy::default()),
         }
     }
 
@@ -45,6 +51,13 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
     #[must_use]
     pub fn with_limits(mut self, limits: RenderLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The same service with other labels protected by default.
+    #[must_use]
+    pub fn with_label_policy(mut self, policy: LabelPolicy) -> Self {
+        self.policy = Arc::new(policy);
         self
     }
 
@@ -56,8 +69,8 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
     /// # Errors
     /// [`PromptError::Duplicate`] if the name is taken.
     #[tracing::instrument(skip_all, fields(prompt = %new.name), err(level = "debug"))]
-    pub async fn create_prompt(&self, new: NewPrompt) -> Result<Prompt, PromptError> {
-        self.repo.create_prompt(&new).await
+    pub async fn create_prompt(&self, new: NewPrompt, ctx: &Context) -> Result<Prompt, PromptError> {
+        self.repo.create_prompt(&new, ctx).await
     }
 
     /// # Errors
@@ -79,38 +92,47 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
     /// # Errors
     /// [`PromptError::NotFound`].
     #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
-    pub async fn update_prompt(&self, name: &PromptName, patch: PromptPatch) -> Result<Prompt, PromptError> {
-        self.repo.update_prompt(name, &patch).await
+    pub async fn update_prompt(
+        &self,
+        name: &PromptName,
+        patch: PromptPatch,
+        ctx: &Context,
+    ) -> Result<Prompt, PromptError> {
+        self.repo.update_prompt(name, &patch, ctx).await
     }
 
-    /// Deletes the prompt and its versions; cached entries are gone before
-    /// this returns.
+    /// Deletes the prompt, its versions and labels; cached entries are gone
+    /// before this returns.
     ///
     /// # Errors
     /// [`PromptError::NotFound`].
     #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
-    pub async fn delete_prompt(&self, name: &PromptName) -> Result<(), PromptError> {
-        let result = self.repo.delete_prompt(name).await;
+    pub async fn delete_prompt(&self, name: &PromptName, ctx: &Context) -> Result<(), PromptError> {
+        let result = self.repo.delete_prompt(name, ctx).await;
         self.cache.invalidate(name).await;
         result
     }
 
-    /// Creates the next version. Cached active and latest entries are gone
-    /// before this returns, so no reader sees the previous one afterwards.
+    /// Creates the next version and points its labels at it. Cached entries
+    /// of the prompt are gone before this returns, so no reader sees the
+    /// previous target of a label afterwards.
     ///
     /// # Errors
     /// [`PromptError::NotFound`]; [`PromptError::Invalid`] for a template
-    /// with more placeholders than the limits allow.
+    /// with more placeholders than the limits allow;
+    /// [`PromptError::Protected`] when a label to set is protected and the
+    /// caller may not release.
     #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
     pub async fn create_version(
         &self,
         name: &PromptName,
         new: NewVersion,
+        ctx: &Context,
     ) -> Result<PromptVersion, PromptError> {
         new.template()
             .check_limits(&self.limits)
             .map_err(|e| PromptError::Invalid(vec![e]))?;
-        let result = self.repo.create_version(name, &new).await;
+        let result = self.repo.create_version(name, &new, &self.policy, ctx).await;
         // Invalidate even on error: a failure after commit (a lost connection)
         // must not leave a stale pointer behind.
         self.cache.invalidate(name).await;
@@ -127,53 +149,248 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         self.repo.list_versions(name, &page).await
     }
 
-    /// One version, from the cache when it holds it.
+    /// What `selector` resolves to, from the cache when it holds it.
     ///
     /// # Errors
-    /// [`PromptError::NotFound`] or [`PromptError::VersionNotFound`].
+    /// [`PromptError::NotFound`], [`PromptError::VersionNotFound`], or
+    /// [`PromptError::Unavailable`] when nothing current is cached.
+    pub async fn resolve(&self, name: &PromptName, selector: VersionSelector) -> Result<Cached, PromptError> {
+        let key = CacheKey {
+            name: name.clone(),
+            selector,
+        };
+        let load = Box::pin(self.repo.resolve(name, selector));
+        self.cache.lookup(&key, load).await
+    }
+
+    /// The version to serve for `selector`: for a split label, the arm
+    /// `subject` falls in (or a random one without a subject).
+    ///
+    /// # Errors
+    /// As [`PromptService::resolve`].
+    pub async fn serve(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+        subject: Option<&str>,
+    ) -> Result<Served, PromptError> {
+        let cached = self.resolve(name, selector).await?;
+        let label = selector.label();
+        Ok(Served {
+            version: Arc::clone(cached.resolution.choose(name, label, subject)),
+            label,
+            split: cached.resolution.is_split(),
+            stale_age: cached.stale_age,
+        })
+    }
+
+    /// One version (for a split label, a random arm).
+    ///
+    /// # Errors
+    /// As [`PromptService::resolve`].
     pub async fn get_version(
         &self,
         name: &PromptName,
         selector: VersionSelector,
     ) -> Result<Arc<PromptVersion>, PromptError> {
-        self.fetch_version(name, selector).await.map(|c| c.version)
+        self.serve(name, selector, None).await.map(|s| s.version)
     }
 
-    /// As [`PromptService::get_version`], saying whether the cache served the
-    /// version past its time to live because the database was unreachable.
+    /// Points `production` at `version` (a rollback when it is older): the
+    /// alias `/activate` keeps from before labels.
     ///
     /// # Errors
-    /// [`PromptError::NotFound`], [`PromptError::VersionNotFound`], or
-    /// [`PromptError::Unavailable`] when nothing current is cached.
-    pub async fn fetch_version(
-        &self,
-        name: &PromptName,
-        selector: VersionSelector,
-    ) -> Result<Cached, PromptError> {
-        let key = CacheKey {
-            name: name.clone(),
-            selector,
-        };
-        let load = Box::pin(self.repo.find_version(name, selector));
-        self.cache.lookup(&key, load).await
-    }
-
-    /// Makes `version` the active one (a rollback when it is older).
-    ///
-    /// # Errors
-    /// [`PromptError::NotFound`] or [`PromptError::VersionNotFound`].
+    /// As [`PromptService::move_label`].
     #[tracing::instrument(skip_all, fields(prompt = %name, version = %version), err(level = "debug"))]
     pub async fn activate_version(
         &self,
         name: &PromptName,
         version: VersionNumber,
+        ctx: &Context,
     ) -> Result<PromptVersion, PromptError> {
-        let result = self.repo.activate_version(name, version).await;
+        let change = LabelMove {
+            label: LabelName::PRODUCTION,
+            target: Some(LabelTarget::Version(version)),
+            expected: Expected::Anything,
+            reason: None,
+            action: Action::LabelMoved,
+        };
+        // The alias answers as it did before labels: no such version is a 404.
+        self.change_label(name, &change, ctx).await.map_err(|e| match e {
+            PromptError::Invalid(_) => PromptError::VersionNotFound {
+                name: name.clone(),
+                selector: VersionSelector::Number(version),
+            },
+            other => other,
+        })?;
+        self.repo
+            .resolve(name, VersionSelector::Number(version))
+            .await
+            .map(|r| r.choose(name, None, None).as_ref().clone())
+    }
+
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    pub async fn list_labels(&self, name: &PromptName) -> Result<Vec<Label>, PromptError> {
+        self.repo.list_labels(name).await
+    }
+
+    /// A label that points somewhere.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`] or [`PromptError::LabelNotFound`].
+    pub async fn get_label(&self, name: &PromptName, label: LabelName) -> Result<Label, PromptError> {
+        self.repo
+            .find_label(name, label)
+            .await?
+            .filter(|l| l.target.is_some())
+            .ok_or_else(|| PromptError::LabelNotFound {
+                name: name.clone(),
+                label,
+            })
+    }
+
+    /// Moves (or creates) a label, if it is where `expected` says.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`], [`PromptError::Protected`],
+    /// [`PromptError::LabelMoved`], or [`PromptError::Invalid`] for a
+    /// version that does not exist.
+    #[tracing::instrument(skip_all, fields(prompt = %name, label = %label), err(level = "debug"))]
+    pub async fn move_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        target: LabelTarget,
+        expected: Expected,
+        reason: Option<String>,
+        ctx: &Context,
+    ) -> Result<Label, PromptError> {
+        let change = LabelMove {
+            label,
+            target: Some(target),
+            expected,
+            reason,
+            action: Action::LabelMoved,
+        };
+        self.change_label(name, &change, ctx).await
+    }
+
+    /// Removes a label: from the moment this returns it resolves nowhere.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`], [`PromptError::LabelNotFound`],
+    /// [`PromptError::Protected`] or [`PromptError::LabelMoved`].
+    #[tracing::instrument(skip_all, fields(prompt = %name, label = %label), err(level = "debug"))]
+    pub async fn remove_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        expected: Expected,
+        reason: Option<String>,
+        ctx: &Context,
+    ) -> Result<(), PromptError> {
+        let change = LabelMove {
+            label,
+            target: None,
+            expected,
+            reason,
+            action: Action::LabelRemoved,
+        };
+        self.change_label(name, &change, ctx).await.map(drop)
+    }
+
+    /// Moves the label back to where it was before its last change (that
+    /// change's `from`). The rollback is itself a change, so rolling back
+    /// twice returns to where the label started. Compare-and-set against
+    /// the revision read, so a move in between fails it rather than being
+    /// undone blindly.
+    ///
+    /// # Errors
+    /// [`PromptError::LabelNotFound`] for a label never set,
+    /// [`PromptError::NothingToRollBack`] when its last change created it,
+    /// and those of [`PromptService::move_label`].
+    #[tracing::instrument(skip_all, fields(prompt = %name, label = %label), err(level = "debug"))]
+    pub async fn rollback_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        reason: Option<String>,
+        ctx: &Context,
+    ) -> Result<Label, PromptError> {
+        let current = self
+            .repo
+            .find_label(name, label)
+            .await?
+            .ok_or_else(|| PromptError::LabelNotFound {
+                name: name.clone(),
+                label,
+            })?;
+        // Refuse a caller who may not move it before looking for where to.
+        LabelPolicy::authorize(ctx, label, Some(&current))?;
+        let one = PageRequest {
+            limit: Limit::new(1, 1).map_err(|e| PromptError::Unknown(e.into()))?,
+            after: None,
+        };
+        let last = self.repo.label_history(name, label, &one).await?;
+        let previous = last
+            .items
+            .into_iter()
+            .next()
+            .and_then(|c| c.from)
+            .ok_or(PromptError::NothingToRollBack(label))?;
+        let change = LabelMove {
+            label,
+            target: Some(previous),
+            expected: Expected::Revision(current.revision),
+            reason,
+            action: Action::LabelRolledBack,
+        };
+        self.change_label(name, &change, ctx).await
+    }
+
+    /// Protects a label, or lifts its protection. Admins only.
+    ///
+    /// # Errors
+    /// [`PromptError::AdminOnly`], [`PromptError::NotFound`] or
+    /// [`PromptError::LabelNotFound`].
+    #[tracing::instrument(skip_all, fields(prompt = %name, label = %label), err(level = "debug"))]
+    pub async fn protect_label(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        protected: bool,
+        ctx: &Context,
+    ) -> Result<Label, PromptError> {
+        if !ctx.is_admin() {
+            return Err(PromptError::AdminOnly(label));
+        }
+        self.repo.protect_label(name, label, protected, ctx).await
+    }
+
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    pub async fn label_history(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+        page: PageRequest<TimeCursor>,
+    ) -> Result<Page<LabelChange, TimeCursor>, PromptError> {
+        self.repo.label_history(name, label, &page).await
+    }
+
+    async fn change_label(
+        &self,
+        name: &PromptName,
+        change: &LabelMove,
+        ctx: &Context,
+    ) -> Result<Label, PromptError> {
+        let result = self.repo.move_label(name, change, &self.policy, ctx).await;
         self.cache.invalidate(name).await;
         result
     }
 
-    /// Renders the selected version with `values`.
+    /// Renders the selected version (for a split label, `subject`'s arm) with `values`.
     ///
     /// # Errors
     /// A lookup failure, or every problem with the values.
@@ -181,11 +398,12 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         &self,
         name: &PromptName,
         selector: VersionSelector,
+        subject: Option<&str>,
         values: &Map<String, Value>,
-    ) -> Result<(Cached, Rendered), RenderFailure> {
-        let cached = self.fetch_version(name, selector).await?;
-        let rendered = cached.version.render(values, &self.limits)?;
-        Ok((cached, rendered))
+    ) -> Result<(Served, Rendered), RenderFailure> {
+        let served = self.serve(name, selector, subject).await?;
+        let rendered = served.version.render(values, &self.limits)?;
+        Ok((served, rendered))
     }
 }
 
@@ -206,7 +424,7 @@ mod tests {
     /// An in-memory cache that records what the service asks of it.
     #[derive(Default)]
     struct RecordingCache {
-        entries: Mutex<HashMap<CacheKey, Arc<PromptVersion>>>,
+        entries: Mutex<HashMap<CacheKey, super::super::label::Resolution>>,
         invalidated: Mutex<Vec<PromptName>>,
     }
 
@@ -216,13 +434,13 @@ mod tests {
             &self,
             key: &CacheKey,
             load: Load<'_>,
-        ) -> Result<Arc<PromptVersion>, PromptError> {
+        ) -> Result<super::super::label::Resolution, PromptError> {
             if let Some(hit) = self.entries.lock().ok().and_then(|e| e.get(key).cloned()) {
                 return Ok(hit);
             }
-            let loaded = Arc::new(load.await?);
+            let loaded = load.await?;
             if let Ok(mut e) = self.entries.lock() {
-                e.insert(key.clone(), Arc::clone(&loaded));
+                e.insert(key.clone(), loaded.clone());
             }
             Ok(loaded)
         }
@@ -245,6 +463,18 @@ mod tests {
 
     fn name() -> PromptName {
         PromptName::new("greeting").expect("valid name")
+    }
+
+    fn one(n: u32) -> super::super::label::Resolution {
+        super::super::label::Resolution::Version(Arc::new(version(n)))
+    }
+
+    fn ctx(scope: &str) -> Context {
+        Context {
+            actor: crate::audit::Actor::admin_key(),
+            scopes: crate::auth::Scopes::parse(&[scope.to_owned()]).expect("valid"),
+            request_id: None,
+        }
     }
 
     fn version(n: u32) -> PromptVersion {
@@ -276,10 +506,10 @@ mod tests {
     #[tokio::test]
     async fn a_second_read_is_answered_by_the_cache() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_find_version()
+        repo.expect_resolve()
             .with(eq(name()), eq(VersionSelector::Latest))
             .times(1)
-            .returning(|_, _| Ok(version(2)));
+            .returning(|_, _| Ok(one(2)));
         let (svc, _) = service(repo);
         for _ in 0..3 {
             let got = svc
@@ -293,7 +523,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_version_is_not_cached() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_find_version().times(2).returning(|n, s| {
+        repo.expect_resolve().times(2).returning(|n, s| {
             Err(PromptError::VersionNotFound {
                 name: n.clone(),
                 selector: s,
@@ -302,7 +532,7 @@ mod tests {
         let (svc, _) = service(repo);
         for _ in 0..2 {
             let err = svc
-                .get_version(&name(), VersionSelector::Active)
+                .get_version(&name(), VersionSelector::ACTIVE)
                 .await
                 .expect_err("no active version");
             assert!(matches!(err, PromptError::VersionNotFound { .. }));
@@ -313,16 +543,16 @@ mod tests {
     async fn creating_a_version_invalidates_the_prompt_so_the_next_read_reloads() {
         let mut repo = MockPromptRepository::new();
         let mut served = 0;
-        repo.expect_find_version().times(2).returning(move |_, _| {
+        repo.expect_resolve().times(2).returning(move |_, _| {
             served += 1;
-            Ok(version(served))
+            Ok(one(served))
         });
         repo.expect_create_version()
             .times(1)
-            .returning(|_, _| Ok(version(2)));
+            .returning(|_, _, _, _| Ok(version(2)));
         let (svc, cache) = service(repo);
         assert_eq!(
-            svc.get_version(&name(), VersionSelector::Active)
+            svc.get_version(&name(), VersionSelector::ACTIVE)
                 .await
                 .expect("v1")
                 .version
@@ -331,10 +561,12 @@ mod tests {
         );
         let template = Template::parse(None, &json!("static")).expect("valid");
         let new = NewVersion::new(template, Variables::default(), Map::new(), None, true).expect("valid");
-        svc.create_version(&name(), new).await.expect("created");
+        svc.create_version(&name(), new, &ctx("write"))
+            .await
+            .expect("created");
         assert_eq!(cache.invalidations(), vec![name()]);
         assert_eq!(
-            svc.get_version(&name(), VersionSelector::Active)
+            svc.get_version(&name(), VersionSelector::ACTIVE)
                 .await
                 .expect("v2")
                 .version
@@ -346,10 +578,12 @@ mod tests {
     #[tokio::test]
     async fn activating_invalidates_even_when_the_repository_fails() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_activate_version()
-            .returning(|_, _| Err(PromptError::Unknown(anyhow::anyhow!("connection reset"))));
+        repo.expect_move_label()
+            .returning(|_, _, _, _| Err(PromptError::Unknown(anyhow::anyhow!("connection reset"))));
         let (svc, cache) = service(repo);
-        let result = svc.activate_version(&name(), VersionNumber::FIRST).await;
+        let result = svc
+            .activate_version(&name(), VersionNumber::FIRST, &ctx("write"))
+            .await;
         assert!(matches!(result, Err(PromptError::Unknown(_))));
         assert_eq!(cache.invalidations(), vec![name()]);
     }
@@ -367,7 +601,10 @@ mod tests {
         let variables =
             Variables::new(serde_json::from_value(json!({"who": {}})).expect("specs")).expect("valid");
         let new = NewVersion::new(template, variables, Map::new(), None, true).expect("valid");
-        let err = svc.create_version(&name(), new).await.expect_err("too many");
+        let err = svc
+            .create_version(&name(), new, &ctx("write"))
+            .await
+            .expect_err("too many");
         assert!(
             matches!(&err, PromptError::Invalid(e) if e[0].field == "template"),
             "{err:?}"
@@ -377,29 +614,183 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_prompt_invalidates_it() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_delete_prompt().times(1).returning(|_| Ok(()));
+        repo.expect_delete_prompt().times(1).returning(|_, _| Ok(()));
         let (svc, cache) = service(repo);
-        svc.delete_prompt(&name()).await.expect("deleted");
+        svc.delete_prompt(&name(), &ctx("write")).await.expect("deleted");
         assert_eq!(cache.invalidations(), vec![name()]);
     }
 
     #[tokio::test]
     async fn rendering_uses_the_selected_version_and_reports_bad_values() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_find_version().returning(|_, _| Ok(version(1)));
+        repo.expect_resolve().returning(|_, _| Ok(one(1)));
         let (svc, _) = service(repo);
         let values = json!({"who": "Ada"}).as_object().cloned().unwrap_or_default();
         let (v, out) = svc
-            .render(&name(), VersionSelector::Active, &values)
+            .render(&name(), VersionSelector::ACTIVE, None, &values)
             .await
             .expect("renders");
         assert_eq!(v.version.version.get(), 1);
         assert_eq!(out, Rendered::Text("Hello Ada".into()));
         let bad = json!({"who": 5}).as_object().cloned().unwrap_or_default();
         let err = svc
-            .render(&name(), VersionSelector::Active, &bad)
+            .render(&name(), VersionSelector::ACTIVE, None, &bad)
             .await
             .expect_err("wrong type");
         assert!(matches!(err, RenderFailure::Invalid(_)));
+    }
+
+    fn label(target: Option<u32>, protected: bool, revision: u32) -> Label {
+        Label {
+            name: LabelName::PRODUCTION,
+            target: target.map(|n| LabelTarget::Version(VersionNumber::new(i64::from(n)).expect("valid"))),
+            protected,
+            revision,
+            updated_at: crate::time::now_utc(),
+        }
+    }
+
+    fn change(from: Option<u32>, to: Option<u32>) -> LabelChange {
+        let target = |n: Option<u32>| {
+            n.map(|n| LabelTarget::Version(VersionNumber::new(i64::from(n)).expect("valid")))
+        };
+        LabelChange {
+            id: Uuid::now_v7(),
+            label: LabelName::PRODUCTION,
+            from: target(from),
+            to: target(to),
+            actor: crate::audit::Actor::admin_key(),
+            reason: None,
+            request_id: None,
+            at: crate::time::now_utc(),
+        }
+    }
+
+    #[test]
+    fn a_protected_label_needs_release_and_an_unprotected_one_does_not() {
+        let protected = label(Some(1), true, 1);
+        let open = label(Some(1), false, 1);
+        assert!(matches!(
+            LabelPolicy::authorize(&ctx("write"), LabelName::PRODUCTION, Some(&protected)),
+            Err(PromptError::Protected(_))
+        ));
+        assert!(LabelPolicy::authorize(&ctx("release"), LabelName::PRODUCTION, Some(&protected)).is_ok());
+        assert!(LabelPolicy::authorize(&ctx("admin"), LabelName::PRODUCTION, Some(&protected)).is_ok());
+        assert!(LabelPolicy::authorize(&ctx("write"), LabelName::PRODUCTION, Some(&open)).is_ok());
+        assert!(LabelPolicy::authorize(&ctx("write"), LabelName::PRODUCTION, None).is_ok());
+        assert!(LabelPolicy::default().protects(LabelName::PRODUCTION));
+    }
+
+    #[tokio::test]
+    async fn only_an_admin_may_protect_a_label() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_protect_label()
+            .times(1)
+            .returning(|_, _, p, _| Ok(label(Some(1), p, 1)));
+        let (svc, _) = service(repo);
+        for scope in ["write", "release"] {
+            let err = svc
+                .protect_label(&name(), LabelName::PRODUCTION, true, &ctx(scope))
+                .await
+                .expect_err("not an admin");
+            assert!(matches!(err, PromptError::AdminOnly(_)), "{scope}");
+        }
+        let got = svc
+            .protect_label(&name(), LabelName::PRODUCTION, true, &ctx("admin"))
+            .await
+            .expect("admin");
+        assert!(got.protected);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_returns_to_the_last_changes_origin_compare_and_set_on_the_revision() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_label()
+            .returning(|_, _| Ok(Some(label(Some(8), true, 5))));
+        repo.expect_label_history()
+            .withf(|_, _, page| page.limit.get() == 1)
+            .returning(|_, _, _| {
+                Ok(Page {
+                    items: vec![change(Some(7), Some(8))],
+                    next: None,
+                })
+            });
+        repo.expect_move_label()
+            .times(1)
+            .withf(|_, change, _, _| {
+                change.target == Some(LabelTarget::Version(VersionNumber::new(7).expect("valid")))
+                    && change.expected == Expected::Revision(5)
+                    && change.action == Action::LabelRolledBack
+            })
+            .returning(|_, _, _, _| Ok(label(Some(7), true, 6)));
+        let (svc, cache) = service(repo);
+        let rolled = svc
+            .rollback_label(
+                &name(),
+                LabelName::PRODUCTION,
+                Some("bad answers".into()),
+                &ctx("release"),
+            )
+            .await
+            .expect("rolled back");
+        assert_eq!(rolled.revision, 6);
+        assert_eq!(cache.invalidations(), vec![name()]);
+    }
+
+    #[tokio::test]
+    async fn a_label_created_by_its_last_change_has_nothing_to_roll_back_to() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_label()
+            .returning(|_, _| Ok(Some(label(Some(1), false, 1))));
+        repo.expect_label_history().returning(|_, _, _| {
+            Ok(Page {
+                items: vec![change(None, Some(1))],
+                next: None,
+            })
+        });
+        repo.expect_move_label().never();
+        let (svc, _) = service(repo);
+        let err = svc
+            .rollback_label(&name(), LabelName::PRODUCTION, None, &ctx("admin"))
+            .await
+            .expect_err("nothing before");
+        assert!(matches!(err, PromptError::NothingToRollBack(_)));
+    }
+
+    #[tokio::test]
+    async fn a_removed_label_is_not_found() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_find_label()
+            .returning(|_, _| Ok(Some(label(None, true, 3))));
+        let (svc, _) = service(repo);
+        let err = svc
+            .get_label(&name(), LabelName::PRODUCTION)
+            .await
+            .expect_err("removed");
+        assert!(matches!(err, PromptError::LabelNotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_split_label_is_served_by_subject_and_says_so() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_resolve().returning(|_, _| {
+            Ok(super::super::label::Resolution::Split(
+                vec![(50, Arc::new(version(1))), (50, Arc::new(version(2)))].into(),
+            ))
+        });
+        let (svc, _) = service(repo);
+        let first = svc
+            .serve(&name(), VersionSelector::ACTIVE, Some("user-1"))
+            .await
+            .expect("served");
+        assert!(first.split);
+        assert_eq!(first.label, Some(LabelName::PRODUCTION));
+        for _ in 0..20 {
+            let again = svc
+                .serve(&name(), VersionSelector::ACTIVE, Some("user-1"))
+                .await
+                .expect("served");
+            assert_eq!(again.version.version, first.version.version);
+        }
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::cost::Cost;
 use crate::page::{Cursor, CursorError, PageRequest};
-use crate::prompt::{FieldError, PromptName, Tags, ValidationErrors, VersionNumber};
+use crate::prompt::{FieldError, LabelName, PromptName, Tags, ValidationErrors, VersionNumber};
 
 /// Largest latency accepted: one day, in milliseconds.
 pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
@@ -168,6 +168,9 @@ pub struct RunFields {
     pub metadata: Map<String, Value>,
     pub tags: Tags,
     pub started_at: Option<OffsetDateTime>,
+    /// The label the prompt was fetched by, so the arms of a rollout can be
+    /// compared.
+    pub label: Option<LabelName>,
 }
 
 /// The raw parts of a run, checked all at once by [`NewRunBuilder::build`].
@@ -190,6 +193,7 @@ pub struct NewRunBuilder {
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
     pub started_at: Option<OffsetDateTime>,
+    pub label: Option<String>,
 }
 
 fn tokens(field: &str, n: Option<i64>, errors: &mut Vec<FieldError>) -> Option<u32> {
@@ -266,6 +270,11 @@ impl NewRunBuilder {
         let tags = Tags::new(self.tags.unwrap_or_default())
             .map_err(|e| errors.extend(e))
             .ok();
+        let label = self.label.as_deref().and_then(|l| {
+            LabelName::new(l)
+                .map_err(|e| errors.push(FieldError::new("label", e.to_string())))
+                .ok()
+        });
         match (prompt, status, latency, cost, tags) {
             (Some(prompt), Some(status), Some(latency), Some(cost), Some(tags)) if errors.is_empty() => {
                 Ok(NewRun {
@@ -286,6 +295,7 @@ impl NewRunBuilder {
                         metadata: self.metadata.unwrap_or_default(),
                         tags,
                         started_at: self.started_at.map(crate::time::truncate_to_micros),
+                        label,
                     },
                 })
             }
@@ -311,6 +321,7 @@ pub struct Run {
 pub struct RunFilter {
     pub prompt: Option<PromptName>,
     pub version: Option<VersionNumber>,
+    pub label: Option<LabelName>,
     pub status: Option<RunStatus>,
     pub model: Option<String>,
     /// Created at or after.

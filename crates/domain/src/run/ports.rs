@@ -20,6 +20,17 @@ pub enum RunError {
     },
     #[error("prompt `{0}` has no active version; name the version")]
     NoActiveVersion(PromptName),
+    #[error("prompt `{name}` has no label `{label}`")]
+    UnknownLabel {
+        name: PromptName,
+        label: crate::prompt::LabelName,
+    },
+    /// A split label serves several versions: which one ran is the client's to say.
+    #[error("label `{label}` of prompt `{name}` is a split; name the version that was served")]
+    SplitNeedsVersion {
+        name: PromptName,
+        label: crate::prompt::LabelName,
+    },
     #[error("run {0} already exists with different content")]
     Conflict(Uuid),
     #[error("no run with id {0}")]

@@ -9,7 +9,9 @@ use super::ports::{Logged, NoSink, RunError, RunRepository, RunSink, SinkFull};
 use super::stats::{StatsQuery, VersionStats};
 use crate::page::Page;
 use crate::prompt::ports::{PromptRepository, VersionCache};
-use crate::prompt::{FieldError, PromptError, PromptName, PromptService, PromptVersion, VersionSelector};
+use crate::prompt::{
+    FieldError, LabelName, PromptError, PromptName, PromptService, PromptVersion, Resolution, VersionSelector,
+};
 
 /// The result of logging a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,11 +83,16 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
     }
 
     async fn version_of(&self, new: &NewRun) -> Result<Arc<PromptVersion>, RunError> {
-        let selector = new
-            .version
-            .map_or(VersionSelector::Active, VersionSelector::Number);
-        self.prompts
-            .get_version(&new.prompt, selector)
+        // A named version wins; otherwise the label the client fetched by,
+        // otherwise production.
+        let selector = match (new.version, new.fields.label) {
+            (Some(n), _) => VersionSelector::Number(n),
+            (None, Some(label)) => VersionSelector::Label(label),
+            (None, None) => VersionSelector::ACTIVE,
+        };
+        let cached = self
+            .prompts
+            .resolve(&new.prompt, selector)
             .await
             .map_err(|e| match e {
                 PromptError::NotFound(name) => RunError::UnknownPrompt(name),
@@ -93,13 +100,30 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
                     name,
                     selector: VersionSelector::Number(version),
                 } => RunError::UnknownVersion { name, version },
+                PromptError::VersionNotFound {
+                    name,
+                    selector: VersionSelector::Label(label),
+                } if new.fields.label.is_some() => RunError::UnknownLabel { name, label },
                 PromptError::VersionNotFound { name, .. } => RunError::NoActiveVersion(name),
-                PromptError::Duplicate(_) | PromptError::Invalid(_) => {
+                PromptError::Duplicate(_)
+                | PromptError::Invalid(_)
+                | PromptError::LabelNotFound { .. }
+                | PromptError::LabelMoved { .. }
+                | PromptError::Protected(_)
+                | PromptError::AdminOnly(_)
+                | PromptError::NothingToRollBack(_) => {
                     RunError::Unknown(anyhow::anyhow!("unexpected error on read: {e}"))
                 }
                 PromptError::Unavailable(e) => RunError::Unavailable(e),
                 PromptError::Unknown(e) => RunError::Unknown(e),
-            })
+            })?;
+        match &cached.resolution {
+            Resolution::Version(v) => Ok(Arc::clone(v)),
+            Resolution::Split(_) => Err(RunError::SplitNeedsVersion {
+                name: new.prompt.clone(),
+                label: selector.label().unwrap_or(LabelName::PRODUCTION),
+            }),
+        }
     }
 
     /// Ties a new run to the version it ran: the one named, or the one
@@ -312,7 +336,9 @@ mod tests {
     #[tokio::test]
     async fn an_async_run_is_resolved_then_handed_to_the_sink_and_a_full_sink_is_reported() {
         let mut prompts = MockPromptRepository::new();
-        prompts.expect_find_version().returning(|_, _| Ok(version(4)));
+        prompts
+            .expect_resolve()
+            .returning(|_, _| Ok(crate::prompt::Resolution::Version(Arc::new(version(4)))));
         let mut sink = super::super::ports::MockRunSink::new();
         let mut seq = mockall::Sequence::new();
         sink.expect_try_submit()
@@ -337,9 +363,9 @@ mod tests {
     async fn a_run_without_a_version_is_tied_to_the_active_one() {
         let mut prompts = MockPromptRepository::new();
         prompts
-            .expect_find_version()
-            .withf(|_, s| *s == VersionSelector::Active)
-            .returning(|_, _| Ok(version(3)));
+            .expect_resolve()
+            .withf(|_, s| *s == VersionSelector::ACTIVE)
+            .returning(|_, _| Ok(crate::prompt::Resolution::Version(Arc::new(version(3)))));
         let mut runs = MockRunRepository::new();
         runs.expect_insert().returning(|r| Ok(Logged::Created(r.clone())));
         let logged = service(runs, prompts)
@@ -355,7 +381,9 @@ mod tests {
     #[tokio::test]
     async fn a_retry_with_the_same_content_returns_the_stored_run() {
         let mut prompts = MockPromptRepository::new();
-        prompts.expect_find_version().returning(|_, _| Ok(version(1)));
+        prompts
+            .expect_resolve()
+            .returning(|_, _| Ok(crate::prompt::Resolution::Version(Arc::new(version(1)))));
         let mut runs = MockRunRepository::new();
         runs.expect_insert()
             .returning(|r| Ok(Logged::Existing(r.clone())));
@@ -369,7 +397,9 @@ mod tests {
     #[tokio::test]
     async fn the_same_id_with_other_content_is_a_conflict() {
         let mut prompts = MockPromptRepository::new();
-        prompts.expect_find_version().returning(|_, _| Ok(version(1)));
+        prompts
+            .expect_resolve()
+            .returning(|_, _| Ok(crate::prompt::Resolution::Version(Arc::new(version(1)))));
         let mut runs = MockRunRepository::new();
         runs.expect_insert().returning(|r| {
             let mut fields = r.fields.clone();
@@ -387,7 +417,7 @@ mod tests {
     async fn unknown_prompts_and_versions_are_named() {
         let mut prompts = MockPromptRepository::new();
         prompts
-            .expect_find_version()
+            .expect_resolve()
             .returning(|name, selector| match selector {
                 VersionSelector::Number(_) => Err(PromptError::VersionNotFound {
                     name: name.clone(),
@@ -424,9 +454,9 @@ mod tests {
     async fn a_batch_resolves_each_version_once_and_rejects_repeated_ids() {
         let mut prompts = MockPromptRepository::new();
         prompts
-            .expect_find_version()
+            .expect_resolve()
             .times(1)
-            .returning(|_, _| Ok(version(2)));
+            .returning(|_, _| Ok(crate::prompt::Resolution::Version(Arc::new(version(2)))));
         let mut runs = MockRunRepository::new();
         runs.expect_insert_batch().times(1).returning(|_| Ok(Vec::new()));
         let svc = service(runs, prompts);
@@ -441,5 +471,37 @@ mod tests {
             .await
             .expect_err("repeat");
         assert!(matches!(err, RunError::InvalidItems(ref e) if e[0].field == "runs[1].id"));
+    }
+
+    #[tokio::test]
+    async fn a_run_by_a_split_label_must_name_its_version_and_keeps_its_label() {
+        let mut prompts = MockPromptRepository::new();
+        prompts.expect_resolve().returning(|_, selector| match selector {
+            VersionSelector::Number(_) => Ok(crate::prompt::Resolution::Version(Arc::new(version(8)))),
+            _ => Ok(crate::prompt::Resolution::Split(
+                vec![(90, Arc::new(version(7))), (10, Arc::new(version(8)))].into(),
+            )),
+        });
+        let mut runs = MockRunRepository::new();
+        runs.expect_insert().returning(|r| Ok(Logged::Created(r.clone())));
+        let svc = service(runs, prompts);
+        let by_label = |version: Option<i64>| {
+            NewRunBuilder {
+                prompt: "greeting".into(),
+                version,
+                label: Some("production".into()),
+                status: "success".into(),
+                ..NewRunBuilder::default()
+            }
+            .build()
+            .expect("valid")
+        };
+        let err = svc.log(by_label(None)).await.expect_err("which arm?");
+        assert!(matches!(err, RunError::SplitNeedsVersion { .. }), "{err:?}");
+        let Logged::Created(run) = svc.log(by_label(Some(8))).await.expect("logged") else {
+            panic!("not created");
+        };
+        assert_eq!(run.version.get(), 8);
+        assert_eq!(run.fields.label, Some(crate::prompt::LabelName::PRODUCTION));
     }
 }

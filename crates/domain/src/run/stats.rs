@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 
 use super::cost::Cost;
-use crate::prompt::VersionNumber;
+use crate::prompt::{LabelName, VersionNumber};
 
 /// Time buckets for stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +51,19 @@ pub struct StatsQuery {
     pub to: Option<OffsetDateTime>,
     pub bucket: Bucket,
     pub version: Option<VersionNumber>,
+    /// Only runs served under this label.
+    pub label: Option<LabelName>,
+    /// One row per version *and label* (the arms of a rollout side by side),
+    /// rather than per version.
+    pub by_label: bool,
 }
 
 /// The figures of one version in one bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionStats {
     pub version: VersionNumber,
+    /// The label, when grouped by label (`None` for runs logged without one).
+    pub label: Option<LabelName>,
     pub bucket: Option<OffsetDateTime>,
     pub count: u64,
     pub error_count: u64,
@@ -96,6 +103,7 @@ impl VersionStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatsSample {
     pub version: VersionNumber,
+    pub label: Option<LabelName>,
     pub error: bool,
     pub latency_us: u64,
     pub prompt_tokens: u64,
@@ -104,7 +112,8 @@ pub struct StatsSample {
     pub created_at: OffsetDateTime,
 }
 
-/// The figures per version and bucket, ordered by version then bucket, with
+/// The figures per version (and label, with `by_label`) and bucket, ordered
+/// by version, label, then bucket, with
 /// the same definitions as the PostgreSQL query (continuous percentiles of
 /// the latency in milliseconds).
 ///
@@ -113,6 +122,7 @@ pub struct StatsSample {
 pub fn aggregate(
     samples: impl IntoIterator<Item = StatsSample>,
     bucket: Bucket,
+    by_label: bool,
 ) -> anyhow::Result<Vec<VersionStats>> {
     #[derive(Default)]
     struct Acc {
@@ -122,10 +132,13 @@ pub fn aggregate(
         completion_tokens: u64,
         cost: i64,
     }
-    let mut groups: std::collections::BTreeMap<(VersionNumber, Option<OffsetDateTime>), Acc> =
-        std::collections::BTreeMap::new();
+    type Group = (VersionNumber, Option<LabelName>, Option<OffsetDateTime>);
+    let mut groups: std::collections::BTreeMap<Group, Acc> = std::collections::BTreeMap::new();
     for s in samples {
-        let acc = groups.entry((s.version, bucket.start(s.created_at))).or_default();
+        let label = if by_label { s.label } else { None };
+        let acc = groups
+            .entry((s.version, label, bucket.start(s.created_at)))
+            .or_default();
         acc.latencies.push(s.latency_us);
         acc.errors += u64::from(s.error);
         acc.prompt_tokens += s.prompt_tokens;
@@ -137,11 +150,12 @@ pub fn aggregate(
     }
     groups
         .into_iter()
-        .map(|((version, bucket), mut acc)| {
+        .map(|((version, label, bucket), mut acc)| {
             acc.latencies.sort_unstable();
             let ms = |p: f64| percentile_cont(&acc.latencies, p) / 1000.0;
             Ok(VersionStats {
                 version,
+                label,
                 bucket,
                 count: acc.latencies.len() as u64,
                 error_count: acc.errors,
@@ -199,6 +213,7 @@ mod tests {
         let v = |n| VersionNumber::new(n).expect("valid");
         let sample = |version, latency_us, h, error| StatsSample {
             version: v(version),
+            label: None,
             error,
             latency_us,
             prompt_tokens: 2,
@@ -214,6 +229,7 @@ mod tests {
                 sample(1, 2_500, 0, false),
             ],
             Bucket::Hour,
+            false,
         )
         .expect("sums");
         let keys: Vec<_> = stats.iter().map(|s| (s.version.get(), s.bucket)).collect();
@@ -239,10 +255,54 @@ mod tests {
                     },
                     sample(1, 1, 0, false)
                 ],
-                Bucket::None
+                Bucket::None,
+                false
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn grouped_by_label_the_arms_of_a_rollout_are_separate_rows() {
+        let at = time::macros::datetime!(2026-05-06 00:30 UTC);
+        let production = Some(LabelName::PRODUCTION);
+        let canary = LabelName::new("canary").ok();
+        let sample = |version, label| StatsSample {
+            version: VersionNumber::new(version).expect("valid"),
+            label,
+            error: false,
+            latency_us: 1_000,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_nanos: 0,
+            created_at: at,
+        };
+        let samples = [
+            sample(7, production),
+            sample(8, production),
+            sample(8, canary),
+            sample(8, None),
+        ];
+        let by_label = aggregate(samples, Bucket::None, true).expect("sums");
+        let keys: Vec<_> = by_label
+            .iter()
+            .map(|s| (s.version.get(), s.label, s.count))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (7, production, 1),
+                (8, None, 1),
+                (8, canary, 1),
+                (8, production, 1)
+            ]
+        );
+        let by_version = aggregate(samples, Bucket::None, false).expect("sums");
+        let keys: Vec<_> = by_version
+            .iter()
+            .map(|s| (s.version.get(), s.label, s.count))
+            .collect();
+        assert_eq!(keys, [(7, None, 1), (8, None, 3)]);
     }
 
     #[test]
@@ -263,6 +323,7 @@ mod tests {
     fn the_average_cost_rounds_half_up() {
         let s = VersionStats {
             version: VersionNumber::FIRST,
+            label: None,
             bucket: None,
             count: 3,
             error_count: 1,

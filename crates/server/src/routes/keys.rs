@@ -7,6 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::dto::keys::{CreateKeyRequest, CreatedKey, KeyResponse};
+use super::params::Caller;
 use crate::body::Body;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -41,6 +42,7 @@ pub fn random_key_bytes() -> [u8; 24] {
 #[post("/api-keys")]
 async fn create_key(
     state: web::Data<AppState>,
+    Caller(ctx): Caller,
     body: Body<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -50,7 +52,7 @@ async fn create_key(
         (Ok(n), Ok(s)) => (n, s),
         (n, s) => return Err(ApiError::validation(n.err().into_iter().chain(s.err()).collect())),
     };
-    let (key, generated) = state.auth.create(name, scopes, random_key_bytes()).await?;
+    let (key, generated) = state.auth.create(name, scopes, random_key_bytes(), &ctx).await?;
     // The secret must not linger in any cache between here and the client.
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -81,8 +83,12 @@ async fn list_keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     )
 )]
 #[delete("/api-keys/{id}")]
-async fn revoke_key(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn revoke_key(
+    state: web::Data<AppState>,
+    Caller(ctx): Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::parameter("id", format!("`{id}` is not a UUID")))?;
-    state.auth.revoke(id).await?;
+    state.auth.revoke(id, &ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }

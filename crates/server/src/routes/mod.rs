@@ -1,8 +1,10 @@
 //! HTTP routes, grouped per resource. Each module exposes `configure`.
 
+pub mod audit;
 pub mod dto;
 pub mod health;
 pub mod keys;
+pub mod labels;
 pub mod params;
 pub mod prompts;
 pub mod runs;

@@ -1,10 +1,12 @@
 //! Parsing path and query parameters into domain types.
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures::future::{Ready, ready};
+use registry_domain::audit::{Actor, Context};
+use registry_domain::auth::service::Principal;
 use registry_domain::page::{Cursor, Limit, PageRequest};
-use registry_domain::prompt::{PromptName, VersionNumber};
+use registry_domain::prompt::{LabelName, PromptName, VersionNumber, VersionSelector};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -21,10 +23,25 @@ pub struct NameInPath(pub PromptName);
 #[derive(Debug)]
 pub struct VersionInPath(pub VersionNumber);
 
+/// The `{selector}` segment: a version number, `latest`, `active`, or a label.
+#[derive(Debug)]
+pub struct SelectorInPath(pub VersionSelector);
+
+/// The `{label}` segment, validated.
+#[derive(Debug)]
+pub struct LabelInPath(pub LabelName);
+
+/// Who is calling, for the audit log and the rules that depend on scopes:
+/// built from the key the auth layer admitted and the request id.
+#[derive(Debug)]
+pub struct Caller(pub Context);
+
 #[derive(Deserialize)]
 struct Segments {
     name: Option<String>,
     version: Option<String>,
+    selector: Option<String>,
+    label: Option<String>,
 }
 
 /// The path's segments, percent-decoded as `web::Path` decodes them (so
@@ -53,6 +70,97 @@ impl FromRequest for VersionInPath {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let number = segments(req).and_then(|s| version_number(&s.version.unwrap_or_default()));
         ready(number.map(Self).map_err(Into::into))
+    }
+}
+
+impl FromRequest for SelectorInPath {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let selector = segments(req).and_then(|s| {
+            let raw = s.selector.unwrap_or_default();
+            VersionSelector::parse(&raw).map_err(|e| ApiError::parameter("selector", e))
+        });
+        ready(selector.map(Self).map_err(Into::into))
+    }
+}
+
+impl FromRequest for LabelInPath {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let label = segments(req).and_then(|s| {
+            LabelName::new(&s.label.unwrap_or_default()).map_err(|e| ApiError::parameter("label", e))
+        });
+        ready(label.map(Self).map_err(Into::into))
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let extensions = req.extensions();
+        let request_id = extensions
+            .get::<crate::middleware::RequestId>()
+            .map(|r| r.0.clone());
+        let context = match extensions.get::<Principal>() {
+            Some(principal) => Ok(Context {
+                actor: match principal {
+                    Principal::Bootstrap => Actor::admin_key(),
+                    Principal::Key(k) => Actor {
+                        key_id: Some(k.id),
+                        name: k.name.as_str().to_owned(),
+                    },
+                },
+                scopes: principal.scopes(),
+                request_id,
+            }),
+            // Every route that changes something is behind the auth layer.
+            None => {
+                Err(ApiError::internal(anyhow::anyhow!("a change reached a handler without a caller")).into())
+            }
+        };
+        ready(context.map(Self))
+    }
+}
+
+impl utoipa::IntoParams for SelectorInPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("selector")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "A version number (`3`), `latest`, `active` (the label `production`), or a label name (`staging`)",
+                ))
+                .schema(Some(String::schema()))
+                .build(),
+        ]
+    }
+}
+
+impl utoipa::IntoParams for LabelInPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("label")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "A label: `[a-z][a-z0-9._-]{0,62}`; `latest` and `active` are reserved",
+                ))
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .pattern(Some("^[a-z][a-z0-9._-]{0,62}$")),
+                ))
+                .build(),
+        ]
     }
 }
 

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::dto::prompts::{CreatePromptRequest, PromptPage, PromptResponse, UpdatePromptRequest};
-use super::params::{self, NameInPath};
+use super::params::{self, Caller, NameInPath};
 use crate::body::Body;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -42,10 +42,11 @@ pub fn location(name: &PromptName) -> String {
 #[post("/prompts")]
 async fn create_prompt(
     state: web::Data<AppState>,
+    Caller(ctx): Caller,
     body: Body<CreatePromptRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body.into_inner().try_into_domain()?;
-    let prompt = state.prompts.create_prompt(new).await?;
+    let prompt = state.prompts.create_prompt(new, &ctx).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, location(&prompt.name)))
         .json(PromptResponse::from(prompt)))
@@ -134,10 +135,13 @@ async fn get_prompt(
 async fn update_prompt(
     state: web::Data<AppState>,
     NameInPath(name): NameInPath,
+    Caller(ctx): Caller,
     body: Body<UpdatePromptRequest>,
 ) -> Result<web::Json<PromptResponse>, ApiError> {
     let patch = body.into_inner().try_into_domain()?;
-    Ok(web::Json(state.prompts.update_prompt(&name, patch).await?.into()))
+    Ok(web::Json(
+        state.prompts.update_prompt(&name, patch, &ctx).await?.into(),
+    ))
 }
 
 /// Deletes a prompt and all its versions.
@@ -153,7 +157,8 @@ async fn update_prompt(
 async fn delete_prompt(
     state: web::Data<AppState>,
     NameInPath(name): NameInPath,
+    Caller(ctx): Caller,
 ) -> Result<HttpResponse, ApiError> {
-    state.prompts.delete_prompt(&name).await?;
+    state.prompts.delete_prompt(&name, &ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,11 +1,14 @@
-//! `/v1/prompts/{name}/versions` and `/render`: immutable versions,
-//! activation (rollback) and rendering.
+//! `/v1/prompts/{name}/versions` and `/render`: immutable versions, fetched
+//! by number, `latest` or label (with a subject for split labels),
+//! activation (the `production` alias) and rendering.
 
 use actix_web::http::header::{self, EntityTag, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use registry_domain::page::Cursor as _;
-use registry_domain::prompt::ports::Cached;
-use registry_domain::prompt::{PromptName, VersionCursor, VersionNumber, VersionSelector};
+use registry_domain::prompt::ports::Served;
+use registry_domain::prompt::{
+    FieldError, LabelName, PromptName, VersionCursor, VersionNumber, VersionSelector,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -13,24 +16,24 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::dto::versions::{
     CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse,
 };
-use super::params::{self, NameInPath, VersionInPath};
+use super::params::{self, Caller, NameInPath, SelectorInPath, VersionInPath};
 use super::prompts;
 use crate::body::Body;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    // Literal segments first: `latest` and `active` must not be read as numbers.
-    cfg.service(get_active)
-        .service(get_latest)
-        .service(get_version)
+    cfg.service(get_version)
         .service(create_version)
         .service(list_versions)
         .service(activate_version)
         .service(render);
 }
 
-/// Adds the next version. It becomes the active one unless `activate` is `false`.
+/// Adds the next version. Label `production` moves to it unless `activate`
+/// is `false`, and so does every label in `labels`, each recorded in its
+/// history. A protected label among them needs the `release` scope (403,
+/// and nothing is created).
 #[utoipa::path(
     tag = "versions",
     params(NameInPath),
@@ -38,6 +41,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     responses(
         (status = 201, description = "Created", body = VersionResponse,
             headers(("Location" = String, description = "The version's URL"))),
+        (status = 403, description = "A label to set is protected", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid template or variables, e.g. an undeclared placeholder", body = Problem, content_type = "application/problem+json"),
     )
@@ -46,10 +50,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
 async fn create_version(
     state: web::Data<AppState>,
     NameInPath(name): NameInPath,
+    Caller(ctx): Caller,
     body: Body<CreateVersionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body.into_inner().try_into_domain()?;
-    let version = state.prompts.create_version(&name, new).await?;
+    let version = state.prompts.create_version(&name, new, &ctx).await?;
     Ok(HttpResponse::Created()
         .insert_header((
             LOCATION,
@@ -103,13 +108,60 @@ const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 /// unreachable (stale-if-error); `Age` then says how old the copy is.
 pub const STALE: header::HeaderName = header::HeaderName::from_static("x-stale");
 
-/// Adds the stale-if-error marker when `cached` was served stale.
-fn mark_stale(response: &mut actix_web::HttpResponseBuilder, cached: &Cached) {
-    if let Some(age) = cached.stale_age {
+/// The version served, and whether it came from a split label.
+pub const SERVED_VERSION: header::HeaderName = header::HeaderName::from_static("x-prompt-version");
+pub const SERVED_LABEL: header::HeaderName = header::HeaderName::from_static("x-prompt-label");
+pub const SERVED_SPLIT: header::HeaderName = header::HeaderName::from_static("x-prompt-split");
+/// The subject a split label is resolved for, when not in the query.
+pub const SUBJECT: header::HeaderName = header::HeaderName::from_static("x-prompt-subject");
+
+/// Says what was served: the stale-if-error marker when it was served
+/// stale, and the version, label and split flag.
+fn describe(response: &mut actix_web::HttpResponseBuilder, served: &Served) {
+    if let Some(age) = served.stale_age {
         response
             .insert_header((STALE, "stale-if-error"))
             .insert_header((header::AGE, age.as_secs()));
     }
+    response.insert_header((SERVED_VERSION, served.version.version.get()));
+    if let Some(label) = served.label {
+        response
+            .insert_header((SERVED_LABEL, label.as_str()))
+            .insert_header((SERVED_SPLIT, if served.split { "true" } else { "false" }));
+    }
+}
+
+const MAX_SUBJECT: usize = 256;
+
+/// A subject from the query or the `X-Prompt-Subject` header: 1–256
+/// characters without control characters.
+fn subject(from_query: Option<String>, req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let raw = from_query.or_else(|| {
+        req.headers()
+            .get(SUBJECT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    match raw {
+        Some(s) if s.is_empty() || s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control) => {
+            Err(ApiError::parameter(
+                "subject",
+                format!("a subject is 1 to {MAX_SUBJECT} characters, without control characters"),
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SubjectQuery {
+    /// Who the prompt is for (a user or session id): a split label serves
+    /// the same subject the same version on every replica, every time.
+    /// Also accepted as the `X-Prompt-Subject` header. Without one, a split
+    /// picks at random per request.
+    subject: Option<String>,
 }
 
 async fn version(
@@ -117,9 +169,10 @@ async fn version(
     req: &HttpRequest,
     name: &PromptName,
     selector: VersionSelector,
+    subject: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let cached = state.prompts.fetch_version(name, selector).await?;
-    let version = &cached.version;
+    let served = state.prompts.serve(name, selector, subject).await?;
+    let version = &served.version;
     let cache_control = if matches!(selector, VersionSelector::Number(_)) {
         IMMUTABLE
     } else {
@@ -143,7 +196,7 @@ async fn version(
     response
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, cache_control));
-    mark_stale(&mut response, &cached);
+    describe(&mut response, &served);
     if fresh {
         return Ok(response.finish());
     }
@@ -161,74 +214,48 @@ async fn version(
     Ok(response.content_type(header::ContentType::json()).body(body))
 }
 
-/// The newest version, active or not.
+/// One version: by number, `latest` (the highest number), `active` (the
+/// label `production`), or any label. A split label serves the arm the
+/// subject falls in; `X-Prompt-Version`, `X-Prompt-Label` and
+/// `X-Prompt-Split` say what was served. A removed label is a 404 at once.
 #[utoipa::path(
     tag = "versions",
-    params(NameInPath),
+    params(NameInPath, SelectorInPath, SubjectQuery),
     responses(
-        (status = 200, description = "The latest version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 200, description = "The version", body = VersionResponse, headers(
+            ("ETag" = String), ("Cache-Control" = String),
+            ("X-Prompt-Version" = u32, description = "The version served"),
+            ("X-Prompt-Label" = String, description = "The label it was served under, for a label selector"),
+            ("X-Prompt-Split" = bool, description = "Whether that label is a weighted split"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
-        (status = 404, description = "No such prompt, or no versions yet", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a version number, `latest`, `active` or a label; or a bad subject", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such prompt, version or label", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[get("/prompts/{name}/versions/latest")]
-async fn get_latest(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    NameInPath(name): NameInPath,
-) -> Result<HttpResponse, ApiError> {
-    version(&state, &req, &name, VersionSelector::Latest).await
-}
-
-/// The active version: what applications should use.
-#[utoipa::path(
-    tag = "versions",
-    params(NameInPath),
-    responses(
-        (status = 200, description = "The active version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
-        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
-        (status = 404, description = "No such prompt, or no active version", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[get("/prompts/{name}/versions/active")]
-async fn get_active(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    NameInPath(name): NameInPath,
-) -> Result<HttpResponse, ApiError> {
-    version(&state, &req, &name, VersionSelector::Active).await
-}
-
-/// One version by number.
-#[utoipa::path(
-    tag = "versions",
-    params(NameInPath, VersionInPath),
-    responses(
-        (status = 200, description = "The version", body = VersionResponse, headers(("ETag" = String), ("Cache-Control" = String))),
-        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
-        (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such prompt or version", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[get("/prompts/{name}/versions/{version}")]
+#[get("/prompts/{name}/versions/{selector}")]
 async fn get_version(
     state: web::Data<AppState>,
     req: HttpRequest,
     NameInPath(name): NameInPath,
-    VersionInPath(number): VersionInPath,
+    SelectorInPath(selector): SelectorInPath,
+    query: web::Query<SubjectQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    version(&state, &req, &name, VersionSelector::Number(number)).await
+    let subject = subject(query.into_inner().subject, &req)?;
+    version(&state, &req, &name, selector, subject.as_deref()).await
 }
 
-/// Makes a version the active one, deactivating the previous one atomically.
-/// Activating an older version is a rollback.
+/// Points label `production` at a version (the alias kept from before
+/// labels; `PUT /labels/production` is the same move). Activating an older
+/// version is a rollback. Recorded in the label's history.
 #[utoipa::path(
     tag = "versions",
     params(NameInPath, VersionInPath),
     responses(
         (status = 200, description = "The now active version", body = VersionResponse),
         (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such prompt or version", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`production` is protected and the key lacks `release`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No such version", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/prompts/{name}/versions/{version}/activate")]
@@ -236,14 +263,16 @@ async fn activate_version(
     state: web::Data<AppState>,
     NameInPath(name): NameInPath,
     VersionInPath(number): VersionInPath,
+    Caller(ctx): Caller,
 ) -> Result<web::Json<VersionResponse>, ApiError> {
-    let version = state.prompts.activate_version(&name, number).await?;
+    let version = state.prompts.activate_version(&name, number, &ctx).await?;
     Ok(web::Json(VersionResponse::from(&version)))
 }
 
-/// Renders a version (the active one unless `version` is given) with values
-/// for its variables. Missing required values, values of the wrong type and
-/// undeclared names are all reported at once.
+/// Renders a version (`version`, else `label`, else `production`) with
+/// values for its variables; a split label renders `subject`'s arm. Missing
+/// required values, values of the wrong type and undeclared names are all
+/// reported at once.
 #[utoipa::path(
     tag = "versions",
     params(NameInPath),
@@ -261,20 +290,48 @@ async fn render(
     body: Body<RenderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let selector = match body.version {
-        None => VersionSelector::Active,
-        Some(n) => VersionSelector::Number(VersionNumber::new(n).map_err(|e| {
-            ApiError::validation(vec![registry_domain::prompt::FieldError::new(
-                "version",
-                e.to_string(),
-            )])
-        })?),
+    let mut errors = Vec::new();
+    let number = body.version.and_then(|n| {
+        VersionNumber::new(n)
+            .map_err(|e| errors.push(FieldError::new("version", e.to_string())))
+            .ok()
+    });
+    let label = body.label.as_deref().and_then(|l| {
+        LabelName::new(l)
+            .map_err(|e| errors.push(FieldError::new("label", e.to_string())))
+            .ok()
+    });
+    if body.version.is_some() && body.label.is_some() {
+        errors.push(FieldError::new("label", "give `version` or `label`, not both"));
+    }
+    if body
+        .subject
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control))
+    {
+        errors.push(FieldError::new(
+            "subject",
+            format!("a subject is 1 to {MAX_SUBJECT} characters, without control characters"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let selector = match (number, label) {
+        (Some(n), _) => VersionSelector::Number(n),
+        (None, Some(l)) => VersionSelector::Label(l),
+        (None, None) => VersionSelector::ACTIVE,
     };
-    let (cached, rendered) = state
+    let (served, rendered) = state
         .prompts
-        .render(&name, selector, &body.variables.unwrap_or_default())
+        .render(
+            &name,
+            selector,
+            body.subject.as_deref(),
+            &body.variables.unwrap_or_default(),
+        )
         .await?;
     let mut response = HttpResponse::Ok();
-    mark_stale(&mut response, &cached);
-    Ok(response.json(RenderResponse::new(&cached.version, rendered)))
+    describe(&mut response, &served);
+    Ok(response.json(RenderResponse::new(&served.version, rendered)))
 }

@@ -28,7 +28,7 @@ fn needed(method: &str, path: &str) -> Option<&'static str> {
     if !path.starts_with("/v1/") && path != "/metrics" {
         return None;
     }
-    if path.starts_with("/v1/api-keys") || path == "/metrics" {
+    if path.starts_with("/v1/api-keys") || path.starts_with("/v1/audit") || path == "/metrics" {
         Some("admin")
     } else if method == "get" {
         Some("read")
@@ -40,6 +40,8 @@ fn needed(method: &str, path: &str) -> Option<&'static str> {
 fn concrete(path: &str) -> String {
     path.replace("{name}", "matrix")
         .replace("{version}", "1")
+        .replace("{selector}", "1")
+        .replace("{label}", "staging")
         .replace("{id}", "00000000-0000-0000-0000-000000000000")
 }
 
@@ -48,6 +50,7 @@ async fn every_operation_checks_keys_and_scopes(backend: Backend) {
     app.create_prompt("matrix").await;
     let read = create_key(&app, &["read"]).await.1;
     let write = create_key(&app, &["write"]).await.1;
+    let release = create_key(&app, &["release"]).await.1;
     let admin = create_key(&app, &["admin"]).await.1;
     let (revoked_id, revoked) = create_key(&app, &["admin"]).await;
     assert_eq!(
@@ -112,9 +115,15 @@ async fn every_operation_checks_keys_and_scopes(backend: Backend) {
             assert!(res.status == 401, "{method} {path} with {what}");
             checked += 1;
         }
-        for (name, key) in [("read", &read), ("write", &write), ("admin", &admin)] {
+        for (name, key) in [
+            ("read", &read),
+            ("write", &write),
+            ("release", &release),
+            ("admin", &admin),
+        ] {
             let res = send(vec![("authorization", format!("Bearer {key}"))]).await;
-            let allowed = name == "admin" || name == scope;
+            // `release` implies `write`; `admin` implies everything.
+            let allowed = name == "admin" || name == scope || (name == "release" && scope == "write");
             if allowed {
                 assert!(
                     res.status != 401 && res.status != 403,

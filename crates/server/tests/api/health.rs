@@ -34,11 +34,17 @@ async fn the_openapi_document_lists_every_operation(backend: Backend) {
         ("/v1/prompts/{name}", "delete"),
         ("/v1/prompts/{name}/versions", "post"),
         ("/v1/prompts/{name}/versions", "get"),
-        ("/v1/prompts/{name}/versions/latest", "get"),
-        ("/v1/prompts/{name}/versions/active", "get"),
-        ("/v1/prompts/{name}/versions/{version}", "get"),
+        ("/v1/prompts/{name}/versions/{selector}", "get"),
         ("/v1/prompts/{name}/versions/{version}/activate", "post"),
         ("/v1/prompts/{name}/render", "post"),
+        ("/v1/prompts/{name}/labels", "get"),
+        ("/v1/prompts/{name}/labels/{label}", "get"),
+        ("/v1/prompts/{name}/labels/{label}", "put"),
+        ("/v1/prompts/{name}/labels/{label}", "patch"),
+        ("/v1/prompts/{name}/labels/{label}", "delete"),
+        ("/v1/prompts/{name}/labels/{label}/history", "get"),
+        ("/v1/prompts/{name}/labels/{label}/rollback", "post"),
+        ("/v1/audit", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
 use prompt_registry::settings::{
-    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, LogSettings, RedisConfig, RenderSettings,
-    RunSettings, Secret, ServerSettings, Settings,
+    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, LabelSettings, LogSettings, RedisConfig,
+    RenderSettings, RunSettings, Secret, ServerSettings, Settings,
 };
 use prompt_registry::startup::Application;
 use registry_persistence::testing::{Backend, TestDatabase};
@@ -149,6 +149,9 @@ pub fn test_settings(database_url: &str) -> Settings {
         render: RenderSettings {
             max_placeholders: 1_000,
             max_output_bytes: 4 * 1024 * 1024,
+        },
+        labels: LabelSettings {
+            protected_by_default: vec!["production".into()],
         },
     }
 }

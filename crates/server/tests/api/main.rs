@@ -7,6 +7,7 @@ mod errors;
 mod faults;
 mod health;
 mod helpers;
+mod labels;
 mod operations;
 mod outage;
 mod prompts;

@@ -34,12 +34,12 @@ async fn a_request_whose_transaction_deadlocks_is_retried_and_succeeds(backend: 
     };
     let before = deadlocks().await;
 
-    // Hold the active version's row, which creating a version deactivates.
+    // Hold the `production` label's row, which creating an active version moves.
     let txn = raw.begin().await.expect("begin");
-    txn.execute_unprepared("UPDATE prompt_versions SET commit_message = 'held' WHERE is_active")
+    txn.execute_unprepared("UPDATE prompt_labels SET updated_at = updated_at WHERE name = 'production'")
         .await
-        .expect("lock the active version");
-    // The request locks the prompt row, then waits for the version row.
+        .expect("lock the production label");
+    // The request locks the prompt row, then waits for the label row.
     let request = {
         let (client, url) = (
             crate::helpers::client(),

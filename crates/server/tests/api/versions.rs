@@ -169,7 +169,7 @@ async fn missing_versions_and_bad_numbers_are_problems(backend: Backend) {
         .await
         .problem(404);
     app.post("/v1/prompts/p/render", &json!({})).await.problem(404);
-    for bad in ["0", "-1", "abc", "1.5", "99999999999"] {
+    for bad in ["0", "-1", "Abc", "1.5", "99999999999"] {
         app.get(&format!("/v1/prompts/p/versions/{bad}"))
             .await
             .problem(400);
@@ -177,6 +177,15 @@ async fn missing_versions_and_bad_numbers_are_problems(backend: Backend) {
             .await
             .problem(400);
     }
+    // A lowercase word is a label: one this prompt does not have.
+    let res = app.get("/v1/prompts/p/versions/abc").await;
+    assert_eq!(
+        res.problem(404)["detail"],
+        "prompt `p` has no version labelled `abc`"
+    );
+    app.post("/v1/prompts/p/versions/abc/activate", &json!({}))
+        .await
+        .problem(400);
     app.get("/v1/prompts/BAD/versions/active").await.problem(400);
     app.get("/v1/prompts/ghost/versions").await.problem(404);
 }

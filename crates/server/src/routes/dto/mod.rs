@@ -3,6 +3,7 @@
 //! method and map the answer; the shapes on the wire live here.
 
 pub mod keys;
+pub mod labels;
 pub mod prompts;
 pub mod runs;
 pub mod versions;

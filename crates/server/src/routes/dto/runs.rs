@@ -1,7 +1,7 @@
 //! Runs: what a client logs, how a stored run is shown, and the stats.
 
 use registry_domain::page::{Cursor as _, Page};
-use registry_domain::prompt::{FieldError, PromptName};
+use registry_domain::prompt::{FieldError, LabelName, PromptName};
 use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats};
 use registry_domain::run::{
     NewRun, NewRunBuilder, Run, RunCursor, RunFilter, RunListing, RunSort, RunStatus,
@@ -25,9 +25,14 @@ pub struct CreateRunRequest {
     /// The prompt's name.
     #[schema(example = "support/triage")]
     pub prompt: String,
-    /// The version run; the active one when absent.
+    /// The version run; without it, `label`'s version now (required for a
+    /// split label), else `production`'s.
     #[schema(minimum = 1)]
     pub version: Option<i64>,
+    /// The label the prompt was fetched by (`production`, `canary`…), so the
+    /// arms of a rollout can be compared.
+    #[schema(example = "production")]
+    pub label: Option<String>,
     /// The variables the prompt was rendered with.
     #[schema(value_type = Option<Object>)]
     pub input: Option<Map<String, Value>>,
@@ -104,6 +109,7 @@ impl CreateRunRequest {
             metadata: self.metadata,
             tags: self.tags,
             started_at,
+            label: self.label,
         }
         .build();
         match built {
@@ -128,6 +134,8 @@ pub struct RunResponse {
     pub prompt_id: Uuid,
     pub version: u32,
     pub version_id: Uuid,
+    /// The label it was served under, when the client said.
+    pub label: Option<String>,
     #[schema(value_type = Object)]
     pub input: Map<String, Value>,
     #[schema(value_type = Option<Object>)]
@@ -161,6 +169,7 @@ impl From<Run> for RunResponse {
             prompt_id: r.prompt_id,
             version: r.version.get(),
             version_id: r.version_id,
+            label: f.label.map(|l| l.to_string()),
             input: f.input,
             output: f.output,
             status: f.status.as_str(),
@@ -211,6 +220,8 @@ pub struct ListRunsQuery {
     /// Only runs of this version number.
     #[param(minimum = 1)]
     version: Option<i64>,
+    /// Only runs served under this label.
+    label: Option<String>,
     /// `success` or `error`.
     status: Option<String>,
     model: Option<String>,
@@ -257,6 +268,7 @@ impl ListRunsQuery {
                 .version
                 .map(|n| params::version_number(&n.to_string()))
                 .transpose()?,
+            label: label_param(self.label.as_deref())?,
             status: self
                 .status
                 .as_deref()
@@ -302,6 +314,17 @@ pub struct StatsParams {
     /// Only this version.
     #[param(minimum = 1)]
     version: Option<i64>,
+    /// Only runs served under this label.
+    label: Option<String>,
+    /// `version` (default): one entry per version; `label`: one per version
+    /// and label, so the arms of a rollout sit side by side.
+    group_by: Option<String>,
+}
+
+/// A label from the query string.
+fn label_param(raw: Option<&str>) -> Result<Option<LabelName>, ApiError> {
+    raw.map(|l| LabelName::new(l).map_err(|e| ApiError::parameter("label", e)))
+        .transpose()
 }
 
 impl StatsParams {
@@ -320,6 +343,17 @@ impl StatsParams {
                 .version
                 .map(|n| params::version_number(&n.to_string()))
                 .transpose()?,
+            label: label_param(self.label.as_deref())?,
+            by_label: match self.group_by.as_deref() {
+                None | Some("version") => false,
+                Some("label") => true,
+                Some(other) => {
+                    return Err(ApiError::parameter(
+                        "group_by",
+                        format!("`{other}` is not `version` or `label`"),
+                    ));
+                }
+            },
         })
     }
 }
@@ -345,6 +379,9 @@ pub struct CostStats {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VersionStatsResponse {
     pub version: u32,
+    /// With `group_by=label`: the label (absent for runs logged without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Start of the bucket (UTC); `null` when `bucket=none`.
     #[serde(with = "time::serde::rfc3339::option")]
     pub bucket_start: Option<OffsetDateTime>,
@@ -362,6 +399,7 @@ impl From<VersionStats> for VersionStatsResponse {
     fn from(s: VersionStats) -> Self {
         Self {
             version: s.version.get(),
+            label: s.label.map(|l| l.to_string()),
             bucket_start: s.bucket,
             count: s.count,
             error_count: s.error_count,

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use registry_domain::prompt::{
-    ChatMessage, NewVersion, PromptVersion, Rendered, Template, TemplateKind, VariableSpec, VariableType,
-    Variables,
+    ChatMessage, FieldError, LabelName, NewVersion, PromptVersion, Rendered, Template, TemplateKind,
+    VariableSpec, VariableType, Variables,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -13,6 +13,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::collect;
+
+/// Most labels one version creation may set.
+const MAX_LABELS_PER_VERSION: usize = 20;
 use crate::problem::ApiError;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
@@ -140,8 +143,10 @@ pub struct CreateVersionRequest {
     pub config: Option<Map<String, Value>>,
     #[schema(max_length = 2000)]
     pub commit_message: Option<String>,
-    /// Make the new version the active one (default `true`).
+    /// Point label `production` at the new version (default `true`).
     pub activate: Option<bool>,
+    /// More labels to point at the new version (`["staging"]`).
+    pub labels: Option<Vec<String>>,
 }
 
 impl CreateVersionRequest {
@@ -160,9 +165,25 @@ impl CreateVersionRequest {
             .map(|(k, v)| (k, v.into()))
             .collect();
         let variables = collect(&mut errors, Variables::new(specs));
+        let mut labels = Vec::new();
+        for (i, label) in self.labels.unwrap_or_default().iter().enumerate() {
+            match LabelName::new(label) {
+                Ok(l) => labels.push(l),
+                Err(e) => errors.push(FieldError::new(format!("labels[{i}]"), e.to_string())),
+            }
+        }
+        if labels.len() > MAX_LABELS_PER_VERSION {
+            errors.push(FieldError::new(
+                "labels",
+                format!("at most {MAX_LABELS_PER_VERSION} labels at once"),
+            ));
+        }
         let (Some(template), Some(variables)) = (template, variables) else {
             return Err(ApiError::validation(errors));
         };
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
         NewVersion::new(
             template,
             variables,
@@ -170,6 +191,7 @@ impl CreateVersionRequest {
             self.commit_message,
             self.activate.unwrap_or(true),
         )
+        .map(|v| v.with_labels(labels))
         .map_err(|e| ApiError::validation(e.into_vec()))
     }
 }
@@ -225,9 +247,13 @@ pub struct VersionPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenderRequest {
-    /// The version to render; the active one when absent.
+    /// The version to render; without it, `label`'s, else `production`'s.
     #[schema(minimum = 1)]
     pub version: Option<i64>,
+    /// The label whose version to render (not with `version`).
+    pub label: Option<String>,
+    /// For a split label: who the render is for, so they get their arm.
+    pub subject: Option<String>,
     /// Values by variable name. Undeclared names are rejected.
     #[schema(value_type = Option<Object>)]
     pub variables: Option<Map<String, Value>>,
