@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Hot-path benchmark: GET /v1/prompts/{name}/versions/active over random
 names, with the cache off, in process, and through Redis, against a trivial
-route of the same binary (same middleware) as the ceiling, in one run.
+route of the same binary (same middleware) as the ceiling, in one run; and,
+in process, a plain label against a 90/10 split label resolved per subject.
 
 Loads 1,000 prompts with 10 versions each into a fresh PostgreSQL database,
 then for each case starts the release binary, records its time from start
@@ -80,18 +81,33 @@ def measure(args, warmup, url, tmp):
             INSERT INTO prompts (id, name, description, tags, created_at, updated_at, latest_version)
             SELECT gen_random_uuid(), 'bench-' || g, 'benchmark prompt', '["bench"]', now(), now(), {VERSIONS}
             FROM generate_series(1, {PROMPTS}) g;
-            INSERT INTO prompt_versions (id, prompt_id, version, kind, template, variables, config, is_active,
+            INSERT INTO prompt_versions (id, prompt_id, version, kind, template, variables, config,
                                          commit_message, created_at)
             SELECT gen_random_uuid(), p.id, v, 'chat',
                    '[{{"role": "system", "content": "You are a support agent for {{{{product}}}}."}},
                      {{"role": "user", "content": "{{{{question}}}}"}}]',
                    '{{"product": {{"type": "string", "default": "Acme"}}, "question": {{"type": "string"}}}}',
                    '{{"model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 512}}',
-                   v = {VERSIONS}, 'version ' || v, now()
+                   'version ' || v, now()
             FROM prompts p CROSS JOIN generate_series(1, {VERSIONS}) v;
+            INSERT INTO prompt_labels (prompt_id, name, version, split, protected, revision, updated_at)
+            SELECT id, 'production', {VERSIONS}, NULL, TRUE, 1, now() FROM prompts
+            UNION ALL
+            SELECT id, 'canary', {VERSIONS}, NULL, FALSE, 1, now() FROM prompts
+            UNION ALL
+            SELECT id, 'rollout', NULL,
+                   '[{{"version": {VERSIONS - 1}, "weight": 90}}, {{"version": {VERSIONS}, "weight": 10}}]', FALSE, 1, now()
+            FROM prompts;
             ANALYZE;""")
         active = os.path.join(tmp, "active.lua")
         script(active, f'request = function()\n  return wrk.format("GET", "/v1/prompts/bench-" .. math.random(1, {PROMPTS}) .. "/versions/active")\nend\n')
+        # The same request shape for both labels, a subject included: the
+        # only difference is resolving the split.
+        def by_label(label):
+            path = os.path.join(tmp, f"{label}.lua")
+            script(path, f'request = function()\n  return wrk.format("GET", "/v1/prompts/bench-" .. math.random(1, {PROMPTS}) .. "/versions/{label}?subject=user-" .. math.random(1, 1000000))\nend\n')
+            return path
+        plain, split = by_label("canary"), by_label("rollout")
         health = os.path.join(tmp, "health.lua")
         script(health, 'request = function() return wrk.format("GET", "/health") end\n')
 
@@ -105,6 +121,8 @@ def measure(args, warmup, url, tmp):
             ("(a) active version, cache off", {"APP__CACHE__MODE": "off"}, active),
             ("(b) active version, in-process cache", {"APP__CACHE__MODE": "memory"}, active),
             ("(c) active version, Redis cache", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}, active),
+            ("(e) plain label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, plain),
+            ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split),
             ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
         ]
         results = []
@@ -128,6 +146,12 @@ def measure(args, warmup, url, tmp):
         for name, r in results:
             print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps'] / ceiling:.0%} | "
                   f"{r['rps'] / off:.1f} | {r['bad']} | {r['rss']:.1f} | {r['ready'] * 1000:.0f} |")
+        by_name = dict(results)
+        e = by_name["(e) plain label + subject, in-process cache"]
+        f = by_name["(f) 90/10 split label + subject, in-process cache"]
+        # Cost per request is the inverse of throughput: the split's extra cost.
+        print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request "
+              f"(p50 {f['p50']:.2f} vs {e['p50']:.2f} ms; target: at most +10 %)")
     finally:
         if proc:
             proc.kill()

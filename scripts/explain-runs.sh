@@ -15,9 +15,11 @@ APP__DATABASE__URL="$URL" cargo run -q --release -- migrate up >/dev/null
 psql "$URL" -q -v ON_ERROR_STOP=1 <<SQL
 INSERT INTO prompts (id, name, description, tags, created_at, updated_at, latest_version)
 SELECT gen_random_uuid(), 'prompt-' || g, NULL, '[]', now(), now(), 3 FROM generate_series(1, 100) g;
-INSERT INTO prompt_versions (id, prompt_id, version, kind, template, variables, config, is_active, commit_message, created_at)
-SELECT gen_random_uuid(), p.id, v, 'text', '"t"', '{}', '{}', v = 3, NULL, now()
+INSERT INTO prompt_versions (id, prompt_id, version, kind, template, variables, config, commit_message, created_at)
+SELECT gen_random_uuid(), p.id, v, 'text', '"t"', '{}', '{}', NULL, now()
 FROM prompts p CROSS JOIN generate_series(1, 3) v;
+INSERT INTO prompt_labels (prompt_id, name, version, protected, revision, updated_at)
+SELECT id, 'production', 3, TRUE, 1, now() FROM prompts;
 INSERT INTO prompt_runs (id, prompt_id, version_id, version, input, output, status, error, model, latency_us,
                          prompt_tokens, completion_tokens, cost_nanos, metadata, tags, started_at, created_at)
 SELECT gen_random_uuid(), v.prompt_id, v.id, v.version, '{"q": "x"}', '"answer"',

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The README's curl tour, runnable: create a prompt, two versions, fetch the
-# active one, roll back, render. Exits non-zero on the first unexpected answer.
+# active one, roll back, render; then a staging → production promotion, a 10 %
+# rollout and a rollback from the label's history. Exits non-zero on the first
+# unexpected answer.
 # Usage: API_KEY=pr_… scripts/tour.sh [BASE_URL]   (default http://127.0.0.1:8080)
+# The key needs read, write and release (production is protected); admin has all.
 set -euo pipefail
 BASE=${1:-http://127.0.0.1:8080}
-: "${API_KEY:?set API_KEY to a key with the read and write scopes}"
+: "${API_KEY:?set API_KEY to a key with the read, write and release scopes}"
 NAME="tour/greeting-$(date +%s%N)"
 ENC=${NAME//\//%2F}
 
@@ -33,3 +36,20 @@ step "render the active version"
 call POST "/v1/prompts/$ENC/render" '{"variables":{"name":"Ada"}}'
 step "render version 2 explicitly"
 call POST "/v1/prompts/$ENC/render" '{"version":2,"variables":{"name":"Ada"}}'
+step "version 3 goes to staging only"
+call POST "/v1/prompts/$ENC/versions" '{"template":"Hey {{ name }}!","variables":{"name":{"type":"string"}},"activate":false,"labels":["staging"],"commit_message":"shorter"}'
+step "what staging serves"
+call GET "/v1/prompts/$ENC/versions/staging"
+step "promote it: production moves to 3, only if it is still on 1"
+call PUT "/v1/prompts/$ENC/labels/production" '{"version":3,"expected_version":1,"reason":"tested on staging"}'
+step "a 10 % rollout: version 4 for one subject in ten, the same ones every time"
+call POST "/v1/prompts/$ENC/versions" '{"template":"Hey {{ name }}, welcome!","variables":{"name":{"type":"string"}},"activate":false,"commit_message":"warmer"}'
+call PUT "/v1/prompts/$ENC/labels/production" '{"split":[{"version":3,"weight":90},{"version":4,"weight":10}],"reason":"try 4 on 10 %"}'
+call GET "/v1/prompts/$ENC/versions/production?subject=user-42"
+step "the label's history, newest first"
+call GET "/v1/prompts/$ENC/labels/production/history"
+step "roll back from history: production returns to version 3"
+call POST "/v1/prompts/$ENC/labels/production/rollback" '{"reason":"4 answers too long"}'
+call GET "/v1/prompts/$ENC/versions/active"
+step "who changed what (admin keys)"
+call GET "/v1/audit?target=prompt:$ENC*&limit=5"
