@@ -91,12 +91,12 @@ def measure(args, warmup, url, tmp):
                    'version ' || v, now()
             FROM prompts p CROSS JOIN generate_series(1, {VERSIONS}) v;
             INSERT INTO prompt_labels (prompt_id, name, version, split, protected, revision, updated_at)
-            SELECT id, 'production', {VERSIONS}, NULL, TRUE, 1, now() FROM prompts
+            SELECT id, 'production', {VERSIONS}, NULL::jsonb, TRUE, 1, now() FROM prompts
             UNION ALL
-            SELECT id, 'canary', {VERSIONS}, NULL, FALSE, 1, now() FROM prompts
+            SELECT id, 'canary', {VERSIONS}, NULL::jsonb, FALSE, 1, now() FROM prompts
             UNION ALL
             SELECT id, 'rollout', NULL,
-                   '[{{"version": {VERSIONS - 1}, "weight": 90}}, {{"version": {VERSIONS}, "weight": 10}}]', FALSE, 1, now()
+                   '[{{"version": {VERSIONS - 1}, "weight": 90}}, {{"version": {VERSIONS}, "weight": 10}}]'::jsonb, FALSE, 1, now()
             FROM prompts;
             ANALYZE;""")
         active = os.path.join(tmp, "active.lua")
@@ -125,18 +125,36 @@ def measure(args, warmup, url, tmp):
             ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split),
             ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
         ]
-        results = []
-        for name, extra, lua in cases:
+        def measure_case(extra, lua, duration):
+            nonlocal proc
             with open(os.path.join(tmp, "server.log"), "a") as log:
                 proc, ready_s = start(dict(base_env, **extra), log)
                 wrk(lua, BASE, args.connections, warmup)
-                r = wrk(lua, BASE, args.connections, args.duration)
+                r = wrk(lua, BASE, args.connections, duration)
                 r["rss"] = vmhwm_mb(proc.pid)
                 r["ready"] = ready_s
                 proc.terminate()
                 proc.wait(timeout=30)
                 proc = None
-            results.append((name, r))
+            return r
+
+        # The plain and split label cases differ by a few hundred nanoseconds
+        # a request, less than this machine's run-to-run noise: they are run
+        # alternately, several times, and each is reported by its median run.
+        pair = [c for c in cases if c[0].startswith(("(e)", "(f)"))]
+        rounds = 1 if args.smoke else 3
+        runs = {name: [] for name, _, _ in pair}
+        results = []
+        for name, extra, lua in cases:
+            if name.startswith("(e)"):
+                for _ in range(rounds):
+                    for pname, pextra, plua in pair:
+                        runs[pname].append(measure_case(pextra, plua, args.duration))
+            if name in runs:
+                ordered = sorted(runs[name], key=lambda r: r["rps"])
+                results.append((name, ordered[len(ordered) // 2]))
+            else:
+                results.append((name, measure_case(extra, lua, args.duration)))
         ceiling = results[-1][1]["rps"]
         off = results[0][1]["rps"]
         print(f"\nGET /v1/prompts/{{name}}/versions/active over {PROMPTS} random names ({PROMPTS} prompts x {VERSIONS} versions, PostgreSQL),")
@@ -150,8 +168,10 @@ def measure(args, warmup, url, tmp):
         e = by_name["(e) plain label + subject, in-process cache"]
         f = by_name["(f) 90/10 split label + subject, in-process cache"]
         # Cost per request is the inverse of throughput: the split's extra cost.
-        print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request "
-              f"(p50 {f['p50']:.2f} vs {e['p50']:.2f} ms; target: at most +10 %)")
+        spread = {k: ", ".join(f"{r['rps']:.0f}" for r in v) for k, v in runs.items()}
+        print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request, medians of "
+              f"{rounds} alternating run(s) each (plain: {spread[pair[0][0]]}; split: {spread[pair[1][0]]} req/s; "
+              f"target: at most +10 %)")
     finally:
         if proc:
             proc.kill()

@@ -141,7 +141,8 @@ seed POST /v1/prompts '{"name":"seed"}'
 seed POST /v1/prompts/seed/versions '{"template":"Hello {{name}}","variables":{"name":{"type":"string"}}}'
 seed POST /v1/prompts/seed/versions '{"template":"Hello {{name}}","variables":{"name":{"type":"string"}}}'
 seed POST /v1/runs '{"prompt":"seed","status":"success","latency_ms":5}'
-echo "seeded: prompt 'seed' with versions 1 and 2, one run"
+seed PUT /v1/prompts/seed/labels/staging '{"version":1}'
+echo "seeded: prompt 'seed' with versions 1 and 2 (production on 2, staging on 1), one run"
 
 # Checks. The core four catch a 5xx (not_a_server_error), a status the
 # operation does not declare (status_code_conformance), an undeclared content

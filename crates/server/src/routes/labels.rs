@@ -93,6 +93,7 @@ async fn list_labels(
     params(NameInPath, LabelInPath),
     responses(
         (status = 200, description = "The label", body = LabelResponse, headers(("ETag" = String))),
+        (status = 400, description = "A bad label name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt or label", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -172,9 +173,11 @@ pub struct RemoveQuery {
     params(NameInPath, LabelInPath, RemoveQuery, ("If-Match" = Option<String>, Header, description = "The label's ETag: remove only if unchanged")),
     responses(
         (status = 204, description = "Removed"),
+        (status = 400, description = "A bad label name, If-Match, expected version or reason", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The label is protected and the key lacks `release`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt or label", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The label moved since", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Both If-Match and expected_version", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/prompts/{name}/labels/{label}")]
@@ -203,9 +206,11 @@ async fn remove_label(
     params(NameInPath, LabelInPath),
     request_body = ProtectLabelRequest,
     responses(
-        (status = 200, description = "The label", body = LabelResponse),
+        (status = 200, description = "The label", body = LabelResponse, headers(("ETag" = String))),
+        (status = 400, description = "A bad label name", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt or label", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body without `protected`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/prompts/{name}/labels/{label}")]
@@ -241,7 +246,7 @@ pub struct HistoryQuery {
     params(NameInPath, LabelInPath, HistoryQuery),
     responses(
         (status = 200, description = "A page of changes", body = LabelHistoryPage),
-        (status = 400, description = "A bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A bad label name, limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -269,10 +274,12 @@ async fn label_history(
     request_body(content = Option<RollbackRequest>),
     responses(
         (status = 200, description = "Rolled back", body = LabelResponse, headers(("ETag" = String))),
+        (status = 400, description = "A bad label name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The label is protected and the key lacks `release`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt or label", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Nothing to roll back to", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The label moved meanwhile", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, or a reason too long", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/prompts/{name}/labels/{label}/rollback")]

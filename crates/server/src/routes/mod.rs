@@ -22,9 +22,11 @@ use utoipa::OpenApi;
     ),
     tags(
         (name = "prompts", description = "Prompts: names, descriptions and tags"),
-        (name = "versions", description = "Immutable, numbered versions of a prompt, activation and rendering"),
+        (name = "versions", description = "Immutable, numbered versions of a prompt, fetched by number, `latest` or label, and rendering"),
+        (name = "labels", description = "Named pointers to versions or weighted splits: compare-and-set moves, protection, history and rollback"),
         (name = "runs", description = "Logged executions of prompt versions, and their statistics"),
         (name = "api-keys", description = "API keys (admin scope)"),
+        (name = "audit", description = "Every change made through the API (admin scope)"),
         (name = "operations", description = "Liveness and readiness"),
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
