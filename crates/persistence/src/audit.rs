@@ -212,18 +212,6 @@ fn db_error(err: DbErr) -> AuditError {
     crate::db::classify(err, AuditError::Unavailable, AuditError::Unknown)
 }
 
-fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 1);
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 #[async_trait]
 impl AuditLog for SeaOrmAuditLog {
     async fn list(
@@ -256,7 +244,8 @@ impl AuditLog for SeaOrmAuditLog {
         if let Some(target) = &filter.target {
             match target.strip_suffix('*') {
                 Some(prefix) => q.and_where(
-                    Expr::col(AuditEvents::Target).like(LikeExpr::new(escape_like(prefix)).escape('\\')),
+                    Expr::col(AuditEvents::Target)
+                        .like(LikeExpr::new(crate::db::like_prefix(prefix)).escape('\\')),
                 ),
                 None => q.and_where(Expr::col(AuditEvents::Target).eq(target.as_str())),
             };

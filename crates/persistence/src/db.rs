@@ -375,6 +375,20 @@ async fn probe_postgres(url: &str, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// A `LIKE` pattern matching every text that starts with `prefix` (used with
+/// `ESCAPE '\\'`): the wildcards and the escape character in it are escaped.
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// Whether `err` is a unique-constraint violation.
 pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))

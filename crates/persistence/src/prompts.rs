@@ -265,18 +265,6 @@ fn tag_condition(backend: DbBackend, tag: &str) -> Expr {
     }
 }
 
-fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 1);
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 impl SeaOrmPromptRepository {
     async fn prompt_exists(&self, name: &PromptName) -> Result<bool, PromptError> {
         let q = Query::select()
@@ -748,7 +736,9 @@ impl PromptRepository for SeaOrmPromptRepository {
             q.and_where(Expr::col(p(Prompts::CreatedAt)).lt(self.db.time(before)));
         }
         if let Some(prefix) = &filter.name_prefix {
-            q.and_where(Expr::col(p(Prompts::Name)).like(LikeExpr::new(escape_like(prefix)).escape('\\')));
+            q.and_where(
+                Expr::col(p(Prompts::Name)).like(LikeExpr::new(crate::db::like_prefix(prefix)).escape('\\')),
+            );
         }
         if let Some(tag) = &filter.tag {
             q.and_where(tag_condition(self.db.backend(), tag));
