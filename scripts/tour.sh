@@ -30,8 +30,8 @@ step "version 2 (becomes active)"
 call POST "/v1/prompts/$ENC/versions" '{"template":"Hi {{ name }}, how is {{ city }}?","variables":{"name":{"type":"string"},"city":{"default":"Paris"}},"commit_message":"friendlier"}'
 step "fetch the active version"
 call GET "/v1/prompts/$ENC/versions/active"
-step "roll back to version 1"
-call POST "/v1/prompts/$ENC/versions/1/activate"
+step "roll back to version 1 (it drops the variable city: production is protected, so say so)"
+call POST "/v1/prompts/$ENC/versions/1/activate?allow_breaking=true"
 step "render the active version"
 call POST "/v1/prompts/$ENC/render" '{"variables":{"name":"Ada"}}'
 step "render version 2 explicitly"

@@ -12,6 +12,7 @@ mod m20261127_000003_create_prompt_runs;
 mod m20261127_000004_create_api_keys;
 mod m20261129_000005_run_latency_micros;
 mod m20261130_000006_labels_and_audit;
+mod m20261201_000007_composition;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_api_keys::Migration),
             Box::new(m20261129_000005_run_latency_micros::Migration),
             Box::new(m20261130_000006_labels_and_audit::Migration),
+            Box::new(m20261201_000007_composition::Migration),
         ]
     }
 }

@@ -167,6 +167,14 @@ fn unshare(err: &PromptError) -> PromptError {
         PromptError::Protected(l) => PromptError::Protected(*l),
         PromptError::AdminOnly(l) => PromptError::AdminOnly(*l),
         PromptError::NothingToRollBack(l) => PromptError::NothingToRollBack(*l),
+        PromptError::Breaking { label, reasons } => PromptError::Breaking {
+            label: *label,
+            reasons: reasons.clone(),
+        },
+        PromptError::HasDependents { name, dependents } => PromptError::HasDependents {
+            name: name.clone(),
+            dependents: dependents.clone(),
+        },
         PromptError::Unavailable(e) => PromptError::Unavailable(anyhow::anyhow!("{e:#}")),
         PromptError::Unknown(e) => PromptError::Unknown(anyhow::anyhow!("{e:#}")),
     }

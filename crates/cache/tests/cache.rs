@@ -28,6 +28,8 @@ fn version(n: u32) -> Resolution {
         is_active: true,
         commit_message: None,
         created_at: registry_domain::time::now_utc(),
+        includes: Vec::new(),
+        source: None,
     }))
 }
 

@@ -91,6 +91,7 @@ pub(crate) async fn append_history<C: ConnectionTrait>(
             LabelHistory::Reason,
             LabelHistory::RequestId,
             LabelHistory::CreatedAt,
+            LabelHistory::Overrides,
         ])
         .values_panic([
             change.id.into(),
@@ -105,6 +106,9 @@ pub(crate) async fn append_history<C: ConnectionTrait>(
             change.reason.clone().into(),
             change.request_id.clone().into(),
             db.time(change.at).into(),
+            (!change.overrides.is_empty())
+                .then(|| Value::from(change.overrides.clone()))
+                .into(),
         ])
         .to_owned();
     conn.execute(&q).await.map(drop)
@@ -124,6 +128,7 @@ pub(crate) struct HistoryRow {
     reason: Option<String>,
     request_id: Option<String>,
     created_at: OffsetDateTime,
+    overrides: Option<Value>,
 }
 
 impl StoredRow for HistoryRow {
@@ -142,12 +147,18 @@ impl StoredRow for HistoryRow {
             reason: self.reason,
             request_id: self.request_id,
             at: self.created_at,
+            overrides: self
+                .overrides
+                .map(serde_json::from_value)
+                .transpose()
+                .context("stored overrides")?
+                .unwrap_or_default(),
         })
     }
 }
 
 /// The columns [`HistoryRow`] reads.
-pub(crate) const HISTORY_COLUMNS: [LabelHistory; 11] = [
+pub(crate) const HISTORY_COLUMNS: [LabelHistory; 12] = [
     LabelHistory::Id,
     LabelHistory::Label,
     LabelHistory::FromVersion,
@@ -159,6 +170,7 @@ pub(crate) const HISTORY_COLUMNS: [LabelHistory; 11] = [
     LabelHistory::Reason,
     LabelHistory::RequestId,
     LabelHistory::CreatedAt,
+    LabelHistory::Overrides,
 ];
 
 #[derive(Debug, FromQueryResult)]

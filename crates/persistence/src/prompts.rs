@@ -6,11 +6,12 @@ use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use registry_domain::audit::{self, Action, AuditEvent, Context};
 use registry_domain::page::{Page, PageRequest, TimeCursor};
-use registry_domain::prompt::ports::{LabelMove, LabelPolicy, PromptRepository};
+use registry_domain::prompt::diff;
+use registry_domain::prompt::ports::{Dependent, LabelMove, LabelPolicy, PromptRepository};
 use registry_domain::prompt::{
-    Description, FieldError, Label, LabelChange, LabelName, LabelTarget, NewPrompt, NewVersion, Prompt,
-    PromptError, PromptFilter, PromptName, PromptPatch, PromptVersion, Resolution, Tags, Template,
-    TemplateKind, VariableSpec, Variables, VersionCursor, VersionNumber, VersionSelector,
+    Description, FieldError, Include, Label, LabelChange, LabelName, LabelTarget, NewPrompt, NewVersion,
+    Prompt, PromptError, PromptFilter, PromptName, PromptPatch, PromptVersion, Resolution, Source, Tags,
+    Template, TemplateKind, VariableSpec, Variables, VersionCursor, VersionNumber, VersionSelector,
 };
 use sea_orm::sea_query::{
     Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement, SimpleExpr,
@@ -23,8 +24,8 @@ use uuid::Uuid;
 use crate::audit::{HISTORY_COLUMNS, HistoryRow, append, append_history, target_columns, target_of};
 use crate::db::{Db, is_unique_violation};
 use crate::schema::{
-    ColumnAlias, LabelHistory, PromptLabels, PromptVersions, Prompts, StoredRow, TableAlias, decode,
-    decode_one, get, p, pl, v,
+    ColumnAlias, LabelHistory, PromptLabels, PromptVersions, Prompts, StoredRow, TableAlias, VersionIncludes,
+    decode, decode_one, get, p, pl, v,
 };
 
 /// Prompts and versions stored with SeaORM.
@@ -98,6 +99,82 @@ struct VersionRow {
     is_active: bool,
     commit_message: Option<String>,
     created_at: OffsetDateTime,
+    includes: Option<Value>,
+    source: Option<Value>,
+}
+
+/// The stored form of a version's includes: `[{"prompt", "version", "via_label"?}]`.
+fn includes_json(includes: &[Include]) -> Option<Value> {
+    (!includes.is_empty()).then(|| {
+        Value::Array(
+            includes
+                .iter()
+                .map(|i| {
+                    let mut o = json!({"prompt": i.prompt.as_str(), "version": i.version.get()});
+                    if let (Some(label), Value::Object(map)) = (i.via_label, &mut o) {
+                        map.insert("via_label".into(), label.as_str().into());
+                    }
+                    o
+                })
+                .collect(),
+        )
+    })
+}
+
+fn includes_of(stored: Option<Value>) -> anyhow::Result<Vec<Include>> {
+    let Some(Value::Array(items)) = stored else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .map(|item| {
+            let text = |k: &str| item.get(k).and_then(Value::as_str);
+            Ok(Include {
+                prompt: PromptName::new(text("prompt").unwrap_or_default())
+                    .context("stored include prompt")?,
+                version: number(
+                    item.get("version")
+                        .and_then(Value::as_i64)
+                        .and_then(|n| i32::try_from(n).ok())
+                        .unwrap_or_default(),
+                )?,
+                via_label: text("via_label")
+                    .map(LabelName::new)
+                    .transpose()
+                    .context("stored include label")?,
+            })
+        })
+        .collect()
+}
+
+/// The stored form of what a composed version was authored as.
+fn source_json(source: Option<&Source>) -> Option<Value> {
+    source.map(|s| {
+        json!({
+            "kind": s.template.kind().as_str(),
+            "template": s.template.to_json(),
+            "variables": s.variables.to_json(),
+        })
+    })
+}
+
+fn source_of(stored: Option<Value>) -> anyhow::Result<Option<Source>> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let kind = stored
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(TemplateKind::parse)
+        .context("stored source kind")?;
+    let specs: std::collections::BTreeMap<String, VariableSpec> =
+        serde_json::from_value(stored.get("variables").cloned().unwrap_or_default())
+            .context("stored source variables")?;
+    Ok(Some(Source {
+        template: Template::restore(kind, stored.get("template").unwrap_or(&Value::Null))
+            .map_err(|e| anyhow!("stored source template: {e:?}"))?,
+        variables: Variables::restore(specs),
+    }))
 }
 
 /// A label as stored.
@@ -158,6 +235,8 @@ impl StoredRow for VersionRow {
             is_active: self.is_active,
             commit_message: self.commit_message,
             created_at: self.created_at,
+            includes: includes_of(self.includes)?,
+            source: source_of(self.source)?,
         })
     }
 }
@@ -196,7 +275,7 @@ fn prompt_select() -> SelectStatement {
 }
 
 /// The stored columns of a version, as selected and inserted.
-const VERSION_COLUMNS: [PromptVersions; 9] = [
+const VERSION_COLUMNS: [PromptVersions; 11] = [
     PromptVersions::Id,
     PromptVersions::PromptId,
     PromptVersions::Version,
@@ -206,6 +285,8 @@ const VERSION_COLUMNS: [PromptVersions; 9] = [
     PromptVersions::Config,
     PromptVersions::CommitMessage,
     PromptVersions::CreatedAt,
+    PromptVersions::Includes,
+    PromptVersions::Source,
 ];
 
 /// `SELECT v.*, p.name AS prompt_name, pl.version IS NOT NULL AS is_active
@@ -332,6 +413,28 @@ impl SeaOrmPromptRepository {
         }
     }
 
+    /// The versions of `prompt_id` that `target` serves, read through `conn`
+    /// (inside a write transaction: a version created in it is found).
+    async fn load_versions<C: ConnectionTrait>(
+        conn: &C,
+        prompt_id: Uuid,
+        target: &LabelTarget,
+    ) -> Result<Vec<PromptVersion>, DbErr> {
+        let numbers: Vec<i32> = target.versions().map(VersionNumber::as_i32).collect();
+        let q = version_select()
+            .and_where(Expr::col(v(PromptVersions::PromptId)).eq(prompt_id))
+            .and_where(Expr::col(v(PromptVersions::Version)).is_in(numbers))
+            .to_owned();
+        let mut versions = Vec::new();
+        for row in conn.query_all(&q).await? {
+            let version = VersionRow::from_query_result(&row, "")?
+                .into_domain()
+                .map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+            versions.push(version);
+        }
+        Ok(versions)
+    }
+
     /// The target versions that `prompt_id` does not have, as field errors.
     async fn missing_versions<C: ConnectionTrait>(
         conn: &C,
@@ -404,6 +507,19 @@ impl SeaOrmPromptRepository {
                 }
             }
         }
+        let overrides = match (&current, &change.target, &from) {
+            (Some(current), Some(to), Some(from)) if current.protected && to != from => {
+                let reasons = diff::breaking_between(
+                    &Self::load_versions(txn, prompt_id, from).await?,
+                    &Self::load_versions(txn, prompt_id, to).await?,
+                );
+                if !reasons.is_empty() && !change.allow_breaking {
+                    return Ok(Err(PromptError::Breaking { label, reasons }));
+                }
+                reasons
+            }
+            _ => Vec::new(),
+        };
         let (version, split) = target_columns(change.target.as_ref());
         let written = if let Some(current) = &current {
             let q = Query::update()
@@ -456,6 +572,7 @@ impl SeaOrmPromptRepository {
             reason: change.reason.clone(),
             request_id: ctx.request_id.clone(),
             at: now,
+            overrides: overrides.clone(),
         };
         append_history(txn, &self.db, prompt_id, &entry).await?;
         let event = AuditEvent::new(
@@ -465,8 +582,13 @@ impl SeaOrmPromptRepository {
             from.as_ref().map(LabelTarget::to_json),
             change.target.as_ref().map(|t| {
                 let mut after = t.to_json();
-                if let (Some(reason), Value::Object(map)) = (&change.reason, &mut after) {
-                    map.insert("reason".into(), reason.clone().into());
+                if let Value::Object(map) = &mut after {
+                    if let Some(reason) = &change.reason {
+                        map.insert("reason".into(), reason.clone().into());
+                    }
+                    if !overrides.is_empty() {
+                        map.insert("allowed_breaking".into(), overrides.clone().into());
+                    }
                 }
                 after
             }),
@@ -505,10 +627,13 @@ impl SeaOrmPromptRepository {
                 config.into(),
                 new.commit_message().map(str::to_owned).into(),
                 self.db.time(now).into(),
+                includes_json(new.includes()).into(),
+                source_json(new.source()).into(),
             ])
             .to_owned();
         txn.execute(&q).await?;
         let version = VersionNumber::new(i64::from(number)).map_err(|e| DbErr::Custom(e.to_string()))?;
+        Self::index_includes(&txn, prompt_id, version, new.includes()).await?;
         let labels = new.labels();
         for label in &labels {
             let change = LabelMove {
@@ -517,6 +642,7 @@ impl SeaOrmPromptRepository {
                 expected: registry_domain::prompt::Expected::Anything,
                 reason: new.commit_message().map(str::to_owned),
                 action: Action::LabelMoved,
+                allow_breaking: new.allow_breaking(),
             };
             if let Err(refused) = self
                 .write_label(&txn, name, prompt_id, &change, policy, ctx, now)
@@ -534,6 +660,7 @@ impl SeaOrmPromptRepository {
             Some(json!({
                 "version": version.get(),
                 "labels": labels.iter().map(LabelName::as_str).collect::<Vec<_>>(),
+                "includes": includes_json(new.includes()),
             })),
         );
         append(&txn, &self.db, &event).await?;
@@ -549,7 +676,98 @@ impl SeaOrmPromptRepository {
             is_active: labels.contains(&LabelName::PRODUCTION),
             commit_message: new.commit_message().map(str::to_owned),
             created_at: now,
+            includes: new.includes().to_vec(),
+            source: new.source().cloned(),
         })))
+    }
+
+    /// Records which versions `version` of `prompt_id` includes, for the
+    /// dependents of a shared prompt.
+    async fn index_includes<C: ConnectionTrait>(
+        conn: &C,
+        prompt_id: Uuid,
+        version: VersionNumber,
+        includes: &[Include],
+    ) -> Result<(), DbErr> {
+        for include in includes {
+            let id = Query::select()
+                .column(Prompts::Id)
+                .from(Prompts::Table)
+                .and_where(Expr::col(Prompts::Name).eq(include.prompt.as_str()))
+                .to_owned();
+            let Some(row) = conn.query_one(&id).await? else {
+                continue;
+            };
+            let included: Uuid = get(&row, Prompts::Id)?;
+            let q = Query::insert()
+                .into_table(VersionIncludes::Table)
+                .columns([
+                    VersionIncludes::PromptId,
+                    VersionIncludes::Version,
+                    VersionIncludes::IncludedPromptId,
+                    VersionIncludes::IncludedVersion,
+                    VersionIncludes::ViaLabel,
+                ])
+                .values_panic([
+                    prompt_id.into(),
+                    version.as_i32().into(),
+                    included.into(),
+                    include.version.as_i32().into(),
+                    include.via_label.map(|l| l.as_str().to_owned()).into(),
+                ])
+                .on_conflict(
+                    sea_orm::sea_query::OnConflict::columns([
+                        VersionIncludes::PromptId,
+                        VersionIncludes::Version,
+                        VersionIncludes::IncludedPromptId,
+                        VersionIncludes::IncludedVersion,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .to_owned();
+            conn.execute(&q).await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` versions of other prompts that include `prompt_id`.
+    async fn dependents_of<C: ConnectionTrait>(
+        conn: &C,
+        prompt_id: SimpleExpr,
+        limit: Option<u64>,
+    ) -> Result<Vec<(String, i32, i32, Option<String>)>, DbErr> {
+        let mut q = Query::select();
+        q.expr_as(Expr::col(p(Prompts::Name)), ColumnAlias::PromptName)
+            .column((VersionIncludes::Table, VersionIncludes::Version))
+            .column((VersionIncludes::Table, VersionIncludes::IncludedVersion))
+            .column((VersionIncludes::Table, VersionIncludes::ViaLabel))
+            .from(VersionIncludes::Table)
+            .join_as(
+                JoinType::InnerJoin,
+                Prompts::Table,
+                TableAlias::P,
+                Expr::col(p(Prompts::Id)).equals((VersionIncludes::Table, VersionIncludes::PromptId)),
+            )
+            .and_where(
+                Expr::col((VersionIncludes::Table, VersionIncludes::IncludedPromptId)).eq(prompt_id.clone()),
+            )
+            .and_where(Expr::col((VersionIncludes::Table, VersionIncludes::PromptId)).ne(prompt_id))
+            .order_by(p(Prompts::Name), Order::Asc)
+            .order_by((VersionIncludes::Table, VersionIncludes::Version), Order::Asc);
+        if let Some(limit) = limit {
+            q.limit(limit);
+        }
+        let mut found = Vec::new();
+        for row in conn.query_all(&q).await? {
+            found.push((
+                get(&row, ColumnAlias::PromptName)?,
+                get(&row, VersionIncludes::Version)?,
+                get(&row, VersionIncludes::IncludedVersion)?,
+                get(&row, VersionIncludes::ViaLabel)?,
+            ));
+        }
+        Ok(found)
     }
 
     async fn try_move_label(
@@ -818,7 +1036,7 @@ impl PromptRepository for SeaOrmPromptRepository {
         self.find_prompt(name).await
     }
 
-    async fn delete_prompt(&self, name: &PromptName, ctx: &Context) -> Result<(), PromptError> {
+    async fn delete_prompt(&self, name: &PromptName, force: bool, ctx: &Context) -> Result<(), PromptError> {
         let q = Query::delete()
             .from_table(Prompts::Table)
             .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
@@ -827,27 +1045,82 @@ impl PromptRepository for SeaOrmPromptRepository {
             ctx,
             Action::PromptDeleted,
             audit::prompt_target(name),
-            Some(json!({"name": name.as_str()})),
+            Some(json!({"name": name.as_str(), "force": force})),
             None,
         );
-        let deleted = self
+        let id = Query::select()
+            .column(Prompts::Id)
+            .from(Prompts::Table)
+            .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
+            .to_owned();
+        // Ok(None): no such prompt; Ok(Some(list)): refused for its dependents.
+        let outcome = self
             .db
             .write(|| async {
                 let txn = self.db.conn().begin().await?;
+                if !force {
+                    let dependents = Self::dependents_of(
+                        &txn,
+                        SimpleExpr::SubQuery(None, Box::new(id.clone().into())),
+                        Some(5),
+                    )
+                    .await?;
+                    if !dependents.is_empty() {
+                        txn.rollback().await?;
+                        return Ok(Some(dependents));
+                    }
+                }
                 if txn.execute(&q).await?.rows_affected() == 0 {
                     txn.rollback().await?;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 append(&txn, &self.db, &event).await?;
                 txn.commit().await?;
-                Ok(true)
+                Ok(Some(Vec::new()))
             })
             .await
             .map_err(db_error)?;
-        if !deleted {
+        match outcome {
+            None => Err(PromptError::NotFound(name.clone())),
+            Some(dependents) if dependents.is_empty() => Ok(()),
+            Some(dependents) => Err(PromptError::HasDependents {
+                name: name.clone(),
+                dependents: dependents.iter().map(|(p, v, _, _)| format!("{p}@{v}")).collect(),
+            }),
+        }
+    }
+
+    async fn dependents(&self, name: &PromptName) -> Result<Vec<Dependent>, PromptError> {
+        let id = Query::select()
+            .column(Prompts::Id)
+            .from(Prompts::Table)
+            .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
+            .to_owned();
+        let rows = Self::dependents_of(
+            self.db.conn(),
+            SimpleExpr::SubQuery(None, Box::new(id.into())),
+            None,
+        )
+        .await
+        .map_err(db_error)?;
+        if rows.is_empty() && !self.prompt_exists(name).await? {
             return Err(PromptError::NotFound(name.clone()));
         }
-        Ok(())
+        rows.into_iter()
+            .map(|(prompt, version, included, via)| {
+                Ok(Dependent {
+                    prompt: PromptName::new(&prompt).context("stored prompt name")?,
+                    version: number(version)?,
+                    includes_version: number(included)?,
+                    via_label: via
+                        .as_deref()
+                        .map(LabelName::new)
+                        .transpose()
+                        .context("stored label")?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(PromptError::Unknown)
     }
 
     async fn create_version(

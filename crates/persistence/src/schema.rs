@@ -38,6 +38,22 @@ pub(crate) enum PromptVersions {
     Config,
     CommitMessage,
     CreatedAt,
+    /// Since migration 7: the versions it includes (JSON), and what it was
+    /// authored as when it has includes.
+    Includes,
+    Source,
+}
+
+/// `version_includes`, since migration 7: one row per including version and
+/// included version.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum VersionIncludes {
+    Table,
+    PromptId,
+    Version,
+    IncludedPromptId,
+    IncludedVersion,
+    ViaLabel,
 }
 
 /// `prompt_labels`, since migration 6: a label per row; `version` or
@@ -70,6 +86,8 @@ pub(crate) enum LabelHistory {
     Reason,
     RequestId,
     CreatedAt,
+    /// Since migration 7: breaking changes the move overrode.
+    Overrides,
 }
 
 /// `audit_events`, append-only.

@@ -101,6 +101,7 @@ impl Shorthand for SeaOrmPromptRepository {
             expected: Expected::Anything,
             reason: None,
             action: Action::LabelMoved,
+            allow_breaking: false,
         };
         match self
             .move_label(name, &change, &LabelPolicy::default(), &ctx())
@@ -294,7 +295,7 @@ async fn missing_prompts_and_versions_are_told_apart(backend: Backend) {
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
-        repo.delete_prompt(&missing, &ctx()).await,
+        repo.delete_prompt(&missing, false, &ctx()).await,
         Err(PromptError::NotFound(_))
     ));
     assert!(matches!(
@@ -597,7 +598,9 @@ async fn deleting_a_prompt_deletes_its_versions(backend: Backend) {
     )
     .await
     .expect("version");
-    repo.delete_prompt(&name("p"), &ctx()).await.expect("deleted");
+    repo.delete_prompt(&name("p"), false, &ctx())
+        .await
+        .expect("deleted");
     assert!(matches!(
         repo.find_prompt(&name("p")).await,
         Err(PromptError::NotFound(_))
@@ -618,6 +621,19 @@ async fn deleting_a_prompt_deletes_its_versions(backend: Backend) {
     assert_eq!(v.version.get(), 1);
 }
 
+/// Rolls back every migration from `name` on, so the schema is as it was
+/// before `name`.
+async fn down_to_before(db: &registry_persistence::Db, name: &str) {
+    use migration::{Migrator, MigratorTrait};
+    let all = Migrator::migrations();
+    let at = all
+        .iter()
+        .position(|m| m.name() == name)
+        .expect("a known migration");
+    let steps = u32::try_from(all.len() - at).expect("few migrations");
+    Migrator::down(db.conn(), Some(steps)).await.expect("down");
+}
+
 async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
@@ -636,7 +652,6 @@ async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
 
 /// The latency migration keeps every stored run's latency, both ways.
 async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend) {
-    use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, Statement};
 
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
@@ -683,8 +698,7 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
         .await
         .expect("stored");
 
-    // Down past the labels migration (6) to before the latency one (5).
-    Migrator::down(db.conn(), Some(2)).await.expect("down two");
+    down_to_before(&db, "m20261129_000005_run_latency_micros").await;
     let rows = db
         .conn()
         .query_all_raw(Statement::from_string(
@@ -1455,6 +1469,7 @@ fn move_to(version: i64) -> LabelMove {
         expected: Expected::Anything,
         reason: Some("test".into()),
         action: Action::LabelMoved,
+        allow_breaking: false,
     }
 }
 
@@ -1535,7 +1550,7 @@ async fn a_change_and_its_records_commit_together_or_not_at_all(backend: Backend
     repo.create_prompt(&new_prompt("q", &[]), &ctx())
         .await
         .expect_err("no prompt without its event");
-    repo.delete_prompt(&name("p"), &ctx())
+    repo.delete_prompt(&name("p"), false, &ctx())
         .await
         .expect_err("no deletion without its event");
     refuse_inserts(&db, "audit_events", false).await;
@@ -1590,13 +1605,14 @@ async fn the_history_and_the_audit_log_refuse_updates_and_deletes(backend: Backe
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     // Deleting the prompt keeps both.
-    repo.delete_prompt(&name("p"), &ctx()).await.expect("deleted");
+    repo.delete_prompt(&name("p"), false, &ctx())
+        .await
+        .expect("deleted");
     assert_eq!(audit_events(&db).await.len(), 4);
 }
 
 /// Migration 6 turns each active flag into a `production` label, and back.
 async fn the_labels_migration_turns_active_flags_into_production_labels_and_back(backend: Backend) {
-    use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, Statement};
 
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
@@ -1627,7 +1643,7 @@ async fn the_labels_migration_turns_active_flags_into_production_labels_and_back
         .await
         .expect("split");
 
-    Migrator::down(db.conn(), Some(1)).await.expect("down one");
+    down_to_before(&db, "m20261130_000006_labels_and_audit").await;
     let rows = db
         .conn()
         .query_all_raw(Statement::from_string(

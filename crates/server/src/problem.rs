@@ -40,6 +40,8 @@ pub enum ErrorCode {
     Conflict,
     /// A compare-and-set found the resource changed (`If-Match`, `expected_version`).
     PreconditionFailed,
+    /// Moving a protected label would break callers; `errors` lists why.
+    BreakingChange,
     PayloadTooLarge,
     UnsupportedMediaType,
     NotAcceptable,
@@ -58,7 +60,7 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AlreadyExists | Self::Conflict => StatusCode::CONFLICT,
+            Self::AlreadyExists | Self::Conflict | Self::BreakingChange => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -84,6 +86,7 @@ impl ErrorCode {
             Self::AlreadyExists => "already_exists",
             Self::Conflict => "conflict",
             Self::PreconditionFailed => "precondition_failed",
+            Self::BreakingChange => "breaking_change",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotAcceptable => "not_acceptable",
@@ -108,6 +111,7 @@ impl ErrorCode {
             Self::AlreadyExists => "Already exists",
             Self::Conflict => "Conflict",
             Self::PreconditionFailed => "Precondition failed",
+            Self::BreakingChange => "Breaking change",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotAcceptable => "Not acceptable",
@@ -118,7 +122,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::MalformedJson,
         Self::InvalidParameter,
         Self::InvalidCursor,
@@ -131,6 +135,7 @@ impl ErrorCode {
         Self::AlreadyExists,
         Self::Conflict,
         Self::PreconditionFailed,
+        Self::BreakingChange,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::NotAcceptable,
@@ -327,6 +332,22 @@ impl From<PromptError> for ApiError {
             | PromptError::LabelNotFound { .. } => Self::new(ErrorCode::NotFound, err.to_string()),
             PromptError::LabelMoved { .. } => Self::new(ErrorCode::PreconditionFailed, err.to_string()),
             PromptError::NothingToRollBack(_) => Self::new(ErrorCode::Conflict, err.to_string()),
+            PromptError::Breaking { ref reasons, .. } => {
+                let mut e = Self::new(ErrorCode::BreakingChange, err.to_string());
+                e.errors = reasons
+                    .iter()
+                    .map(|r| FieldError::new("allow_breaking", r.clone()))
+                    .collect();
+                e
+            }
+            PromptError::HasDependents { ref dependents, .. } => {
+                let mut e = Self::new(ErrorCode::Conflict, err.to_string());
+                e.errors = dependents
+                    .iter()
+                    .map(|d| FieldError::new("force", format!("included by {d}")))
+                    .collect();
+                e
+            }
             PromptError::Protected(label) | PromptError::AdminOnly(label) => {
                 let mut e = Self::new(ErrorCode::Forbidden, err.to_string());
                 e.errors.push(FieldError::new("label", label.to_string()));
@@ -353,8 +374,10 @@ impl From<RenderFailure> for ApiError {
                     .into_iter()
                     .map(|e| {
                         let name = match &e {
-                            RenderError::Missing(n) | RenderError::Undeclared(n) => n.clone(),
-                            RenderError::WrongType { name, .. } => name.clone(),
+                            RenderError::Undeclared(n) => n.clone(),
+                            RenderError::Missing { name, .. } | RenderError::WrongType { name, .. } => {
+                                name.clone()
+                            }
                         };
                         FieldError::new(format!("variables.{name}"), e.to_string())
                     })

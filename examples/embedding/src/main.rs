@@ -121,6 +121,7 @@ async fn walk_through(registry: &Registry) -> anyhow::Result<Report> {
             &name,
             LabelName::PRODUCTION,
             Some("the old greeting tested better".into()),
+            false,
             &ctx,
         )
         .await?;

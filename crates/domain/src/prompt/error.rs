@@ -41,6 +41,19 @@ pub enum PromptError {
     /// Only an admin may protect or unprotect a label.
     #[error("only a key with the `admin` scope may change whether label `{0}` is protected")]
     AdminOnly(super::label::LabelName),
+    /// The move would take a protected label to a version that breaks callers.
+    #[error("moving protected label `{label}` is a breaking change: {}; send `allow_breaking: true` to move it anyway", .reasons.join("; "))]
+    Breaking {
+        label: super::label::LabelName,
+        reasons: Vec<String>,
+    },
+    /// Other prompts' versions include this one.
+    #[error("prompt `{name}` is included by {}; delete with `force` to delete it anyway (their versions keep the text they were built with)", .dependents.join(", "))]
+    HasDependents {
+        name: PromptName,
+        /// A few of the including versions, `prompt@version`.
+        dependents: Vec<String>,
+    },
     /// The label has no earlier target to go back to.
     #[error("label `{0}` has no earlier target to roll back to")]
     NothingToRollBack(super::label::LabelName),
@@ -56,16 +69,24 @@ pub enum PromptError {
 /// Why a set of variable values cannot render a version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("variable `{0}` is required and has no value or default")]
-    Missing(String),
-    #[error("variable `{name}` must be a {expected}, got {got}")]
+    #[error("variable `{name}`{} is required and has no value or default", from_include(.from.as_deref()))]
+    Missing { name: String, from: Option<String> },
+    #[error("variable `{name}`{} must be a {expected}, got {got}", from_include(.from.as_deref()))]
     WrongType {
         name: String,
         expected: &'static str,
         got: &'static str,
+        /// The include that declared it, for a composed version.
+        from: Option<String>,
     },
     #[error("variable `{0}` is not declared by this version")]
     Undeclared(String),
+}
+
+fn from_include(origin: Option<&str>) -> String {
+    origin
+        .map(|o| format!(" (declared by include {o})"))
+        .unwrap_or_default()
 }
 
 /// Every reason a render request failed, so a client can fix them all at once.

@@ -305,6 +305,8 @@ pub struct LabelChange {
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub at: OffsetDateTime,
+    /// The breaking-change reasons overridden by this move (`allow_breaking`).
+    pub overrides: Vec<String>,
 }
 
 /// What a move must find before it may happen (compare-and-set).
@@ -451,6 +453,8 @@ mod tests {
             is_active: false,
             commit_message: None,
             created_at: crate::time::now_utc(),
+            includes: Vec::new(),
+            source: None,
         })
     }
 

@@ -427,6 +427,10 @@ pub struct NewVersion {
     commit_message: Option<String>,
     activate: bool,
     labels: Vec<super::label::LabelName>,
+    /// As authored, when the template includes other prompts.
+    source: Option<super::compose::Source>,
+    includes: Vec<super::compose::Include>,
+    allow_breaking: bool,
 }
 
 impl NewVersion {
@@ -470,7 +474,50 @@ impl NewVersion {
             commit_message,
             activate,
             labels: Vec::new(),
+            source: None,
+            includes: Vec::new(),
+            allow_breaking: false,
         })
+    }
+
+    /// The same version with its includes expanded (`composed`); what was
+    /// authored is kept as its source.
+    #[must_use]
+    pub(crate) fn composed(mut self, composed: super::compose::Composed) -> Self {
+        if composed.includes.is_empty() {
+            return self;
+        }
+        self.source = Some(super::compose::Source {
+            template: std::mem::replace(&mut self.template, composed.template),
+            variables: std::mem::replace(&mut self.variables, composed.variables),
+        });
+        self.includes = composed.includes;
+        self
+    }
+
+    /// The same version, allowed to move protected labels to it even when the
+    /// change from their current version is breaking.
+    #[must_use]
+    pub fn allowing_breaking(mut self, allow: bool) -> Self {
+        self.allow_breaking = allow;
+        self
+    }
+
+    #[must_use]
+    pub fn allow_breaking(&self) -> bool {
+        self.allow_breaking
+    }
+
+    /// The template as authored, when it includes other prompts.
+    #[must_use]
+    pub fn source(&self) -> Option<&super::compose::Source> {
+        self.source.as_ref()
+    }
+
+    /// The versions its includes resolved to.
+    #[must_use]
+    pub fn includes(&self) -> &[super::compose::Include] {
+        &self.includes
     }
 
     /// The same version, also setting `labels` when it is created.
@@ -537,6 +584,11 @@ pub struct PromptVersion {
     pub is_active: bool,
     pub commit_message: Option<String>,
     pub created_at: OffsetDateTime,
+    /// The versions it was composed from (empty without includes).
+    pub includes: Vec<super::compose::Include>,
+    /// What was authored, when it has includes: `template` and `variables`
+    /// above are the expanded, merged result.
+    pub source: Option<super::compose::Source>,
 }
 
 impl PromptVersion {

@@ -29,6 +29,19 @@ pub struct LabelMove {
     pub reason: Option<String>,
     /// How the audit log names the change (`label.moved`, `label.rolled_back`…).
     pub action: Action,
+    /// Move a protected label even when [`crate::prompt::diff::breaking_between`]
+    /// finds the move breaks callers; the reasons are recorded with it.
+    pub allow_breaking: bool,
+}
+
+/// A version that includes another prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    pub prompt: PromptName,
+    pub version: super::model::VersionNumber,
+    /// The version of the included prompt it was built from.
+    pub includes_version: super::model::VersionNumber,
+    pub via_label: Option<LabelName>,
 }
 
 /// Which labels are protected from the moment they are first set.
@@ -107,17 +120,27 @@ pub trait PromptRepository: Send + Sync + 'static {
     /// history stays).
     ///
     /// # Errors
+    /// MUST return [`PromptError::NotFound`] if no prompt has that name, and
+    /// [`PromptError::HasDependents`] (deleting nothing) when other prompts'
+    /// versions include it, unless `force`.
+    async fn delete_prompt(&self, name: &PromptName, force: bool, ctx: &Context) -> Result<(), PromptError>;
+
+    /// The versions of other prompts that include this one, by prompt and version.
+    ///
+    /// # Errors
     /// MUST return [`PromptError::NotFound`] if no prompt has that name.
-    async fn delete_prompt(&self, name: &PromptName, ctx: &Context) -> Result<(), PromptError>;
+    async fn dependents(&self, name: &PromptName) -> Result<Vec<Dependent>, PromptError>;
 
     /// Stores the next version of the prompt: number = highest + 1, even under
-    /// concurrent calls. Every label in `new.labels()` is pointed at it in the
-    /// same transaction, each change with its history entry.
+    /// concurrent calls, with its includes. Every label in `new.labels()` is
+    /// pointed at it in the same transaction, each change with its history
+    /// entry and through the same checks as [`PromptRepository::move_label`]
+    /// (with `new.allow_breaking()`); a refusal stores nothing.
     ///
     /// # Errors
     /// MUST return [`PromptError::NotFound`] if no prompt has that name, and
-    /// [`PromptError::Protected`] (storing nothing) when one of the labels is
-    /// protected and [`LabelPolicy::authorize`] refuses the caller.
+    /// [`PromptError::Protected`] or [`PromptError::Breaking`] (storing
+    /// nothing) when one of the labels may not move to it.
     async fn create_version(
         &self,
         name: &PromptName,
@@ -158,14 +181,19 @@ pub trait PromptRepository: Send + Sync + 'static {
 
     /// Applies `change` atomically with its history entry and audit event:
     /// under a lock on the prompt, checks [`LabelPolicy::authorize`], then
-    /// `change.expected`, then that every target version exists.
+    /// `change.expected`, then that every target version exists, then, for a
+    /// protected label moving to other versions, the breaking-change gate
+    /// ([`crate::prompt::diff::breaking_between`] from the versions it serves
+    /// now, read in the same transaction).
     ///
     /// # Errors
     /// MUST return [`PromptError::NotFound`] for no such prompt;
     /// [`PromptError::Protected`]; [`PromptError::LabelMoved`] when the
     /// expectation fails; [`PromptError::LabelNotFound`] when removing a label
     /// that points nowhere; [`PromptError::Invalid`] naming a target version
-    /// that does not exist. Nothing is changed in each case.
+    /// that does not exist; [`PromptError::Breaking`] when the gate finds
+    /// reasons and `change.allow_breaking` is not set. Nothing is changed in
+    /// each case.
     async fn move_label(
         &self,
         name: &PromptName,

@@ -4,13 +4,18 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::compose::{self, IncludeRef, Reachable};
+use super::diff::{self, VersionDiff};
 use super::error::{PromptError, RenderFailure};
-use super::label::{Expected, Label, LabelChange, LabelName, LabelTarget};
+use super::label::{Expected, Label, LabelChange, LabelName, LabelTarget, Resolution};
+use super::model::FieldError;
 use super::model::{
     NewPrompt, NewVersion, Prompt, PromptFilter, PromptName, PromptPatch, PromptVersion, VersionCursor,
     VersionNumber, VersionSelector,
 };
-use super::ports::{CacheKey, Cached, LabelMove, LabelPolicy, PromptRepository, Served, VersionCache};
+use super::ports::{
+    CacheKey, Cached, Dependent, LabelMove, LabelPolicy, PromptRepository, Served, VersionCache,
+};
 use super::template::{RenderLimits, Rendered};
 use crate::audit::{Action, Context};
 use crate::page::{Limit, Page, PageRequest, TimeCursor};
@@ -102,26 +107,35 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
     }
 
     /// Deletes the prompt, its versions and labels; cached entries are gone
-    /// before this returns.
+    /// before this returns. A prompt other prompts include is kept unless
+    /// `force` (their versions keep the text they were built with).
     ///
     /// # Errors
-    /// [`PromptError::NotFound`].
+    /// [`PromptError::NotFound`], [`PromptError::HasDependents`].
     #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
-    pub async fn delete_prompt(&self, name: &PromptName, ctx: &Context) -> Result<(), PromptError> {
-        let result = self.repo.delete_prompt(name, ctx).await;
+    pub async fn delete_prompt(
+        &self,
+        name: &PromptName,
+        force: bool,
+        ctx: &Context,
+    ) -> Result<(), PromptError> {
+        let result = self.repo.delete_prompt(name, force, ctx).await;
         self.cache.invalidate(name).await;
         result
     }
 
-    /// Creates the next version and points its labels at it. Cached entries
-    /// of the prompt are gone before this returns, so no reader sees the
-    /// previous target of a label afterwards.
+    /// Creates the next version and points its labels at it. Its includes
+    /// are resolved and expanded now (see [`compose`]). Cached entries of the
+    /// prompt are gone before this returns, so no reader sees the previous
+    /// target of a label afterwards.
     ///
     /// # Errors
     /// [`PromptError::NotFound`]; [`PromptError::Invalid`] for a template
-    /// with more placeholders than the limits allow;
-    /// [`PromptError::Protected`] when a label to set is protected and the
-    /// caller may not release.
+    /// with more placeholders than the limits allow or includes that cannot
+    /// be composed; [`PromptError::Protected`] when a label to set is
+    /// protected and the caller may not release; [`PromptError::Breaking`]
+    /// when moving a protected label to it breaks callers and the caller did
+    /// not allow it.
     #[tracing::instrument(skip_all, fields(prompt = %name), err(level = "debug"))]
     pub async fn create_version(
         &self,
@@ -129,6 +143,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         new: NewVersion,
         ctx: &Context,
     ) -> Result<PromptVersion, PromptError> {
+        let new = self.compose(name, new).await?;
         new.template()
             .check_limits(&self.limits)
             .map_err(|e| PromptError::Invalid(vec![e]))?;
@@ -137,6 +152,178 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         // must not leave a stale pointer behind.
         self.cache.invalidate(name).await;
         result
+    }
+
+    /// A new version of `name` from its latest version as authored, with its
+    /// label-based includes resolved again: how a prompt picks up a new
+    /// version of a shared part, deliberately.
+    ///
+    /// # Errors
+    /// [`PromptError::Invalid`] when the latest version has no label-based
+    /// includes; those of [`PromptService::create_version`].
+    pub async fn rebase_includes(
+        &self,
+        name: &PromptName,
+        commit_message: Option<String>,
+        activate: bool,
+        labels: Vec<LabelName>,
+        allow_breaking: bool,
+        ctx: &Context,
+    ) -> Result<PromptVersion, PromptError> {
+        let latest = self.load(name, VersionSelector::Latest).await?;
+        let invalid =
+            |message: String| PromptError::Invalid(vec![FieldError::new("rebase_includes", message)]);
+        let Some(source) = &latest.source else {
+            return Err(invalid(format!(
+                "version {} includes no other prompt",
+                latest.version
+            )));
+        };
+        if latest.includes.iter().all(|i| i.via_label.is_none()) {
+            return Err(invalid(format!(
+                "version {} includes only pinned versions: nothing to re-resolve",
+                latest.version
+            )));
+        }
+        let new = NewVersion::new(
+            source.template.clone(),
+            source.variables.clone(),
+            latest.config.clone(),
+            commit_message,
+            activate,
+        )
+        .map_err(|e| PromptError::Invalid(e.into_vec()))?
+        .with_labels(labels)
+        .allowing_breaking(allow_breaking);
+        self.create_version(name, new, ctx).await
+    }
+
+    /// Resolves the template's includes and expands them.
+    async fn compose(&self, name: &PromptName, new: NewVersion) -> Result<NewVersion, PromptError> {
+        let refs = new.template().includes();
+        if refs.is_empty() {
+            return Ok(new);
+        }
+        let mut reachable = Reachable::default();
+        let mut errors = Vec::new();
+        let mut pending = Vec::new();
+        for (field, raw) in refs {
+            if reachable.direct.contains_key(raw) {
+                continue;
+            }
+            let Ok(include) = IncludeRef::parse(raw) else {
+                continue; // refused when the template was parsed
+            };
+            match self.repo.resolve(&include.prompt, include.selector).await {
+                Ok(Resolution::Version(v)) => {
+                    pending.push((Arc::clone(&v), 1));
+                    reachable
+                        .direct
+                        .insert(raw.to_owned(), (v, include.selector.label()));
+                }
+                Ok(Resolution::Split(_)) => errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "include `{{{{> {raw}}}}}` names a split label, which has no single version: pin one"
+                    ),
+                )),
+                Err(PromptError::NotFound(p)) => {
+                    errors.push(FieldError::new(
+                        field,
+                        format!("include `{{{{> {raw}}}}}`: no prompt named `{p}`"),
+                    ));
+                }
+                Err(e @ PromptError::VersionNotFound { .. }) => {
+                    errors.push(FieldError::new(field, format!("include `{{{{> {raw}}}}}`: {e}")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PromptError::Invalid(errors));
+        }
+        // Every version reachable through the includes' own includes, as deep
+        // as the depth limit allows, for the cycle and depth checks.
+        while let Some((version, depth)) = pending.pop() {
+            reachable.versions.insert(
+                (version.prompt_name.clone(), version.version),
+                Arc::clone(&version),
+            );
+            if depth > compose::MAX_DEPTH {
+                continue;
+            }
+            for include in &version.includes {
+                let key = (include.prompt.clone(), include.version);
+                if reachable.versions.contains_key(&key) {
+                    continue;
+                }
+                match self
+                    .repo
+                    .resolve(&include.prompt, VersionSelector::Number(include.version))
+                    .await
+                {
+                    Ok(Resolution::Version(v)) => pending.push((v, depth + 1)),
+                    // A prompt deleted with `force`: its text is already
+                    // expanded into the version that included it.
+                    Ok(Resolution::Split(_))
+                    | Err(PromptError::NotFound(_) | PromptError::VersionNotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let composed = compose::compose(name, new.template(), new.variables(), &reachable)
+            .map_err(PromptError::Invalid)?;
+        Ok(new.composed(composed))
+    }
+
+    /// One version, by number or `latest`, from the repository.
+    async fn load(
+        &self,
+        name: &PromptName,
+        selector: VersionSelector,
+    ) -> Result<Arc<PromptVersion>, PromptError> {
+        match self.repo.resolve(name, selector).await? {
+            Resolution::Version(v) => Ok(v),
+            Resolution::Split(arms) => arms
+                .first()
+                .map(|(_, v)| Arc::clone(v))
+                .ok_or_else(|| PromptError::Unknown(anyhow::anyhow!("a split without arms"))),
+        }
+    }
+
+    /// What changed from `from` to `to` (each a number, `latest` or a label
+    /// pointing at one version).
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`], [`PromptError::VersionNotFound`], or
+    /// [`PromptError::Invalid`] for a split label.
+    pub async fn diff(
+        &self,
+        name: &PromptName,
+        from: VersionSelector,
+        to: VersionSelector,
+    ) -> Result<VersionDiff, PromptError> {
+        let mut sides = Vec::with_capacity(2);
+        for (field, selector) in [("from", from), ("to", to)] {
+            match self.resolve(name, selector).await?.resolution {
+                Resolution::Version(v) => sides.push(v),
+                Resolution::Split(_) => {
+                    return Err(PromptError::Invalid(vec![FieldError::new(
+                        field,
+                        format!("{selector} is a split of several versions: name one of them"),
+                    )]));
+                }
+            }
+        }
+        Ok(diff::diff(&sides[0], &sides[1]))
+    }
+
+    /// The versions of other prompts that include `name`.
+    ///
+    /// # Errors
+    /// [`PromptError::NotFound`].
+    pub async fn dependents(&self, name: &PromptName) -> Result<Vec<Dependent>, PromptError> {
+        self.repo.dependents(name).await
     }
 
     /// # Errors
@@ -206,6 +393,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         &self,
         name: &PromptName,
         version: VersionNumber,
+        allow_breaking: bool,
         ctx: &Context,
     ) -> Result<PromptVersion, PromptError> {
         let change = LabelMove {
@@ -214,6 +402,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             expected: Expected::Anything,
             reason: None,
             action: Action::LabelMoved,
+            allow_breaking,
         };
         // The alias answers as it did before labels: no such version is a 404.
         self.change_label(name, &change, ctx).await.map_err(|e| match e {
@@ -250,13 +439,16 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             })
     }
 
-    /// Moves (or creates) a label, if it is where `expected` says.
+    /// Moves (or creates) a label, if it is where `expected` says. Moving a
+    /// protected label to versions that break callers needs `allow_breaking`
+    /// (the reasons overridden are recorded with the move).
     ///
     /// # Errors
     /// [`PromptError::NotFound`], [`PromptError::Protected`],
-    /// [`PromptError::LabelMoved`], or [`PromptError::Invalid`] for a
-    /// version that does not exist.
+    /// [`PromptError::LabelMoved`], [`PromptError::Breaking`], or
+    /// [`PromptError::Invalid`] for a version that does not exist.
     #[tracing::instrument(skip_all, fields(prompt = %name, label = %label), err(level = "debug"))]
+    #[allow(clippy::too_many_arguments)]
     pub async fn move_label(
         &self,
         name: &PromptName,
@@ -264,6 +456,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         target: LabelTarget,
         expected: Expected,
         reason: Option<String>,
+        allow_breaking: bool,
         ctx: &Context,
     ) -> Result<Label, PromptError> {
         let change = LabelMove {
@@ -272,6 +465,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             expected,
             reason,
             action: Action::LabelMoved,
+            allow_breaking,
         };
         self.change_label(name, &change, ctx).await
     }
@@ -296,6 +490,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             expected,
             reason,
             action: Action::LabelRemoved,
+            allow_breaking: false,
         };
         self.change_label(name, &change, ctx).await.map(drop)
     }
@@ -316,6 +511,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
         name: &PromptName,
         label: LabelName,
         reason: Option<String>,
+        allow_breaking: bool,
         ctx: &Context,
     ) -> Result<Label, PromptError> {
         let current = self
@@ -345,6 +541,7 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             expected: Expected::Revision(current.revision),
             reason,
             action: Action::LabelRolledBack,
+            allow_breaking,
         };
         self.change_label(name, &change, ctx).await
     }
@@ -490,6 +687,8 @@ mod tests {
             is_active: true,
             commit_message: None,
             created_at: crate::time::now_utc(),
+            includes: Vec::new(),
+            source: None,
         }
     }
 
@@ -582,7 +781,7 @@ mod tests {
             .returning(|_, _, _, _| Err(PromptError::Unknown(anyhow::anyhow!("connection reset"))));
         let (svc, cache) = service(repo);
         let result = svc
-            .activate_version(&name(), VersionNumber::FIRST, &ctx("write"))
+            .activate_version(&name(), VersionNumber::FIRST, false, &ctx("write"))
             .await;
         assert!(matches!(result, Err(PromptError::Unknown(_))));
         assert_eq!(cache.invalidations(), vec![name()]);
@@ -614,9 +813,11 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_prompt_invalidates_it() {
         let mut repo = MockPromptRepository::new();
-        repo.expect_delete_prompt().times(1).returning(|_, _| Ok(()));
+        repo.expect_delete_prompt().times(1).returning(|_, _, _| Ok(()));
         let (svc, cache) = service(repo);
-        svc.delete_prompt(&name(), &ctx("write")).await.expect("deleted");
+        svc.delete_prompt(&name(), false, &ctx("write"))
+            .await
+            .expect("deleted");
         assert_eq!(cache.invalidations(), vec![name()]);
     }
 
@@ -663,6 +864,7 @@ mod tests {
             reason: None,
             request_id: None,
             at: crate::time::now_utc(),
+            overrides: Vec::new(),
         }
     }
 
@@ -707,6 +909,12 @@ mod tests {
         let mut repo = MockPromptRepository::new();
         repo.expect_find_label()
             .returning(|_, _| Ok(Some(label(Some(8), true, 5))));
+        repo.expect_resolve().returning(|_, s| match s {
+            VersionSelector::Number(n) => Ok(super::super::label::Resolution::Version(Arc::new(version(
+                n.get(),
+            )))),
+            _ => Err(PromptError::Unknown(anyhow::anyhow!("only numbers here"))),
+        });
         repo.expect_label_history()
             .withf(|_, _, page| page.limit.get() == 1)
             .returning(|_, _, _| {
@@ -721,6 +929,7 @@ mod tests {
                 change.target == Some(LabelTarget::Version(VersionNumber::new(7).expect("valid")))
                     && change.expected == Expected::Revision(5)
                     && change.action == Action::LabelRolledBack
+                    && !change.allow_breaking
             })
             .returning(|_, _, _, _| Ok(label(Some(7), true, 6)));
         let (svc, cache) = service(repo);
@@ -729,6 +938,7 @@ mod tests {
                 &name(),
                 LabelName::PRODUCTION,
                 Some("bad answers".into()),
+                false,
                 &ctx("release"),
             )
             .await
@@ -751,7 +961,7 @@ mod tests {
         repo.expect_move_label().never();
         let (svc, _) = service(repo);
         let err = svc
-            .rollback_label(&name(), LabelName::PRODUCTION, None, &ctx("admin"))
+            .rollback_label(&name(), LabelName::PRODUCTION, None, false, &ctx("admin"))
             .await
             .expect_err("nothing before");
         assert!(matches!(err, PromptError::NothingToRollBack(_)));

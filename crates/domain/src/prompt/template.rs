@@ -173,6 +173,12 @@ impl Template {
                 errors.push(FieldError::new(field, NUL_MESSAGE));
             } else if let Err(e) = placeholders(text) {
                 errors.push(FieldError::new(field, e));
+            } else {
+                for reference in include_refs(text) {
+                    if let Err(e) = super::compose::IncludeRef::parse(reference) {
+                        errors.push(FieldError::new(field.clone(), e));
+                    }
+                }
             }
         }
         for (i, m) in template.messages().unwrap_or_default().iter().enumerate() {
@@ -225,8 +231,27 @@ impl Template {
     #[must_use]
     pub fn placeholder_count(&self) -> usize {
         self.texts()
-            .map(|(_, text)| scan(text).map_or(0, |found| found.len()))
+            .map(|(_, text)| scan(text).map_or(0, |found| found.iter().filter(|p| !p.include).count()))
             .sum()
+    }
+
+    /// Every include of the template (`{{> shared/safety@3}}`), with the field
+    /// it is in and its reference (`shared/safety@3`), in order.
+    #[must_use]
+    pub fn includes(&self) -> Vec<(String, &str)> {
+        self.texts()
+            .flat_map(|(field, text)| include_refs(text).into_iter().map(move |r| (field.clone(), r)))
+            .collect()
+    }
+
+    /// A text template, for composition.
+    pub(crate) fn from_text(text: String) -> Self {
+        Self(Body::Text(text))
+    }
+
+    /// A chat template, for composition.
+    pub(crate) fn from_messages(messages: Vec<ChatMessage>) -> Self {
+        Self(Body::Chat(messages))
     }
 
     /// Checks the template against `limits` (the placeholder count).
@@ -342,16 +367,18 @@ fn parse_messages(items: &[Value]) -> Result<Vec<ChatMessage>, Vec<FieldError>> 
     }
 }
 
-/// One `{{ name }}` occurrence: the byte range it covers and the name inside.
+/// One `{{ name }}` occurrence, or one `{{> prompt@version}}` include: the
+/// byte range it covers and the name (or the include's reference) inside.
 struct Placeholder<'a> {
     start: usize,
     end: usize,
     name: &'a str,
+    include: bool,
 }
 
-/// Scans `text` for placeholders. Every `{{` must open a well-formed
-/// placeholder: a stray one is an error, because a typo such as `{{ user name }}`
-/// would otherwise be sent to a model verbatim.
+/// Scans `text` for placeholders and includes. Every `{{` must open a
+/// well-formed placeholder or an include: a stray one is an error, because a
+/// typo such as `{{ user name }}` would otherwise be sent to a model verbatim.
 fn scan(text: &str) -> Result<Vec<Placeholder<'_>>, String> {
     let mut found = Vec::new();
     let mut rest = 0;
@@ -362,28 +389,98 @@ fn scan(text: &str) -> Result<Vec<Placeholder<'_>>, String> {
             return Err(format!("unclosed placeholder at byte {start}"));
         };
         let inner = &text[inner_start..inner_start + close];
+        let end = inner_start + close + 2;
+        if let Some(reference) = inner.trim_start_matches(' ').strip_prefix('>') {
+            let reference = reference.trim_matches(' ');
+            if reference.is_empty() {
+                return Err(format!(
+                    "empty include at byte {start}: write `{{{{> prompt@version}}}}` or `{{{{> prompt@label}}}}`"
+                ));
+            }
+            found.push(Placeholder {
+                start,
+                end,
+                name: reference,
+                include: true,
+            });
+            rest = end;
+            continue;
+        }
         let name = inner.trim_matches(' ');
         if !is_identifier(name) {
             return Err(format!(
                 "malformed placeholder `{{{{{inner}}}}}` at byte {start}: a name is a letter or `_` followed by letters, digits or `_`"
             ));
         }
-        let end = inner_start + close + 2;
-        found.push(Placeholder { start, end, name });
+        found.push(Placeholder {
+            start,
+            end,
+            name,
+            include: false,
+        });
         rest = end;
     }
     Ok(found)
 }
 
+/// The include references of `text` (`shared/safety@3`), in order.
+pub(crate) fn include_refs(text: &str) -> Vec<&str> {
+    scan(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.include)
+        .map(|p| p.name)
+        .collect()
+}
+
+/// The reference of the one include `text` consists of (surrounding spaces
+/// aside), if that is all it holds.
+pub(crate) fn sole_include(text: &str) -> Option<&str> {
+    match scan(text).ok()?.as_slice() {
+        [only]
+            if only.include && text[..only.start].trim().is_empty() && text[only.end..].trim().is_empty() =>
+        {
+            Some(only.name)
+        }
+        _ => None,
+    }
+}
+
+/// `text` with each include replaced by what `with` gives for its reference.
+///
+/// # Errors
+/// The first error `with` returns.
+pub(crate) fn replace_includes<E>(
+    text: &str,
+    mut with: impl FnMut(&str) -> Result<String, E>,
+) -> Result<String, E> {
+    let Ok(found) = scan(text) else {
+        return Ok(text.to_owned());
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for p in found.into_iter().filter(|p| p.include) {
+        out.push_str(&text[copied..p.start]);
+        out.push_str(&with(p.name)?);
+        copied = p.end;
+    }
+    out.push_str(&text[copied..]);
+    Ok(out)
+}
+
 fn placeholders(text: &str) -> Result<Vec<&str>, String> {
-    Ok(scan(text)?.into_iter().map(|p| p.name).collect())
+    Ok(scan(text)?
+        .into_iter()
+        .filter(|p| !p.include)
+        .map(|p| p.name)
+        .collect())
 }
 
 fn substituted_len(text: &str, values: &BTreeMap<&str, String>) -> usize {
     let Ok(found) = scan(text) else {
         return text.len();
     };
-    found.iter().fold(text.len(), |len, p| {
+    found.iter().filter(|p| !p.include).fold(text.len(), |len, p| {
         len.saturating_sub(p.end - p.start)
             .saturating_add(values.get(p.name).map_or(0, String::len))
     })
@@ -397,7 +494,7 @@ fn substitute(text: &str, values: &BTreeMap<&str, String>) -> String {
     };
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
-    for p in found {
+    for p in found.into_iter().filter(|p| !p.include) {
         out.push_str(&text[copied..p.start]);
         out.push_str(values.get(p.name).map_or("", String::as_str));
         copied = p.end;
@@ -425,7 +522,7 @@ pub enum VariableType {
 }
 
 impl VariableType {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::String => "string",
             Self::Number => "number",
@@ -474,6 +571,10 @@ pub struct VariableSpec {
     pub default: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The include that declared it (`shared/safety@3`), for a variable a
+    /// composed version took from an included prompt.
+    #[serde(rename = "from", skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// `required: true` was sent together with a default (refused by
     /// [`Variables::new`], kept readable by [`Variables::restore`]).
     #[serde(skip)]
@@ -492,6 +593,8 @@ struct RawSpec {
     default: Option<Value>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
 }
 
 impl From<RawSpec> for VariableSpec {
@@ -503,6 +606,7 @@ impl From<RawSpec> for VariableSpec {
             contradicts: raw.required == Some(true) && has_default,
             default: raw.default,
             description: raw.description,
+            origin: raw.from,
         }
     }
 }
@@ -522,6 +626,7 @@ impl VariableSpec {
             required,
             default,
             description,
+            from: None,
         })
     }
 }
@@ -632,12 +737,16 @@ impl Variables {
                         name: name.clone(),
                         expected: ty.name(),
                         got: json_type_name(v),
+                        from: spec.origin.clone(),
                     }),
                     _ => {
                         resolved.insert(name.as_str(), value_text(v));
                     }
                 },
-                None if spec.required => errors.push(RenderError::Missing(name.clone())),
+                None if spec.required => errors.push(RenderError::Missing {
+                    name: name.clone(),
+                    from: spec.origin.clone(),
+                }),
                 None => {
                     resolved.insert(name.as_str(), String::new());
                 }
@@ -857,9 +966,13 @@ mod tests {
                 RenderError::WrongType {
                     name: "a".into(),
                     expected: "number",
-                    got: "string"
+                    got: "string",
+                    from: None,
                 },
-                RenderError::Missing("b".into()),
+                RenderError::Missing {
+                    name: "b".into(),
+                    from: None
+                },
             ]
         );
     }

@@ -111,6 +111,8 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
                 | PromptError::LabelMoved { .. }
                 | PromptError::Protected(_)
                 | PromptError::AdminOnly(_)
+                | PromptError::Breaking { .. }
+                | PromptError::HasDependents { .. }
                 | PromptError::NothingToRollBack(_) => {
                     RunError::Unknown(anyhow::anyhow!("unexpected error on read: {e}"))
                 }
@@ -300,6 +302,8 @@ mod tests {
             is_active: true,
             commit_message: None,
             created_at: crate::time::now_utc(),
+            includes: Vec::new(),
+            source: None,
         }
     }
 

@@ -122,6 +122,7 @@ async fn get_label(
         (status = 400, description = "A bad label name or If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The label is protected and the key lacks `release`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The label is protected and the move breaks callers (see `allow_breaking`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The label moved since the ETag or expected version", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No version or split, a bad split, or a version that does not exist", body = Problem, content_type = "application/problem+json"),
     )
@@ -145,7 +146,15 @@ async fn move_label(
     };
     let moved = state
         .prompts
-        .move_label(&name, label, target, expected, reason, &ctx)
+        .move_label(
+            &name,
+            label,
+            target,
+            expected,
+            reason,
+            body.allow_breaking.unwrap_or(false),
+            &ctx,
+        )
         .await?;
     let status = if moved.revision == 1 {
         actix_web::http::StatusCode::CREATED
@@ -277,7 +286,7 @@ async fn label_history(
         (status = 400, description = "A bad label name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The label is protected and the key lacks `release`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt or label", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Nothing to roll back to", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing to roll back to, or going back breaks callers (see `allow_breaking`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The label moved meanwhile", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, or a reason too long", body = Problem, content_type = "application/problem+json"),
     )
@@ -292,6 +301,10 @@ async fn rollback_label(
 ) -> Result<HttpResponse, ApiError> {
     let body: RollbackRequest = crate::body::optional(&body)?;
     let reason = check_reason(body.reason).map_err(|e| ApiError::validation(vec![e]))?;
-    let label = state.prompts.rollback_label(&name, label, reason, &ctx).await?;
+    let allow = body.allow_breaking.unwrap_or(false);
+    let label = state
+        .prompts
+        .rollback_label(&name, label, reason, allow, &ctx)
+        .await?;
     Ok(labelled(actix_web::http::StatusCode::OK, &label))
 }

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::dto::prompts::{CreatePromptRequest, PromptPage, PromptResponse, UpdatePromptRequest};
+use super::dto::prompts::{
+    CreatePromptRequest, DependentResponse, PromptPage, PromptResponse, UpdatePromptRequest,
+};
 use super::params::{self, Caller, NameInPath};
 use crate::body::Body;
 use crate::problem::{ApiError, Problem};
@@ -19,7 +21,27 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(list_prompts)
         .service(get_prompt)
         .service(update_prompt)
-        .service(delete_prompt);
+        .service(delete_prompt)
+        .service(dependents);
+}
+
+/// The versions of other prompts that include this one, with the version of
+/// this one each was built from: what a change to a shared part affects.
+#[utoipa::path(
+    tag = "prompts",
+    params(NameInPath),
+    responses(
+        (status = 200, description = "Every including version", body = Vec<DependentResponse>),
+        (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/prompts/{name}/dependents")]
+async fn dependents(
+    state: web::Data<AppState>,
+    NameInPath(name): NameInPath,
+) -> Result<web::Json<Vec<DependentResponse>>, ApiError> {
+    let found = state.prompts.dependents(&name).await?;
+    Ok(web::Json(found.iter().map(Into::into).collect()))
 }
 
 /// The path of a prompt, with `/` in its name percent-encoded.
@@ -144,13 +166,25 @@ async fn update_prompt(
     ))
 }
 
-/// Deletes a prompt and all its versions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Delete even when other prompts' versions include this one (they keep
+    /// the text they were built with).
+    force: Option<bool>,
+}
+
+/// Deletes a prompt and all its versions and labels. A prompt that other
+/// prompts' versions include is kept (409, naming a few of them) unless
+/// `force=true`.
 #[utoipa::path(
     tag = "prompts",
-    params(NameInPath),
+    params(NameInPath, DeleteQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Other prompts include it", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/prompts/{name}")]
@@ -158,7 +192,11 @@ async fn delete_prompt(
     state: web::Data<AppState>,
     NameInPath(name): NameInPath,
     Caller(ctx): Caller,
+    query: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.prompts.delete_prompt(&name, &ctx).await?;
+    state
+        .prompts
+        .delete_prompt(&name, query.force.unwrap_or(false), &ctx)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

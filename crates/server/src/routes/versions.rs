@@ -14,7 +14,8 @@ use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::dto::versions::{
-    CreateVersionRequest, RenderRequest, RenderResponse, VersionPage, VersionResponse,
+    CreateVersionRequest, DiffResponse, RenderRequest, RenderResponse, VersionPage, VersionRequest,
+    VersionResponse,
 };
 use super::params::{self, Caller, NameInPath, SelectorInPath, VersionInPath};
 use super::prompts;
@@ -27,7 +28,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(create_version)
         .service(list_versions)
         .service(activate_version)
-        .service(render);
+        .service(render)
+        .service(diff);
 }
 
 /// Adds the next version. Label `production` moves to it unless `activate`
@@ -42,6 +44,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         (status = 201, description = "Created", body = VersionResponse,
             headers(("Location" = String, description = "The version's URL"))),
         (status = 403, description = "A label to set is protected", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Moving a protected label to it breaks callers (see `allow_breaking`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid template or variables, e.g. an undeclared placeholder", body = Problem, content_type = "application/problem+json"),
     )
@@ -53,8 +56,20 @@ async fn create_version(
     Caller(ctx): Caller,
     body: Body<CreateVersionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body.into_inner().try_into_domain()?;
-    let version = state.prompts.create_version(&name, new, &ctx).await?;
+    let version = match body.into_inner().try_into_domain()? {
+        VersionRequest::New(new) => state.prompts.create_version(&name, *new, &ctx).await?,
+        VersionRequest::Rebase {
+            commit_message,
+            activate,
+            labels,
+            allow_breaking,
+        } => {
+            state
+                .prompts
+                .rebase_includes(&name, commit_message, activate, labels, allow_breaking, &ctx)
+                .await?
+        }
+    };
     Ok(HttpResponse::Created()
         .insert_header((
             LOCATION,
@@ -244,14 +259,60 @@ async fn get_version(
     version(&state, &req, &name, selector, subject.as_deref()).await
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AllowBreaking {
+    /// Move a protected label even when the change breaks callers (recorded).
+    allow_breaking: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    /// The old side: a version number, `latest`, `active` or a label.
+    from: String,
+    /// The new side: a version number, `latest`, `active` or a label.
+    to: String,
+}
+
+/// What changed between two versions: the template as a unified diff (per
+/// message for chat), the variable schema, and the config as an RFC 6902
+/// JSON Patch; `breaking` with the reasons when callers of the old version
+/// may fail with the new one.
+#[utoipa::path(
+    tag = "versions",
+    params(NameInPath, DiffQuery),
+    responses(
+        (status = 200, description = "The diff", body = DiffResponse),
+        (status = 400, description = "A side that is not a version, `latest`, `active` or a label", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such prompt, version or label", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A side that is a split label", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/prompts/{name}/diff")]
+async fn diff(
+    state: web::Data<AppState>,
+    NameInPath(name): NameInPath,
+    query: web::Query<DiffQuery>,
+) -> Result<web::Json<DiffResponse>, ApiError> {
+    let side =
+        |field: &str, raw: &str| VersionSelector::parse(raw).map_err(|e| ApiError::parameter(field, e));
+    let (from, to) = (side("from", &query.from)?, side("to", &query.to)?);
+    let diff = state.prompts.diff(&name, from, to).await?;
+    Ok(web::Json(DiffResponse::from(&diff)))
+}
+
 /// Points label `production` at a version (the alias kept from before
 /// labels; `PUT /labels/production` is the same move). Activating an older
 /// version is a rollback. Recorded in the label's history.
 #[utoipa::path(
     tag = "versions",
-    params(NameInPath, VersionInPath),
+    params(NameInPath, VersionInPath, AllowBreaking),
     responses(
         (status = 200, description = "The now active version", body = VersionResponse),
+        (status = 409, description = "`production` is protected and the change breaks callers", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`production` is protected and the key lacks `release`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such prompt", body = Problem, content_type = "application/problem+json"),
@@ -264,8 +325,10 @@ async fn activate_version(
     NameInPath(name): NameInPath,
     VersionInPath(number): VersionInPath,
     Caller(ctx): Caller,
+    query: web::Query<AllowBreaking>,
 ) -> Result<web::Json<VersionResponse>, ApiError> {
-    let version = state.prompts.activate_version(&name, number, &ctx).await?;
+    let allow = query.allow_breaking.unwrap_or(false);
+    let version = state.prompts.activate_version(&name, number, allow, &ctx).await?;
     Ok(web::Json(VersionResponse::from(&version)))
 }
 

@@ -2,6 +2,7 @@
 //! `TEST_DATABASE_URL` is set) on PostgreSQL, each test with its own database.
 
 mod auth;
+mod authoring;
 mod coherence;
 mod errors;
 mod faults;

@@ -34,8 +34,22 @@ async fn a_prompt_goes_through_versions_rollback_and_render(backend: Backend) {
     assert_eq!(v2["version"], 2);
     let active = app.get("/v1/prompts/greeting/versions/active").await;
     assert_eq!(active.body["version"], 2);
-    let rolled_back = app
+    // Going back drops `mood` (callers sending it would be refused) and
+    // narrows `name`: production is protected, so that must be said.
+    let refused = app
         .post("/v1/prompts/greeting/versions/1/activate", &json!({}))
+        .await;
+    assert_eq!(refused.problem(409)["code"], "breaking_change");
+    assert_eq!(
+        app.get("/v1/prompts/greeting/versions/active").await.body["version"],
+        2,
+        "a refused move changes nothing"
+    );
+    let rolled_back = app
+        .post(
+            "/v1/prompts/greeting/versions/1/activate?allow_breaking=true",
+            &json!({}),
+        )
         .await;
     assert_eq!(rolled_back.status, 200, "{}", rolled_back.text);
     assert_eq!(rolled_back.body["version"], 1);

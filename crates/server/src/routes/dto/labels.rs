@@ -67,6 +67,9 @@ pub struct MoveLabelRequest {
     /// same for any target.
     #[schema(minimum = 1)]
     pub expected_version: Option<i64>,
+    /// Move a protected label even when the change from its current version
+    /// breaks callers (the reasons are recorded in its history and the audit log).
+    pub allow_breaking: Option<bool>,
 }
 
 impl MoveLabelRequest {
@@ -94,6 +97,8 @@ impl MoveLabelRequest {
 pub struct RollbackRequest {
     /// Why, for the history.
     pub reason: Option<String>,
+    /// Roll back even when going back breaks callers of the current version.
+    pub allow_breaking: Option<bool>,
 }
 
 /// Protects a label or lifts its protection (admin only).
@@ -152,6 +157,9 @@ pub struct LabelChangeResponse {
     pub request_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// The breaking changes this move was allowed to make (`allow_breaking`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_breaking: Vec<String>,
 }
 
 impl From<&LabelChange> for LabelChangeResponse {
@@ -168,6 +176,7 @@ impl From<&LabelChange> for LabelChangeResponse {
             reason: c.reason.clone(),
             request_id: c.request_id.clone(),
             at: c.at,
+            allowed_breaking: c.overrides.clone(),
         }
     }
 }

@@ -129,3 +129,27 @@ pub struct PromptPage {
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// A version of another prompt that includes this one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DependentResponse {
+    #[schema(example = "support/triage")]
+    pub prompt: String,
+    /// The including version.
+    pub version: u32,
+    /// The version of this prompt it was built from.
+    pub includes_version: u32,
+    /// The label its include named, resolved to `includes_version` when it was created.
+    pub via_label: Option<String>,
+}
+
+impl From<&registry_domain::prompt::ports::Dependent> for DependentResponse {
+    fn from(d: &registry_domain::prompt::ports::Dependent) -> Self {
+        Self {
+            prompt: d.prompt.to_string(),
+            version: d.version.get(),
+            includes_version: d.includes_version.get(),
+            via_label: d.via_label.map(|l| l.to_string()),
+        }
+    }
+}
