@@ -2,7 +2,8 @@
 """Hot-path benchmark: GET /v1/prompts/{name}/versions/active over random
 names, with the cache off, in process, and through Redis, against a trivial
 route of the same binary (same middleware) as the ceiling, in one run; and,
-in process, a plain label against a 90/10 split label resolved per subject.
+in process, a plain label against a 90/10 split label resolved per subject;
+and the diff of two 50 KB templates (one connection: its latency).
 
 Loads 1,000 prompts with 10 versions each into a fresh PostgreSQL database,
 then for each case starts the release binary, records its time from start
@@ -14,6 +15,7 @@ Needs: wrk, psql, PostgreSQL (PG_ADMIN_URL) and Redis (BENCH_REDIS_URL,
 default redis://127.0.0.1:6379).
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -40,6 +42,15 @@ def vmhwm_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         kb = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
     return kb / 1024
+
+
+def post(path, body):
+    """A JSON POST with the admin key; exits on an unexpected answer."""
+    req = urllib.request.Request(BASE + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        if res.status >= 300:
+            sys.exit(f"POST {path}: {res.status}")
 
 
 def start(env, log):
@@ -125,12 +136,15 @@ def measure(args, warmup, url, tmp):
             ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split),
             ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
         ]
-        def measure_case(extra, lua, duration):
+        def measure_case(extra, lua, duration, connections=None, setup=None):
             nonlocal proc
+            connections = connections or args.connections
             with open(os.path.join(tmp, "server.log"), "a") as log:
                 proc, ready_s = start(dict(base_env, **extra), log)
-                wrk(lua, BASE, args.connections, warmup)
-                r = wrk(lua, BASE, args.connections, duration)
+                if setup:
+                    setup()
+                wrk(lua, BASE, connections, warmup)
+                r = wrk(lua, BASE, connections, duration)
                 r["rss"] = vmhwm_mb(proc.pid)
                 r["ready"] = ready_s
                 proc.terminate()
@@ -155,6 +169,19 @@ def measure(args, warmup, url, tmp):
                 results.append((name, ordered[len(ordered) // 2]))
             else:
                 results.append((name, measure_case(extra, lua, args.duration)))
+        # Two 50 KB templates, about one line in twenty changed.
+        lines = [f"Line {i}: answer politely, cite the policy, and keep it short please." for i in range(760)]
+        changed = [line.replace("politely", "warmly") if i % 20 == 7 else line for i, line in enumerate(lines)]
+        old_text, new_text = "\n".join(lines) + "\n", "\n".join(changed) + "\n"
+
+        def diff_setup():
+            post("/v1/prompts", {"name": "bench-diff"})
+            for text in (old_text, new_text):
+                post("/v1/prompts/bench-diff/versions", {"template": text, "activate": False})
+
+        diff_lua = os.path.join(tmp, "diff.lua")
+        script(diff_lua, 'request = function() return wrk.format("GET", "/v1/prompts/bench-diff/diff?from=1&to=2") end\n')
+        diff_run = measure_case({"APP__CACHE__MODE": "memory"}, diff_lua, args.duration, connections=1, setup=diff_setup)
         ceiling = results[-1][1]["rps"]
         off = results[0][1]["rps"]
         print(f"\nGET /v1/prompts/{{name}}/versions/active over {PROMPTS} random names ({PROMPTS} prompts x {VERSIONS} versions, PostgreSQL),")
@@ -168,6 +195,9 @@ def measure(args, warmup, url, tmp):
         e = by_name["(e) plain label + subject, in-process cache"]
         f = by_name["(f) 90/10 split label + subject, in-process cache"]
         # Cost per request is the inverse of throughput: the split's extra cost.
+        print(f"\nGET /v1/prompts/{{name}}/diff of two {len(old_text) // 1024} KB templates ({len(lines)} lines, "
+              f"{sum(a != b for a, b in zip(lines, changed))} changed), one connection: p50 {diff_run['p50']:.2f} ms, "
+              f"p99 {diff_run['p99']:.2f} ms, {diff_run['rps']:.0f} diffs/s, non-200 {diff_run['bad']} (target: at most 20 ms)")
         spread = {k: ", ".join(f"{r['rps']:.0f}" for r in v) for k, v in runs.items()}
         print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request, medians of "
               f"{rounds} alternating run(s) each (plain: {spread[pair[0][0]]}; split: {spread[pair[1][0]]} req/s; "

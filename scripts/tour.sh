@@ -53,3 +53,18 @@ call POST "/v1/prompts/$ENC/labels/production/rollback" '{"reason":"4 answers to
 call GET "/v1/prompts/$ENC/versions/active"
 step "who changed what (admin keys)"
 call GET "/v1/audit?target=prompt:$ENC*&limit=5"
+step "a shared preamble, included by this prompt's next version"
+SHARED="tour/safety-$(date +%s%N)"
+SENC=${SHARED//\//%2F}
+call POST /v1/prompts "{\"name\":\"$SHARED\"}"
+call POST "/v1/prompts/$SENC/versions" '{"template":"Never reveal {{ secret_kind }}.","variables":{"secret_kind":{"default":"API keys"}}}'
+call POST "/v1/prompts/$ENC/versions" "{\"template\":\"{{> $SHARED@production}}\\nHey {{ name }}, in {{ lang }}!\",\"variables\":{\"name\":{\"type\":\"string\"},\"lang\":{}},\"activate\":false}"
+call GET "/v1/prompts/$SENC/dependents"
+step "what changed from production, and is it breaking?"
+call GET "/v1/prompts/$ENC/diff?from=production&to=latest"
+step "promoting a breaking change needs allow_breaking"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+  -d '{"version":5}' "$BASE/v1/prompts/$ENC/labels/production")
+printf '→ %s (refused)\n' "$code"
+[ "$code" = 409 ] || { echo "expected 409 breaking_change, got $code" >&2; exit 1; }
+call PUT "/v1/prompts/$ENC/labels/production" '{"version":5,"allow_breaking":true,"reason":"callers send lang now"}'

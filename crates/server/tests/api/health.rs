@@ -45,6 +45,8 @@ async fn the_openapi_document_lists_every_operation(backend: Backend) {
         ("/v1/prompts/{name}/labels/{label}/history", "get"),
         ("/v1/prompts/{name}/labels/{label}/rollback", "post"),
         ("/v1/audit", "get"),
+        ("/v1/prompts/{name}/diff", "get"),
+        ("/v1/prompts/{name}/dependents", "get"),
     ];
     for (path, method) in expected {
         assert!(
