@@ -45,7 +45,7 @@ def to_ms(value, unit):
 
 def wrk(script, url, connections, duration, *options):
     """Drives `url` with wrk and a Lua script; returns its figures."""
-    out = run("wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *options, "-s", script, url)
+    out = run("wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", *options, "-s", script, url)
     lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)}
     errors = re.search(r"Socket errors: (.*)", out)
     return {

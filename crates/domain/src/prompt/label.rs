@@ -564,6 +564,11 @@ mod tests {
                     .expect("an arm");
                 counts[arm] += 1;
             }
+            let shares: Vec<String> = counts
+                .iter()
+                .map(|c| format!("{:.3}%", f64::from(*c) * 100.0 / f64::from(subjects)))
+                .collect();
+            eprintln!("split {weights:?} over {subjects} subjects: {shares:?}");
             for ((weight, _), count) in arms.iter().zip(&counts) {
                 let share = f64::from(*count) * 100.0 / f64::from(subjects);
                 assert!(
