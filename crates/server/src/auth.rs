@@ -3,7 +3,8 @@
 //! Which scope a request needs follows from its method and path alone, so a
 //! route added later is protected without anyone remembering to: anything
 //! not on the public list needs a key; `/v1/api-keys` and `/v1/audit` need
-//! `admin`; other reads need `read` and other writes `write`. Rules that
+//! `admin`; other reads (and `POST /v1/prompts:resolve`, a batch of reads)
+//! need `read`, and other writes `write`. Rules that
 //! depend on the data (a protected label needs `release`) are the domain's.
 
 use actix_web::body::MessageBody;
@@ -34,7 +35,8 @@ pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Opti
     {
         return Some(Scope::Admin);
     }
-    if *method == Method::GET || *method == Method::HEAD {
+    // Resolving many prompts at once is a read, sent as a POST for its body.
+    if *method == Method::GET || *method == Method::HEAD || path == "/v1/prompts:resolve" {
         Some(Scope::Read)
     } else {
         Some(Scope::Write)

@@ -67,6 +67,7 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 // Versions first: the active-version fetch is the hot path,
                 // and the router tries resources in registration order.
                 .configure(routes::versions::configure)
+                .configure(routes::resolve::configure)
                 .configure(routes::labels::configure)
                 .configure(routes::prompts::configure)
                 .configure(routes::runs::configure)

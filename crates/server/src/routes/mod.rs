@@ -7,6 +7,7 @@ pub mod keys;
 pub mod labels;
 pub mod params;
 pub mod prompts;
+pub mod resolve;
 pub mod runs;
 pub mod versions;
 

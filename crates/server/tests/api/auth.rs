@@ -30,7 +30,7 @@ fn needed(method: &str, path: &str) -> Option<&'static str> {
     }
     if path.starts_with("/v1/api-keys") || path.starts_with("/v1/audit") || path == "/metrics" {
         Some("admin")
-    } else if method == "get" {
+    } else if method == "get" || path == "/v1/prompts:resolve" {
         Some("read")
     } else {
         Some("write")

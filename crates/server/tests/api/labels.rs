@@ -703,8 +703,71 @@ async fn every_change_is_in_the_audit_log_and_reads_are_not(backend: Backend) {
         .problem(403);
 }
 
+async fn many_prompts_resolve_in_one_call_with_an_error_per_item(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    prompt_with_versions(&app, "a", 2).await;
+    prompt_with_versions(&app, "b", 2).await;
+    assert_eq!(
+        put(&app, "/v1/prompts/a/labels/production", &json!({"version": 2}))
+            .await
+            .status,
+        201
+    );
+    let split = json!({"split": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]});
+    assert_eq!(put(&app, "/v1/prompts/b/labels/canary", &split).await.status, 201);
+    let reader = key(&app, &["read"]).await;
+    let body = json!({"items": [
+        {"name": "a"},
+        {"name": "a", "version": 1},
+        {"name": "b", "label": "canary", "subject": "user-9"},
+        {"name": "b"},
+        {"name": "ghost"},
+        {"name": "Bad Name"},
+        {"name": "a", "label": "Nope"}
+    ]});
+    let res = as_key(
+        &app,
+        &reader,
+        Method::POST,
+        "/v1/prompts:resolve",
+        Some(&body),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let items = res.body["items"].as_array().expect("items");
+    let summary: Vec<(u64, Value)> = items
+        .iter()
+        .map(|i| (i["status"].as_u64().unwrap_or(0), i["version"]["version"].clone()))
+        .collect();
+    assert_eq!(summary[0], (200, json!(2)));
+    assert_eq!(summary[1], (200, json!(1)));
+    assert_eq!(summary[2].0, 200);
+    assert_eq!(items[2]["split"], true);
+    let fetched = app.get("/v1/prompts/b/versions/canary?subject=user-9").await;
+    assert_eq!(
+        items[2]["version"]["version"], fetched.body["version"],
+        "the same arm as a fetch"
+    );
+    assert_eq!(summary[3].0, 404, "b has no production label");
+    assert_eq!(items[4]["error"]["code"], "not_found");
+    assert_eq!((summary[5].0, summary[6].0), (400, 400));
+    let too_many = json!({"items": (0..101).map(|_| json!({"name": "a"})).collect::<Vec<_>>()});
+    app.post("/v1/prompts:resolve", &too_many).await.problem(422);
+    app.post("/v1/prompts:resolve", &json!({"items": []}))
+        .await
+        .problem(422);
+    app.post(
+        "/v1/prompts:resolve",
+        &json!({"items": [{"name": "a", "extra": 1}]}),
+    )
+    .await
+    .problem(422);
+}
+
 backend_tests!(
     #[actix_web::test]
+    many_prompts_resolve_in_one_call_with_an_error_per_item,
     a_version_moves_from_staging_to_production_and_back_with_its_history,
     a_removed_label_stops_resolving_at_once,
     bad_labels_targets_and_preconditions_are_problems,
