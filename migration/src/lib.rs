@@ -13,6 +13,7 @@ mod m20261127_000004_create_api_keys;
 mod m20261129_000005_run_latency_micros;
 mod m20261130_000006_labels_and_audit;
 mod m20261201_000007_composition;
+mod m20261202_000008_events;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_run_latency_micros::Migration),
             Box::new(m20261130_000006_labels_and_audit::Migration),
             Box::new(m20261201_000007_composition::Migration),
+            Box::new(m20261202_000008_events::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod events;
 pub mod page;
 pub mod prompt;
 pub mod run;

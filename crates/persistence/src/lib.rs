@@ -6,6 +6,7 @@
 
 mod audit;
 mod db;
+mod events;
 mod keys;
 mod nul;
 mod prompts;
@@ -16,6 +17,7 @@ pub mod testing;
 
 pub use audit::SeaOrmAuditLog;
 pub use db::{Db, DbOptions};
+pub use events::SeaOrmEventLog;
 pub use keys::SeaOrmApiKeyRepository;
 pub use prompts::SeaOrmPromptRepository;
 pub use runs::SeaOrmRunRepository;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use registry_domain::audit::{self, Action, AuditEvent, Context};
+use registry_domain::events::{ChangeEvent, EventKind};
 use registry_domain::page::{Page, PageRequest, TimeCursor};
 use registry_domain::prompt::diff;
 use registry_domain::prompt::ports::{Dependent, LabelMove, LabelPolicy, PromptRepository};
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use crate::audit::{HISTORY_COLUMNS, HistoryRow, append, append_history, target_columns, target_of};
 use crate::db::{Db, is_unique_violation};
+use crate::events;
 use crate::schema::{
     ColumnAlias, LabelHistory, PromptLabels, PromptVersions, Prompts, StoredRow, TableAlias, VersionIncludes,
     decode, decode_one, get, p, pl, v,
@@ -594,6 +596,8 @@ impl SeaOrmPromptRepository {
             }),
         );
         append(txn, &self.db, &event).await?;
+        let change_event = ChangeEvent::label_changed(name, label, from.as_ref(), change.target.as_ref());
+        events::append(txn, &self.db, &change_event).await?;
         Ok(Ok(written))
     }
 
@@ -664,6 +668,12 @@ impl SeaOrmPromptRepository {
             })),
         );
         append(&txn, &self.db, &event).await?;
+        events::append(
+            &txn,
+            &self.db,
+            &ChangeEvent::version_created(name, version, &labels),
+        )
+        .await?;
         txn.commit().await?;
         Ok(Some(Ok(PromptVersion {
             id,
@@ -919,6 +929,12 @@ impl PromptRepository for SeaOrmPromptRepository {
                 let txn = self.db.conn().begin().await?;
                 txn.execute(&q).await?;
                 append(&txn, &self.db, &event).await?;
+                events::append(
+                    &txn,
+                    &self.db,
+                    &ChangeEvent::prompt(EventKind::PromptCreated, &new.name),
+                )
+                .await?;
                 txn.commit().await
             })
             .await
@@ -1025,6 +1041,12 @@ impl PromptRepository for SeaOrmPromptRepository {
                     return Ok(false);
                 }
                 append(&txn, &self.db, &event).await?;
+                events::append(
+                    &txn,
+                    &self.db,
+                    &ChangeEvent::prompt(EventKind::PromptUpdated, name),
+                )
+                .await?;
                 txn.commit().await?;
                 Ok(true)
             })
@@ -1075,6 +1097,12 @@ impl PromptRepository for SeaOrmPromptRepository {
                     return Ok(None);
                 }
                 append(&txn, &self.db, &event).await?;
+                events::append(
+                    &txn,
+                    &self.db,
+                    &ChangeEvent::prompt(EventKind::PromptDeleted, name),
+                )
+                .await?;
                 txn.commit().await?;
                 Ok(Some(Vec::new()))
             })

@@ -90,6 +90,18 @@ pub(crate) enum LabelHistory {
     Overrides,
 }
 
+/// `events`, since migration 8: the change-event outbox.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum Events {
+    Table,
+    Seq,
+    Id,
+    Kind,
+    Prompt,
+    Data,
+    CreatedAt,
+}
+
 /// `audit_events`, append-only.
 #[derive(Debug, Clone, Copy, DeriveIden)]
 pub(crate) enum AuditEvents {

@@ -1511,7 +1511,20 @@ async fn a_change_and_its_records_commit_together_or_not_at_all(backend: Backend
         }
     };
 
-    for table in ["audit_events", "label_history"] {
+    let events = || async {
+        use registry_domain::events::EventLog as _;
+        registry_persistence::SeaOrmEventLog::new(db.clone())
+            .after(0, 1000)
+            .await
+            .expect("events")
+            .len()
+    };
+    let published = events().await;
+    assert_eq!(
+        published, 4,
+        "prompt.created, label.moved, version.created, version.created"
+    );
+    for table in ["audit_events", "label_history", "events"] {
         refuse_inserts(&db, table, true).await;
         let err = repo
             .move_label(&name("p"), &move_to(2), &policy, &ctx())
@@ -1572,11 +1585,12 @@ async fn a_change_and_its_records_commit_together_or_not_at_all(backend: Backend
         .await
         .expect("moved");
     assert_eq!(history(&repo).await, 2);
-    let events = audit_events(&db).await;
-    assert_eq!(events.len(), recorded + 1);
-    assert_eq!(events[0].action, Action::LabelMoved);
-    assert_eq!(events[0].target, "prompt:p#production");
-    assert_eq!(events[0].before, Some(json!({"version": 1})));
+    let recorded_now = audit_events(&db).await;
+    assert_eq!(recorded_now.len(), recorded + 1);
+    assert_eq!(recorded_now[0].action, Action::LabelMoved);
+    assert_eq!(recorded_now[0].target, "prompt:p#production");
+    assert_eq!(recorded_now[0].before, Some(json!({"version": 1})));
+    assert_eq!(events().await, published + 1, "the move is published with it");
 }
 
 /// Neither log can be changed or emptied, whatever the client.

@@ -441,6 +441,17 @@ impl From<registry_domain::audit::AuditError> for ApiError {
     }
 }
 
+impl From<registry_domain::events::EventError> for ApiError {
+    fn from(e: registry_domain::events::EventError) -> Self {
+        match e {
+            registry_domain::events::EventError::Unavailable(source) => {
+                Self::unavailable("the database", source)
+            }
+            registry_domain::events::EventError::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {

@@ -16,7 +16,9 @@ use registry_domain::auth::{AuthService, KeyName, Scopes};
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
 use registry_persistence::SeaOrmApiKeyRepository;
-use registry_persistence::{Db, DbOptions, SeaOrmAuditLog, SeaOrmPromptRepository, SeaOrmRunRepository};
+use registry_persistence::{
+    Db, DbOptions, SeaOrmAuditLog, SeaOrmEventLog, SeaOrmPromptRepository, SeaOrmRunRepository,
+};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
@@ -72,7 +74,8 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .configure(routes::prompts::configure)
                 .configure(routes::runs::configure)
                 .configure(routes::keys::configure)
-                .configure(routes::audit::configure),
+                .configure(routes::audit::configure)
+                .configure(routes::events::configure),
         );
 }
 
@@ -341,6 +344,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         bodies: moka::future::Cache::new(10_000),
         metrics_public: settings.auth.metrics_public,
         audit: Arc::new(SeaOrmAuditLog::new(db.clone())),
+        events: Arc::new(SeaOrmEventLog::new(db.clone())),
         db,
         max_batch: settings.runs.max_batch,
     };

@@ -7,7 +7,7 @@ use registry_domain::auth::AuthService;
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
 use registry_persistence::{
-    Db, SeaOrmApiKeyRepository, SeaOrmAuditLog, SeaOrmPromptRepository, SeaOrmRunRepository,
+    Db, SeaOrmApiKeyRepository, SeaOrmAuditLog, SeaOrmEventLog, SeaOrmPromptRepository, SeaOrmRunRepository,
 };
 
 use crate::metrics::Metrics;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics_public: bool,
     /// The audit log, for reading (changes write it themselves).
     pub audit: Arc<SeaOrmAuditLog>,
+    /// The change-event outbox, for reading.
+    pub events: Arc<SeaOrmEventLog>,
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod dto;
+pub mod events;
 pub mod health;
 pub mod keys;
 pub mod labels;
@@ -28,6 +29,7 @@ use utoipa::OpenApi;
         (name = "runs", description = "Logged executions of prompt versions, and their statistics"),
         (name = "api-keys", description = "API keys (admin scope)"),
         (name = "audit", description = "Every change made through the API (admin scope)"),
+        (name = "events", description = "Change events, numbered in commit order by the database"),
         (name = "operations", description = "Liveness and readiness"),
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),

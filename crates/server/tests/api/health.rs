@@ -48,6 +48,7 @@ async fn the_openapi_document_lists_every_operation(backend: Backend) {
         ("/v1/prompts/{name}/diff", "get"),
         ("/v1/prompts/{name}/dependents", "get"),
         ("/v1/prompts:resolve", "post"),
+        ("/v1/events", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -765,8 +765,69 @@ async fn many_prompts_resolve_in_one_call_with_an_error_per_item(backend: Backen
     .problem(422);
 }
 
+async fn every_change_is_published_as_a_numbered_event(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    app.create_prompt("ev").await;
+    app.create_version("ev", &json!({"template": "one", "labels": ["staging"]}))
+        .await;
+    app.create_version("ev", &json!({"template": "two", "activate": false}))
+        .await;
+    assert_eq!(
+        put(&app, "/v1/prompts/ev/labels/production", &json!({"version": 2}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.delete("/v1/prompts/ev/labels/staging").await.status, 204);
+    app.get("/v1/prompts/ev/versions/active").await;
+    assert_eq!(app.delete("/v1/prompts/ev").await.status, 204);
+    let page = app.get("/v1/events?limit=1000").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let items = page.body["items"].as_array().expect("items");
+    let kinds: Vec<&str> = items.iter().map(|e| e["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "prompt.created",
+            "label.moved",
+            "label.moved",
+            "version.created",
+            "version.created",
+            "label.moved",
+            "label.removed",
+            "prompt.deleted",
+        ],
+        "one event per change, reads publish nothing"
+    );
+    let seqs: Vec<i64> = items.iter().map(|e| e["seq"].as_i64().unwrap_or(0)).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(
+        items[5]["data"],
+        json!({"label": "production", "from": {"version": 1}, "to": {"version": 2}})
+    );
+    assert_eq!(
+        items[3]["data"],
+        json!({"version": 1, "labels": ["production", "staging"]})
+    );
+    assert_eq!(
+        items[6]["data"],
+        json!({"label": "staging", "from": {"version": 1}})
+    );
+    let after = seqs[5];
+    let rest = app.get(&format!("/v1/events?after={after}&limit=1")).await;
+    assert_eq!(rest.body["items"][0]["type"], "label.removed");
+    assert_eq!(rest.body["next_after"], seqs[6]);
+    let none = app.get(&format!("/v1/events?after={}", seqs[7])).await;
+    assert_eq!(none.body["items"], json!([]));
+    assert_eq!(none.body["next_after"], seqs[7]);
+    app.get("/v1/events?after=-1").await.problem(400);
+    app.get("/v1/events?limit=0").await.problem(400);
+    app.get("/v1/events?after=x").await.problem(400);
+}
+
 backend_tests!(
     #[actix_web::test]
+    every_change_is_published_as_a_numbered_event,
     many_prompts_resolve_in_one_call_with_an_error_per_item,
     a_version_moves_from_staging_to_production_and_back_with_its_history,
     a_removed_label_stops_resolving_at_once,
