@@ -3,7 +3,7 @@
 
 use actix_web::{post, web};
 use futures::future::join_all;
-use registry_domain::prompt::{LabelName, PromptName, VersionNumber, VersionSelector};
+use registry_domain::prompt::{FieldError, LabelName, PromptName, VersionNumber, VersionSelector};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -67,45 +67,50 @@ pub struct ResolveResponse {
     pub items: Vec<ResolvedItem>,
 }
 
-fn selector(item: &ResolveItem) -> Result<(PromptName, VersionSelector), ApiError> {
-    let name = PromptName::new(&item.name).map_err(|e| ApiError::parameter("name", e))?;
+/// What item `i` asks for, or every problem with how it is written.
+fn selector(i: usize, item: &ResolveItem) -> Result<(PromptName, VersionSelector), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let field = |f: &str| format!("items[{i}].{f}");
+    let name = PromptName::new(&item.name)
+        .map_err(|e| errors.push(FieldError::new(field("name"), e.to_string())))
+        .ok();
     let selector = match (item.version, item.label.as_deref()) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::parameter(
-                "label",
-                "give `version` or `label`, not both",
-            ));
+            errors.push(FieldError::new(field("label"), "give `version` or `label`, not both"));
+            None
         }
-        (Some(n), None) => {
-            VersionSelector::Number(VersionNumber::new(n).map_err(|e| ApiError::parameter("version", e))?)
-        }
-        (None, Some(l)) => {
-            VersionSelector::Label(LabelName::new(l).map_err(|e| ApiError::parameter("label", e))?)
-        }
-        (None, None) => VersionSelector::ACTIVE,
+        (Some(n), None) => VersionNumber::new(n)
+            .map(VersionSelector::Number)
+            .map_err(|e| errors.push(FieldError::new(field("version"), e.to_string())))
+            .ok(),
+        (None, Some(l)) => LabelName::new(l)
+            .map(VersionSelector::Label)
+            .map_err(|e| errors.push(FieldError::new(field("label"), e.to_string())))
+            .ok(),
+        (None, None) => Some(VersionSelector::ACTIVE),
     };
     if item
         .subject
         .as_ref()
         .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control))
     {
-        return Err(ApiError::parameter(
-            "subject",
+        errors.push(FieldError::new(
+            field("subject"),
             format!("a subject is 1 to {MAX_SUBJECT} characters, without control characters"),
         ));
     }
-    Ok((name, selector))
+    match (name, selector) {
+        (Some(name), Some(selector)) if errors.is_empty() => Ok((name, selector)),
+        _ => Err(errors),
+    }
 }
 
-async fn one(state: &AppState, item: ResolveItem) -> ResolvedItem {
-    let answer = match selector(&item) {
-        Ok((name, selector)) => state
-            .prompts
-            .serve(&name, selector, item.subject.as_deref())
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
+async fn one(state: &AppState, item: ResolveItem, name: PromptName, selector: VersionSelector) -> ResolvedItem {
+    let answer = state
+        .prompts
+        .serve(&name, selector, item.subject.as_deref())
+        .await
+        .map_err(ApiError::from);
     match answer {
         Ok(served) => ResolvedItem {
             name: item.name,
@@ -128,14 +133,16 @@ async fn one(state: &AppState, item: ResolveItem) -> ResolvedItem {
 
 /// Resolves up to 100 prompts in one call, each by label (default
 /// `production`, with `subject` for a split) or version, from the cache.
-/// An item that fails (no such prompt, a bad label) carries its own problem;
-/// the others are answered. Needs the `read` scope, like a fetch.
+/// A request with a malformed item (a bad name, label, version or subject)
+/// is refused whole with a 422 naming `items[i].…`; an item whose prompt,
+/// label or version does not exist carries its own problem, and the others
+/// are answered. Needs the `read` scope, like a fetch.
 #[utoipa::path(
     tag = "versions",
     request_body = ResolveRequest,
     responses(
         (status = 200, description = "Every item, in order, each with its version or its problem", body = ResolveResponse),
-        (status = 422, description = "No items, or more than 100", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No items, more than 100, or a malformed item", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/prompts:resolve")]
@@ -150,7 +157,23 @@ async fn resolve(
             format!("send 1 to {MAX_ITEMS} items, not {}", items.len()),
         ));
     }
+    let mut errors = Vec::new();
+    let mut asked = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match selector(i, &item) {
+            Ok((name, selector)) => asked.push((item, name, selector)),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
     let state = state.get_ref();
-    let answers = join_all(items.into_iter().map(|item| one(state, item))).await;
+    let answers = join_all(
+        asked
+            .into_iter()
+            .map(|(item, name, selector)| one(state, item, name, selector)),
+    )
+    .await;
     Ok(web::Json(ResolveResponse { items: answers }))
 }

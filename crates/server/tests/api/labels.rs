@@ -722,8 +722,7 @@ async fn many_prompts_resolve_in_one_call_with_an_error_per_item(backend: Backen
         {"name": "b", "label": "canary", "subject": "user-9"},
         {"name": "b"},
         {"name": "ghost"},
-        {"name": "Bad Name"},
-        {"name": "a", "label": "Nope"}
+        {"name": "a", "label": "nope"}
     ]});
     let res = as_key(
         &app,
@@ -751,7 +750,15 @@ async fn many_prompts_resolve_in_one_call_with_an_error_per_item(backend: Backen
     );
     assert_eq!(summary[3].0, 404, "b has no production label");
     assert_eq!(items[4]["error"]["code"], "not_found");
-    assert_eq!((summary[5].0, summary[6].0), (400, 400));
+    assert_eq!(summary[5].0, 404, "a has no label `nope`");
+    // A malformed item refuses the request, naming it.
+    let malformed = json!({"items": [{"name": "a"}, {"name": "Bad Name"}, {"name": "a", "label": "Nope"}, {"name": "a", "version": 0}]});
+    let res = app.post("/v1/prompts:resolve", &malformed).await;
+    res.problem(422);
+    assert_eq!(
+        res.error_fields(),
+        ["items[1].name", "items[2].label", "items[3].version"]
+    );
     let too_many = json!({"items": (0..101).map(|_| json!({"name": "a"})).collect::<Vec<_>>()});
     app.post("/v1/prompts:resolve", &too_many).await.problem(422);
     app.post("/v1/prompts:resolve", &json!({"items": []}))
