@@ -76,7 +76,10 @@ fn selector(i: usize, item: &ResolveItem) -> Result<(PromptName, VersionSelector
         .ok();
     let selector = match (item.version, item.label.as_deref()) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError::new(field("label"), "give `version` or `label`, not both"));
+            errors.push(FieldError::new(
+                field("label"),
+                "give `version` or `label`, not both",
+            ));
             None
         }
         (Some(n), None) => VersionNumber::new(n)
@@ -105,7 +108,12 @@ fn selector(i: usize, item: &ResolveItem) -> Result<(PromptName, VersionSelector
     }
 }
 
-async fn one(state: &AppState, item: ResolveItem, name: PromptName, selector: VersionSelector) -> ResolvedItem {
+async fn one(
+    state: &AppState,
+    item: ResolveItem,
+    name: PromptName,
+    selector: VersionSelector,
+) -> ResolvedItem {
     let answer = state
         .prompts
         .serve(&name, selector, item.subject.as_deref())
