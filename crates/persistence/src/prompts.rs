@@ -320,14 +320,20 @@ fn version_select() -> SelectStatement {
     q
 }
 
-/// `prompt_id = (SELECT id FROM prompts WHERE name = ?)` on `col`.
-fn of_prompt<C: sea_orm::sea_query::IntoColumnRef>(col: C, name: &PromptName) -> SimpleExpr {
-    let id = Query::select()
+/// `SELECT id FROM prompts WHERE name = ?`.
+pub(crate) fn prompt_id_of(name: &PromptName) -> SelectStatement {
+    Query::select()
         .column(Prompts::Id)
         .from(Prompts::Table)
         .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
-        .to_owned();
-    Expr::col(col).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
+        .to_owned()
+}
+
+/// `col = (SELECT id FROM prompts WHERE name = ?)`: a scalar subquery rather
+/// than a join, so that PostgreSQL knows the prompt id when it plans and can
+/// walk the `(prompt_id, …)` indexes in order (see docs/runs.md).
+pub(crate) fn of_prompt<C: sea_orm::sea_query::IntoColumnRef>(col: C, name: &PromptName) -> SimpleExpr {
+    Expr::col(col).eq(SimpleExpr::SubQuery(None, Box::new(prompt_id_of(name).into())))
 }
 
 /// What a write transaction decided: done, or refused for a domain reason
@@ -415,16 +421,17 @@ impl SeaOrmPromptRepository {
         }
     }
 
-    /// The versions of `prompt_id` that `target` serves, read through `conn`
-    /// (inside a write transaction: a version created in it is found).
+    /// The versions that `target` serves, of the prompt `prompt` selects (a
+    /// condition on `v.prompt_id`), read through `conn` (inside a write
+    /// transaction, a version created in it is found).
     async fn load_versions<C: ConnectionTrait>(
         conn: &C,
-        prompt_id: Uuid,
+        prompt: SimpleExpr,
         target: &LabelTarget,
     ) -> Result<Vec<PromptVersion>, DbErr> {
         let numbers: Vec<i32> = target.versions().map(VersionNumber::as_i32).collect();
         let q = version_select()
-            .and_where(Expr::col(v(PromptVersions::PromptId)).eq(prompt_id))
+            .and_where(prompt)
             .and_where(Expr::col(v(PromptVersions::Version)).is_in(numbers))
             .to_owned();
         let mut versions = Vec::new();
@@ -511,9 +518,10 @@ impl SeaOrmPromptRepository {
         }
         let overrides = match (&current, &change.target, &from) {
             (Some(current), Some(to), Some(from)) if current.protected && to != from => {
+                let prompt = || Expr::col(v(PromptVersions::PromptId)).eq(prompt_id);
                 let reasons = diff::breaking_between(
-                    &Self::load_versions(txn, prompt_id, from).await?,
-                    &Self::load_versions(txn, prompt_id, to).await?,
+                    &Self::load_versions(txn, prompt(), from).await?,
+                    &Self::load_versions(txn, prompt(), to).await?,
                 );
                 if !reasons.is_empty() && !change.allow_breaking {
                     return Ok(Err(PromptError::Breaking { label, reasons }));
@@ -700,12 +708,7 @@ impl SeaOrmPromptRepository {
         includes: &[Include],
     ) -> Result<(), DbErr> {
         for include in includes {
-            let id = Query::select()
-                .column(Prompts::Id)
-                .from(Prompts::Table)
-                .and_where(Expr::col(Prompts::Name).eq(include.prompt.as_str()))
-                .to_owned();
-            let Some(row) = conn.query_one(&id).await? else {
+            let Some(row) = conn.query_one(&prompt_id_of(&include.prompt)).await? else {
                 continue;
             };
             let included: Uuid = get(&row, Prompts::Id)?;
@@ -846,19 +849,6 @@ impl SeaOrmPromptRepository {
         Ok(Some(Some(current)))
     }
 
-    async fn versions_by_number(
-        &self,
-        name: &PromptName,
-        numbers: &[i32],
-    ) -> Result<Vec<PromptVersion>, PromptError> {
-        let q = version_select()
-            .and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()))
-            .and_where(Expr::col(v(PromptVersions::Version)).is_in(numbers.to_vec()))
-            .to_owned();
-        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
-        decode::<VersionRow, _>(&rows, db_error)
-    }
-
     async fn resolve_label(&self, name: &PromptName, label: LabelName) -> Result<Resolution, PromptError> {
         let selector = VersionSelector::Label(label);
         let q = Query::select()
@@ -875,8 +865,13 @@ impl SeaOrmPromptRepository {
         let Some(target) = target else {
             return Err(self.not_found(name, selector).await);
         };
-        let numbers: Vec<i32> = target.versions().map(VersionNumber::as_i32).collect();
-        let versions = self.versions_by_number(name, &numbers).await?;
+        let versions = Self::load_versions(
+            self.db.conn(),
+            of_prompt(v(PromptVersions::PromptId), name),
+            &target,
+        )
+        .await
+        .map_err(db_error)?;
         let find = |n: VersionNumber| {
             versions
                 .iter()
@@ -1070,11 +1065,7 @@ impl PromptRepository for SeaOrmPromptRepository {
             Some(json!({"name": name.as_str(), "force": force})),
             None,
         );
-        let id = Query::select()
-            .column(Prompts::Id)
-            .from(Prompts::Table)
-            .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
-            .to_owned();
+        let id = prompt_id_of(name);
         // Ok(None): no such prompt; Ok(Some(list)): refused for its dependents.
         let outcome = self
             .db
@@ -1119,11 +1110,7 @@ impl PromptRepository for SeaOrmPromptRepository {
     }
 
     async fn dependents(&self, name: &PromptName) -> Result<Vec<Dependent>, PromptError> {
-        let id = Query::select()
-            .column(Prompts::Id)
-            .from(Prompts::Table)
-            .and_where(Expr::col(Prompts::Name).eq(name.as_str()))
-            .to_owned();
+        let id = prompt_id_of(name);
         let rows = Self::dependents_of(
             self.db.conn(),
             SimpleExpr::SubQuery(None, Box::new(id.into())),

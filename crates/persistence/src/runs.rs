@@ -283,16 +283,9 @@ fn run_select() -> SelectStatement {
     q
 }
 
-/// `r.prompt_id = (SELECT id FROM prompts WHERE name = ?)`: a scalar
-/// subquery rather than a join, so that PostgreSQL knows the prompt id when it
-/// plans and can walk the `(prompt_id, …)` indexes in order (see docs/runs.md).
+/// `r.prompt_id = (SELECT id FROM prompts WHERE name = ?)`.
 fn of_prompt(prompt: &PromptName) -> SimpleExpr {
-    let id = Query::select()
-        .column(Prompts::Id)
-        .from(Prompts::Table)
-        .and_where(Expr::col(Prompts::Name).eq(prompt.as_str()))
-        .to_owned();
-    Expr::col(r(PromptRuns::PromptId)).eq(SimpleExpr::SubQuery(None, Box::new(id.into())))
+    crate::prompts::of_prompt(r(PromptRuns::PromptId), prompt)
 }
 
 impl SeaOrmRunRepository {

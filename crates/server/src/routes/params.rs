@@ -249,6 +249,22 @@ pub fn text(name: &str, raw: Option<String>) -> Result<Option<String>, ApiError>
     }
 }
 
+const MAX_SUBJECT: usize = 256;
+
+/// Checks a split label's subject (who a prompt is for): 1–256 characters
+/// without control characters.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() || subject.chars().count() > MAX_SUBJECT || subject.chars().any(char::is_control) {
+        return Err(format!(
+            "a subject is 1 to {MAX_SUBJECT} characters, without control characters"
+        ));
+    }
+    Ok(())
+}
+
 /// A page request from `limit` and `cursor`.
 ///
 /// # Errors

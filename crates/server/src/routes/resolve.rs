@@ -19,7 +19,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
 
 /// Most items one call may resolve.
 pub const MAX_ITEMS: usize = 100;
-const MAX_SUBJECT: usize = 256;
 
 /// One prompt to resolve: by `label` (default `production`) or `version`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -92,15 +91,8 @@ fn selector(i: usize, item: &ResolveItem) -> Result<(PromptName, VersionSelector
             .ok(),
         (None, None) => Some(VersionSelector::ACTIVE),
     };
-    if item
-        .subject
-        .as_ref()
-        .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control))
-    {
-        errors.push(FieldError::new(
-            field("subject"),
-            format!("a subject is 1 to {MAX_SUBJECT} characters, without control characters"),
-        ));
+    if let Some(Err(e)) = item.subject.as_deref().map(super::params::check_subject) {
+        errors.push(FieldError::new(field("subject"), e));
     }
     match (name, selector) {
         (Some(name), Some(selector)) if errors.is_empty() => Ok((name, selector)),

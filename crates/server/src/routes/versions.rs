@@ -146,8 +146,6 @@ fn describe(response: &mut actix_web::HttpResponseBuilder, served: &Served) {
     }
 }
 
-const MAX_SUBJECT: usize = 256;
-
 /// A subject from the query or the `X-Prompt-Subject` header: 1–256
 /// characters without control characters.
 fn subject(from_query: Option<String>, req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -157,15 +155,10 @@ fn subject(from_query: Option<String>, req: &HttpRequest) -> Result<Option<Strin
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    match raw {
-        Some(s) if s.is_empty() || s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control) => {
-            Err(ApiError::parameter(
-                "subject",
-                format!("a subject is 1 to {MAX_SUBJECT} characters, without control characters"),
-            ))
-        }
-        other => Ok(other),
+    if let Some(s) = &raw {
+        params::check_subject(s).map_err(|e| ApiError::parameter("subject", e))?;
     }
+    Ok(raw)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -367,15 +360,8 @@ async fn render(
     if body.version.is_some() && body.label.is_some() {
         errors.push(FieldError::new("label", "give `version` or `label`, not both"));
     }
-    if body
-        .subject
-        .as_ref()
-        .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control))
-    {
-        errors.push(FieldError::new(
-            "subject",
-            format!("a subject is 1 to {MAX_SUBJECT} characters, without control characters"),
-        ));
+    if let Some(Err(e)) = body.subject.as_deref().map(params::check_subject) {
+        errors.push(FieldError::new("subject", e));
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
