@@ -14,6 +14,7 @@ mod m20261129_000005_run_latency_micros;
 mod m20261130_000006_labels_and_audit;
 mod m20261201_000007_composition;
 mod m20261202_000008_events;
+mod m20261203_000009_webhooks;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_labels_and_audit::Migration),
             Box::new(m20261201_000007_composition::Migration),
             Box::new(m20261202_000008_events::Migration),
+            Box::new(m20261203_000009_webhooks::Migration),
         ]
     }
 }

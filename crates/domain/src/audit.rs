@@ -81,10 +81,13 @@ pub enum Action {
     LabelUnprotected,
     KeyCreated,
     KeyRevoked,
+    WebhookCreated,
+    WebhookUpdated,
+    WebhookDeleted,
 }
 
 impl Action {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::PromptCreated,
         Self::PromptUpdated,
         Self::PromptDeleted,
@@ -96,6 +99,9 @@ impl Action {
         Self::LabelUnprotected,
         Self::KeyCreated,
         Self::KeyRevoked,
+        Self::WebhookCreated,
+        Self::WebhookUpdated,
+        Self::WebhookDeleted,
     ];
 
     #[must_use]
@@ -112,6 +118,9 @@ impl Action {
             Self::LabelUnprotected => "label.unprotected",
             Self::KeyCreated => "key.created",
             Self::KeyRevoked => "key.revoked",
+            Self::WebhookCreated => "webhook.created",
+            Self::WebhookUpdated => "webhook.updated",
+            Self::WebhookDeleted => "webhook.deleted",
         }
     }
 

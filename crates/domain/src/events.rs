@@ -139,6 +139,12 @@ pub enum EventError {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
+    /// The highest sequence number written so far (0 when there is none).
+    ///
+    /// # Errors
+    /// Only storage failures.
+    async fn last_seq(&self) -> Result<i64, EventError>;
+
     /// Events with a sequence number above `after`, in order, at most `limit`.
     ///
     /// # Errors

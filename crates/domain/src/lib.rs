@@ -14,3 +14,4 @@ pub mod prompt;
 pub mod run;
 pub mod text;
 pub mod time;
+pub mod webhook;

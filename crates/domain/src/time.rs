@@ -43,6 +43,14 @@ pub fn from_nanos(nanos: i128) -> Option<OffsetDateTime> {
         .filter(|t| representable(*t))
 }
 
+/// `t` as RFC 3339 text in UTC (`2026-11-29T10:00:00.123456Z`).
+#[must_use]
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

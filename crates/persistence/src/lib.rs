@@ -14,6 +14,7 @@ mod runs;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhooks;
 
 pub use audit::SeaOrmAuditLog;
 pub use db::{Db, DbOptions};
@@ -21,3 +22,4 @@ pub use events::SeaOrmEventLog;
 pub use keys::SeaOrmApiKeyRepository;
 pub use prompts::SeaOrmPromptRepository;
 pub use runs::SeaOrmRunRepository;
+pub use webhooks::SeaOrmWebhookRepository;

@@ -102,6 +102,54 @@ pub(crate) enum Events {
     CreatedAt,
 }
 
+/// `webhooks`, since migration 9; `event_types` is comma-separated, empty for all.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum Webhooks {
+    Table,
+    Id,
+    Url,
+    Description,
+    EventTypes,
+    PromptPrefix,
+    Enabled,
+    Secret,
+    FailingSince,
+    DisabledAt,
+    DisabledReason,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// `webhook_deliveries`: one event for one endpoint.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum WebhookDeliveries {
+    Table,
+    Id,
+    WebhookId,
+    EventSeq,
+    EventType,
+    Payload,
+    Status,
+    Attempts,
+    NextAttemptAt,
+    LeaseOwner,
+    LeaseUntil,
+    CreatedAt,
+    DeliveredAt,
+}
+
+/// `webhook_attempts`: every try at a delivery.
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum WebhookAttempts {
+    Table,
+    Id,
+    DeliveryId,
+    AttemptedAt,
+    StatusCode,
+    LatencyMs,
+    Error,
+}
+
 /// `audit_events`, append-only.
 #[derive(Debug, Clone, Copy, DeriveIden)]
 pub(crate) enum AuditEvents {

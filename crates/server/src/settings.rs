@@ -44,6 +44,45 @@ pub struct Settings {
     pub log: LogSettings,
     pub render: RenderSettings,
     pub labels: LabelSettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// The change-event stream.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct EventSettings {
+    /// How often the outbox is read for changes made through other replicas
+    /// (changes made through this one are pushed at once).
+    pub poll_ms: u64,
+    /// How often an idle stream gets a comment line, so proxies keep it open.
+    pub heartbeat_secs: u64,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// Run the dispatcher in this process (every replica may).
+    pub dispatch: bool,
+    /// Accept endpoints on loopback, private and link-local addresses.
+    /// Unset: yes in dev, no in prod.
+    pub allow_private_targets: Option<bool>,
+    /// The longest one delivery attempt may take.
+    pub timeout_ms: u64,
+    /// Most attempts in flight at once per endpoint, per replica.
+    pub concurrency: usize,
+    /// The first retry's delay; each next one doubles (with jitter), up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// A delivery still failing this long after its event is given up.
+    pub give_up_after_secs: u64,
+    /// An endpoint whose deliveries have all failed for this long is disabled.
+    pub disable_after_secs: u64,
+    /// How long a replica holds a claimed delivery before another may take it.
+    pub lease_ms: u64,
+    /// How often the dispatcher looks for due deliveries when nothing wakes it.
+    pub poll_ms: u64,
+    /// Most bytes of an endpoint's answer that are read (and kept).
+    pub max_response_bytes: usize,
 }
 
 /// Labels.
@@ -263,6 +302,18 @@ impl Settings {
             .set_default("auth.metrics_public", true)?
             .set_default("log.level", "info")?
             .set_default("labels.protected_by_default", vec!["production"])?
+            .set_default("events.poll_ms", 250)?
+            .set_default("events.heartbeat_secs", 15)?
+            .set_default("webhooks.dispatch", true)?
+            .set_default("webhooks.timeout_ms", 10_000)?
+            .set_default("webhooks.concurrency", 4)?
+            .set_default("webhooks.retry_base_ms", 5_000)?
+            .set_default("webhooks.retry_max_ms", 3_600_000)?
+            .set_default("webhooks.give_up_after_secs", 3 * 86_400)?
+            .set_default("webhooks.disable_after_secs", 86_400)?
+            .set_default("webhooks.lease_ms", 30_000)?
+            .set_default("webhooks.poll_ms", 1_000)?
+            .set_default("webhooks.max_response_bytes", 4_096)?
             .add_source(File::from(file).required(false))
             .add_source(
                 Environment::with_prefix("APP")
@@ -323,11 +374,33 @@ impl Settings {
         if self.render.max_placeholders == 0 || self.render.max_output_bytes == 0 {
             anyhow::bail!("render.max_placeholders and render.max_output_bytes must be at least 1");
         }
+        let w = &self.webhooks;
+        if self.events.poll_ms == 0 || self.events.heartbeat_secs == 0 {
+            anyhow::bail!("events.poll_ms and events.heartbeat_secs must be at least 1");
+        }
+        if w.timeout_ms == 0
+            || w.concurrency == 0
+            || w.retry_base_ms == 0
+            || w.lease_ms <= w.timeout_ms
+            || w.poll_ms == 0
+        {
+            anyhow::bail!(
+                "webhooks: timeout_ms, concurrency, retry_base_ms and poll_ms must be at least 1, and lease_ms longer than timeout_ms"
+            );
+        }
         if self.redis.circuit_failures == 0 {
             anyhow::bail!("redis.circuit_failures must be at least 1");
         }
         self.label_policy()?;
         Ok(())
+    }
+
+    /// Whether webhook endpoints may be on private addresses.
+    #[must_use]
+    pub fn allow_private_targets(&self) -> bool {
+        self.webhooks
+            .allow_private_targets
+            .unwrap_or(self.env == AppEnv::Dev)
     }
 
     /// Which labels are protected when first set.

@@ -13,6 +13,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
 use registry_cache::{Cache, CacheConfig, CacheMode, RedisSettings};
 use registry_domain::auth::{AuthService, KeyName, Scopes};
+use registry_domain::events::EventLog;
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
 use registry_persistence::SeaOrmApiKeyRepository;
@@ -24,6 +25,7 @@ use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::hub::EventHub;
 use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors, method_not_allowed};
 use crate::routes::keys::random_key_bytes;
 use crate::routes::{self, ApiDoc};
@@ -31,7 +33,7 @@ use crate::run_writer::{self, WriterConfig, WriterTask};
 use crate::settings::{AppEnv, Settings};
 use crate::state::{AppState, Auth};
 use crate::telemetry::RequestSpan;
-use crate::{auth, metrics, middleware};
+use crate::{auth, hub, metrics, middleware};
 
 /// Limits the app enforces on requests.
 #[derive(Debug, Clone, Copy)]
@@ -113,8 +115,9 @@ pub fn create_app(
         .default_service(web::to(not_found))
         // The last `wrap` runs first: the guard (request id, time limit,
         // panic containment), JSON line endings, the request span, metrics,
-        // authentication, and error bodies.
+        // authentication, waking the event hub after writes, and error bodies.
         .wrap(ErrorHandlers::new().default_handler(problem_body))
+        .wrap(from_fn(hub::wake_after_writes))
         .wrap(from_fn(auth::authenticate))
         .wrap(from_fn(metrics::record))
         .wrap(TracingLogger::<RequestSpan>::new())
@@ -334,6 +337,12 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         },
     );
     let runs = RunService::new(run_repo, prompts.clone()).with_sink(Arc::new(queue.clone()));
+    let events = Arc::new(SeaOrmEventLog::new(db.clone()));
+    let hub = Arc::new(EventHub::new(events.last_seq().await?));
+    tokio::spawn(Arc::clone(&hub).run(
+        Arc::clone(&events) as Arc<dyn EventLog>,
+        Duration::from_millis(settings.events.poll_ms),
+    ));
     let state = AppState {
         prompts,
         runs,
@@ -344,7 +353,9 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         bodies: moka::future::Cache::new(10_000),
         metrics_public: settings.auth.metrics_public,
         audit: Arc::new(SeaOrmAuditLog::new(db.clone())),
-        events: Arc::new(SeaOrmEventLog::new(db.clone())),
+        events,
+        hub,
+        heartbeat: Duration::from_secs(settings.events.heartbeat_secs),
         db,
         max_batch: settings.runs.max_batch,
     };

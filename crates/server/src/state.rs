@@ -39,6 +39,10 @@ pub struct AppState {
     pub audit: Arc<SeaOrmAuditLog>,
     /// The change-event outbox, for reading.
     pub events: Arc<SeaOrmEventLog>,
+    /// The events as they commit, for the stream, webhooks and MCP.
+    pub hub: Arc<crate::hub::EventHub>,
+    /// How often an idle event stream gets a heartbeat.
+    pub heartbeat: std::time::Duration,
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,

@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
 use prompt_registry::settings::{
-    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, LabelSettings, LogSettings, RedisConfig,
-    RenderSettings, RunSettings, Secret, ServerSettings, Settings,
+    AppEnv, AuthSettings, CacheSettings, DatabaseSettings, EventSettings, LabelSettings, LogSettings,
+    RedisConfig, RenderSettings, RunSettings, Secret, ServerSettings, Settings, WebhookSettings,
 };
 use prompt_registry::startup::Application;
 use registry_persistence::testing::{Backend, TestDatabase};
@@ -152,6 +152,24 @@ pub fn test_settings(database_url: &str) -> Settings {
         },
         labels: LabelSettings {
             protected_by_default: vec!["production".into()],
+        },
+        events: EventSettings {
+            poll_ms: 100,
+            heartbeat_secs: 15,
+        },
+        // Quick retries, so a test sees several attempts in seconds.
+        webhooks: WebhookSettings {
+            dispatch: true,
+            allow_private_targets: Some(true),
+            timeout_ms: 2_000,
+            concurrency: 4,
+            retry_base_ms: 100,
+            retry_max_ms: 400,
+            give_up_after_secs: 86_400,
+            disable_after_secs: 86_400,
+            lease_ms: 3_000,
+            poll_ms: 100,
+            max_response_bytes: 4_096,
         },
     }
 }
