@@ -2,7 +2,7 @@
 //!
 //! Which scope a request needs follows from its method and path alone, so a
 //! route added later is protected without anyone remembering to: anything
-//! not on the public list needs a key; `/v1/api-keys` and `/v1/audit` need
+//! not on the public list needs a key; `/v1/api-keys`, `/v1/audit` and `/v1/webhooks` need
 //! `admin`; other reads (and `POST /v1/prompts:resolve`, a batch of reads)
 //! need `read`, and other writes `write`. Rules that
 //! depend on the data (a protected label needs `release`) are the domain's.
@@ -32,6 +32,8 @@ pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Opti
         || path.starts_with("/v1/api-keys/")
         || path == "/v1/audit"
         || path.starts_with("/v1/audit/")
+        || path == "/v1/webhooks"
+        || path.starts_with("/v1/webhooks/")
     {
         return Some(Scope::Admin);
     }

@@ -430,6 +430,20 @@ impl From<KeyError> for ApiError {
     }
 }
 
+impl From<registry_domain::webhook::WebhookError> for ApiError {
+    fn from(e: registry_domain::webhook::WebhookError) -> Self {
+        use registry_domain::webhook::WebhookError as E;
+        match e {
+            E::InvalidUrl(_) | E::InternalTarget { .. } => {
+                Self::validation(vec![FieldError::new("url", e.to_string())])
+            }
+            E::NotFound(_) | E::DeliveryNotFound(..) => Self::new(ErrorCode::NotFound, e.to_string()),
+            E::Unavailable(source) => Self::unavailable("the database", source),
+            E::Unknown(source) => Self::internal(source),
+        }
+    }
+}
+
 impl From<registry_domain::audit::AuditError> for ApiError {
     fn from(e: registry_domain::audit::AuditError) -> Self {
         match e {

@@ -16,10 +16,10 @@ use registry_domain::auth::{AuthService, KeyName, Scopes};
 use registry_domain::events::EventLog;
 use registry_domain::prompt::PromptService;
 use registry_domain::run::RunService;
-use registry_persistence::SeaOrmApiKeyRepository;
 use registry_persistence::{
     Db, DbOptions, SeaOrmAuditLog, SeaOrmEventLog, SeaOrmPromptRepository, SeaOrmRunRepository,
 };
+use registry_persistence::{SeaOrmApiKeyRepository, SeaOrmWebhookRepository};
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi as _;
 use utoipa_actix_web::{AppExt as _, scope};
@@ -77,7 +77,8 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .configure(routes::runs::configure)
                 .configure(routes::keys::configure)
                 .configure(routes::audit::configure)
-                .configure(routes::events::configure),
+                .configure(routes::events::configure)
+                .configure(routes::webhooks::configure),
         );
 }
 
@@ -355,6 +356,8 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         audit: Arc::new(SeaOrmAuditLog::new(db.clone())),
         events,
         hub,
+        webhooks: Arc::new(SeaOrmWebhookRepository::new(db.clone())),
+        delivery: Arc::new(crate::webhooks::DeliveryConfig::from_settings(settings)),
         heartbeat: Duration::from_secs(settings.events.heartbeat_secs),
         db,
         max_batch: settings.runs.max_batch,
@@ -449,6 +452,11 @@ impl Application {
         let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let (state, writer) = compose(&settings, db).await?;
+        if settings.webhooks.dispatch {
+            let dispatcher =
+                crate::webhooks::Dispatcher::new(Arc::clone(&state.webhooks), (*state.delivery).clone());
+            actix_web::rt::spawn(dispatcher.run(Arc::clone(&state.hub)));
+        }
         let limits = Limits::from_settings(&settings);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
             .shutdown_timeout(settings.server.shutdown_timeout_secs)

@@ -41,6 +41,10 @@ pub struct AppState {
     pub events: Arc<SeaOrmEventLog>,
     /// The events as they commit, for the stream, webhooks and MCP.
     pub hub: Arc<crate::hub::EventHub>,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: Arc<registry_persistence::SeaOrmWebhookRepository>,
+    /// How webhook attempts are made (for test pings from handlers).
+    pub delivery: Arc<crate::webhooks::DeliveryConfig>,
     /// How often an idle event stream gets a heartbeat.
     pub heartbeat: std::time::Duration,
     pub db: Db,

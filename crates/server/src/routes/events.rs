@@ -1,10 +1,16 @@
 //! `/v1/events`: the change events, in the order the database numbered them.
 
-use actix_web::{get, web};
-use registry_domain::events::EventLog as _;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use registry_domain::events::{ChangeEvent, EventKind, EventLog as _};
+use registry_persistence::SeaOrmEventLog;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
@@ -13,7 +19,7 @@ use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list_events);
+    cfg.service(stream_events).service(list_events);
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -26,6 +32,19 @@ pub struct EventsQuery {
     /// At most this many, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+}
+
+impl From<ChangeEvent> for EventResponse {
+    fn from(e: ChangeEvent) -> Self {
+        Self {
+            seq: e.seq,
+            id: e.id,
+            kind: e.kind.as_str(),
+            prompt: e.prompt.to_string(),
+            data: e.data,
+            at: e.at,
+        }
+    }
 }
 
 /// One change to a prompt, its versions or its labels.
@@ -89,16 +108,226 @@ async fn list_events(
     let events = state.events.after(after, limit).await?;
     Ok(web::Json(EventPage {
         next_after: events.last().map_or(after, |e| e.seq),
-        items: events
-            .into_iter()
-            .map(|e| EventResponse {
-                seq: e.seq,
-                id: e.id,
-                kind: e.kind.as_str(),
-                prompt: e.prompt.to_string(),
-                data: e.data,
-                at: e.at,
-            })
-            .collect(),
+        items: events.into_iter().map(Into::into).collect(),
     }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Only these prompts, comma-separated (exact names).
+    #[param(example = "support/triage,greeting")]
+    prompts: Option<String>,
+    /// Only events about these labels, comma-separated (`label.moved`,
+    /// `label.removed`, and `version.created` with the label).
+    #[param(example = "production")]
+    labels: Option<String>,
+    /// Only these event types, comma-separated.
+    #[param(example = "label.moved,label.removed")]
+    types: Option<String>,
+    /// Start after this sequence number (as `Last-Event-ID` does; the
+    /// header wins). Absent: only events from now on.
+    #[param(minimum = 0)]
+    after: Option<i64>,
+}
+
+/// Which events a stream sends.
+#[derive(Debug, Default)]
+struct StreamFilter {
+    prompts: Option<HashSet<String>>,
+    labels: Option<HashSet<String>>,
+    types: Option<HashSet<EventKind>>,
+}
+
+fn list(raw: Option<&str>) -> Option<Vec<&str>> {
+    raw.map(|r| r.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+}
+
+impl StreamFilter {
+    fn parse(q: &StreamQuery) -> Result<Self, ApiError> {
+        let types = match list(q.types.as_deref()) {
+            None => None,
+            Some(names) => Some(
+                names
+                    .into_iter()
+                    .map(|n| {
+                        EventKind::parse(n).ok_or_else(|| {
+                            ApiError::parameter(
+                                "types",
+                                format!(
+                                    "unknown event type `{n}`; one of {}",
+                                    EventKind::ALL.map(EventKind::as_str).join(", ")
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let set = |raw: Option<&str>| list(raw).map(|v| v.into_iter().map(str::to_owned).collect());
+        Ok(Self {
+            prompts: set(q.prompts.as_deref()),
+            labels: set(q.labels.as_deref()),
+            types,
+        })
+    }
+
+    fn wants(&self, e: &ChangeEvent) -> bool {
+        if self.types.as_ref().is_some_and(|t| !t.contains(&e.kind)) {
+            return false;
+        }
+        if self
+            .prompts
+            .as_ref()
+            .is_some_and(|p| !p.contains(e.prompt.as_str()))
+        {
+            return false;
+        }
+        let Some(labels) = &self.labels else {
+            return true;
+        };
+        match e.kind {
+            EventKind::LabelMoved | EventKind::LabelRemoved => {
+                e.data["label"].as_str().is_some_and(|l| labels.contains(l))
+            }
+            EventKind::VersionCreated => e.data["labels"]
+                .as_array()
+                .is_some_and(|ls| ls.iter().any(|l| l.as_str().is_some_and(|l| labels.contains(l)))),
+            _ => false,
+        }
+    }
+}
+
+/// What one stream holds between two chunks.
+struct Stream {
+    log: Arc<SeaOrmEventLog>,
+    rx: broadcast::Receiver<Arc<ChangeEvent>>,
+    filter: StreamFilter,
+    /// The last sequence number seen (sent or filtered out).
+    last: i64,
+    /// Events read from the outbox, not yet sent.
+    backlog: VecDeque<ChangeEvent>,
+    /// The outbox may hold events after `last` that the broadcast will not
+    /// bring (at the start, and after falling behind it).
+    replay: bool,
+    heartbeat: tokio::time::Interval,
+    opened: bool,
+}
+
+/// Most events read from the outbox per read while catching up.
+const REPLAY_BATCH: u32 = 500;
+
+fn sse(e: &ChangeEvent) -> web::Bytes {
+    let kind = e.kind.as_str();
+    let data = serde_json::to_string(&EventResponse::from(e.clone())).unwrap_or_default();
+    web::Bytes::from(format!("id: {}\nevent: {kind}\ndata: {data}\n\n", e.seq))
+}
+
+impl Stream {
+    /// The next chunk, or `None` to end the stream (the client reconnects
+    /// with `Last-Event-ID` and misses nothing).
+    async fn next(&mut self) -> Option<web::Bytes> {
+        if !self.opened {
+            self.opened = true;
+            return Some(web::Bytes::from_static(b"retry: 2000\n: change events\n\n"));
+        }
+        loop {
+            while let Some(e) = self.backlog.pop_front() {
+                if e.seq <= self.last {
+                    continue;
+                }
+                self.last = e.seq;
+                if self.filter.wants(&e) {
+                    return Some(sse(&e));
+                }
+            }
+            if self.replay {
+                match self.log.after(self.last, REPLAY_BATCH).await {
+                    Ok(events) => {
+                        self.replay = events.len() == REPLAY_BATCH as usize;
+                        self.backlog.extend(events);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an event stream could not read the outbox; closing it");
+                        return None;
+                    }
+                }
+            }
+            tokio::select! {
+                received = self.rx.recv() => match received {
+                    Ok(e) => self.backlog.push_back((*e).clone()),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.replay = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.tick() => return Some(web::Bytes::from_static(b": heartbeat\n\n")),
+            }
+        }
+    }
+}
+
+/// The change events as they commit, as Server-Sent Events: `id:` is the
+/// sequence number, `event:` the type, `data:` the event as
+/// `GET /v1/events` gives it. Reconnect with `Last-Event-ID` (or `after`)
+/// to resume without a gap; a comment line is sent every heartbeat
+/// interval (15 s by default) so idle connections stay open.
+#[utoipa::path(
+    tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "The last `id:` received: resume after it"),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad filter, `after` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/events/stream")]
+async fn stream_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = StreamFilter::parse(&query)?;
+    let header_id = match req.headers().get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::parameter("Last-Event-ID", "must be a sequence number (0 or more)")
+                })?,
+        ),
+    };
+    if query.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::parameter("after", "must be 0 or more"));
+    }
+    // Subscribe before reading the outbox, so nothing committed in between is lost.
+    let rx = state.hub.subscribe();
+    let start = header_id.or(query.after);
+    let mut heartbeat = tokio::time::interval(state.heartbeat);
+    heartbeat.reset();
+    let stream = Stream {
+        log: Arc::clone(&state.events),
+        rx,
+        filter,
+        last: start.unwrap_or_else(|| state.hub.last_seq()),
+        backlog: VecDeque::new(),
+        replay: true,
+        heartbeat,
+        opened: false,
+    };
+    let body = futures::stream::unfold(stream, |mut s| async move {
+        s.next()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), s))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body))
 }

@@ -11,6 +11,7 @@ pub mod prompts;
 pub mod resolve;
 pub mod runs;
 pub mod versions;
+pub mod webhooks;
 
 use utoipa::OpenApi;
 
@@ -29,7 +30,8 @@ use utoipa::OpenApi;
         (name = "runs", description = "Logged executions of prompt versions, and their statistics"),
         (name = "api-keys", description = "API keys (admin scope)"),
         (name = "audit", description = "Every change made through the API (admin scope)"),
-        (name = "events", description = "Change events, numbered in commit order by the database"),
+        (name = "events", description = "Change events, numbered in commit order by the database, as pages or a live stream"),
+        (name = "webhooks", description = "Endpoints that receive the change events, signed (Standard Webhooks), with their deliveries (admin scope)"),
         (name = "operations", description = "Liveness and readiness"),
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),

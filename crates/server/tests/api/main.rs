@@ -17,3 +17,4 @@ mod runs;
 mod shutdown;
 mod transactions;
 mod versions;
+mod webhooks;
