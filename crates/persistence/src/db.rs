@@ -154,6 +154,23 @@ impl Db {
         Migrator::up(&self.conn, None).await.context("migrations failed")
     }
 
+    /// Rolls back the last `steps` applied migrations (every one when `None`),
+    /// in one transaction on SQLite for the reason [`Db::migrate`] gives.
+    ///
+    /// # Errors
+    /// A migration that fails.
+    pub async fn migrate_down(&self, steps: Option<u32>) -> anyhow::Result<()> {
+        if self.backend() == DbBackend::Sqlite {
+            use sea_orm::TransactionTrait as _;
+            let txn = self.conn.begin().await.context("cannot start the migrations")?;
+            Migrator::down(&txn, steps).await.context("migrations failed")?;
+            return txn.commit().await.context("cannot commit the migrations");
+        }
+        Migrator::down(&self.conn, steps)
+            .await
+            .context("migrations failed")
+    }
+
     /// Names of migrations not yet applied.
     ///
     /// # Errors

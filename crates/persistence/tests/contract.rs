@@ -631,14 +631,14 @@ async fn down_to_before(db: &registry_persistence::Db, name: &str) {
         .position(|m| m.name() == name)
         .expect("a known migration");
     let steps = u32::try_from(all.len() - at).expect("few migrations");
-    Migrator::down(db.conn(), Some(steps)).await.expect("down");
+    db.migrate_down(Some(steps)).await.expect("down");
 }
 
 async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
     assert!(db.pending_migrations().await.expect("status").is_empty());
-    Migrator::down(db.conn(), None).await.expect("down");
+    db.migrate_down(None).await.expect("down");
     assert_eq!(
         db.pending_migrations().await.expect("status").len(),
         Migrator::migrations().len()

@@ -66,8 +66,8 @@ async fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<(
             db.migrate().await?;
             eprintln!("migrations: up to date");
         }
-        MigrateAction::Down { steps } => Migrator::down(db.conn(), Some(steps)).await?,
-        MigrateAction::Reset => Migrator::reset(db.conn()).await?,
+        MigrateAction::Down { steps } => db.migrate_down(Some(steps)).await?,
+        MigrateAction::Reset => db.migrate_down(None).await?,
         MigrateAction::Fresh => Migrator::fresh(db.conn()).await?,
         MigrateAction::Status => {
             for m in Migrator::get_migration_with_status(db.conn()).await? {
