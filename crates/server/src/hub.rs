@@ -19,7 +19,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 use registry_domain::events::{ChangeEvent, EventError, EventLog};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::state::AppState;
 
@@ -36,6 +36,8 @@ pub struct EventHub {
     wake: Notify,
     /// The last sequence number broadcast.
     last: AtomicI64,
+    /// Set when the process starts shutting down: long-lived responses end.
+    closing: watch::Sender<bool>,
 }
 
 impl EventHub {
@@ -46,7 +48,27 @@ impl EventHub {
             tx: broadcast::channel(BUFFER).0,
             wake: Notify::new(),
             last: AtomicI64::new(last),
+            closing: watch::channel(false).0,
         }
+    }
+
+    /// Ends every long-lived response (event streams, MCP sessions' streams)
+    /// so a graceful shutdown does not wait for clients that never hang up.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// `stream`, ended when the process starts shutting down.
+    pub fn until_closing<S: futures::Stream>(
+        &self,
+        stream: S,
+    ) -> impl futures::Stream<Item = S::Item> + use<S> {
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            // Err: the hub is gone, which also means the end.
+            let _ = closing.wait_for(|c| *c).await;
+        };
+        futures::StreamExt::take_until(stream, Box::pin(closed))
     }
 
     /// Events committed from now on. A receiver that falls more than

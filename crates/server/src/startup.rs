@@ -429,6 +429,8 @@ pub struct Application {
     port: u16,
     server: Server,
     writer: WriterTask,
+    /// Told when shutdown starts, to end long-lived responses.
+    hub: Arc<EventHub>,
     /// How long the writer may keep trying to flush at shutdown.
     flush_grace: Duration,
 }
@@ -458,8 +460,12 @@ impl Application {
             actix_web::rt::spawn(dispatcher.run(Arc::clone(&state.hub)));
         }
         let limits = Limits::from_settings(&settings);
+        let hub = Arc::clone(&state.hub);
         let mut server = HttpServer::new(move || create_app(state.clone(), limits))
             .shutdown_timeout(settings.server.shutdown_timeout_secs)
+            // Signals are handled in `run_until_stopped`, which ends event
+            // streams before the graceful stop waits for connections.
+            .disable_signals()
             .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
@@ -475,6 +481,7 @@ impl Application {
             port,
             server: server.run(),
             writer,
+            hub,
             flush_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
@@ -496,11 +503,38 @@ impl Application {
     /// # Errors
     /// An I/O failure of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let hub = Arc::clone(&self.hub);
+        actix_web::rt::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: ending event streams, finishing requests in flight");
+            hub.close();
+            handle.stop(true).await;
+        });
         let served = self.server.await;
         tracing::info!("server stopped; flushing accepted runs");
         self.writer.shutdown(self.flush_grace).await;
         served
     }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = interrupt.await;
+            return;
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 #[cfg(test)]
