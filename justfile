@@ -45,6 +45,10 @@ bench *args:
 bench-ingest *args:
     python3 scripts/bench_ingest.py {{args}}
 
+# The change stream: move-to-client latency and idle connections per process. --smoke for a quick run.
+bench-stream *args:
+    python3 scripts/bench_stream.py {{args}}
+
 # EXPLAIN ANALYZE of the runs queries on 1,000,000 rows.
 explain rows="1000000":
     scripts/explain-runs.sh {{rows}}
