@@ -41,6 +41,8 @@ pub struct AppState {
     pub events: Arc<SeaOrmEventLog>,
     /// The events as they commit, for the stream, webhooks and MCP.
     pub hub: Arc<crate::hub::EventHub>,
+    /// The MCP transport and its sessions, shared by every worker.
+    pub mcp: crate::mcp::McpService,
     /// How often an idle event stream gets a heartbeat.
     pub heartbeat: std::time::Duration,
     pub db: Db,
