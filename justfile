@@ -58,6 +58,11 @@ schemathesis *args:
     cargo build --release -q -p prompt-registry
     scripts/schemathesis.sh {{args}}
 
+# End-to-end tests (tests/e2e, pytest) against the release binary: just e2e -k mcp
+e2e *args:
+    cargo build --release -q -p prompt-registry
+    scripts/e2e.sh {{args}}
+
 # Deeper API fuzzing: Schemathesis with 1000 generated cases per operation.
 fuzz examples="1000":
     cargo build --release -q -p prompt-registry

@@ -4,8 +4,9 @@
 //! route added later is protected without anyone remembering to: anything
 //! not on the public list needs a key; `/v1/api-keys`, `/v1/audit` and `/v1/webhooks` need
 //! `admin`; other reads (and `POST /v1/prompts:resolve`, a batch of reads)
-//! need `read`, and other writes `write`. Rules that
-//! depend on the data (a protected label needs `release`) are the domain's.
+//! need `read`, and other writes `write`; `/mcp` only reads prompts, so it
+//! needs `read` whatever the method. Rules that depend on the data (a
+//! protected label needs `release`) are the domain's.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -36,6 +37,11 @@ pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Opti
         || path.starts_with("/v1/webhooks/")
     {
         return Some(Scope::Admin);
+    }
+    // MCP only reads prompts, whatever the method (POST carries JSON-RPC,
+    // DELETE ends the caller's own session).
+    if path == crate::startup::MCP_PATH {
+        return Some(Scope::Read);
     }
     // Resolving many prompts at once is a read, sent as a POST for its body.
     if *method == Method::GET || *method == Method::HEAD || path == "/v1/prompts:resolve" {
@@ -148,5 +154,13 @@ mod tests {
             Some(Scope::Read)
         );
         assert_eq!(required_scope(&Method::GET, "/healthz", false), Some(Scope::Read));
+        for method in [Method::GET, Method::POST, Method::DELETE, Method::PUT] {
+            assert_eq!(
+                required_scope(&method, "/mcp", false),
+                Some(Scope::Read),
+                "{method}"
+            );
+        }
+        assert_eq!(required_scope(&Method::POST, "/mcp/x", false), Some(Scope::Write));
     }
 }

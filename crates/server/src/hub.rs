@@ -136,7 +136,9 @@ pub async fn wake_after_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // MCP's POSTs are JSON-RPC reads of prompts, not changes.
+    let write =
+        !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && req.path() != "/mcp";
     let res = next.call(req).await?;
     if write
         && res.status().is_success()

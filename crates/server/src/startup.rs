@@ -9,7 +9,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, from_fn};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
 use registry_cache::{Cache, CacheConfig, CacheMode, RedisSettings};
 use registry_domain::auth::{AuthService, KeyName, Scopes};
@@ -26,6 +26,7 @@ use utoipa_actix_web::{AppExt as _, scope};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::hub::EventHub;
+use crate::mcp::McpService;
 use crate::problem::{ApiError, ErrorCode, PROBLEM_JSON, extractors, method_not_allowed};
 use crate::routes::keys::random_key_bytes;
 use crate::routes::{self, ApiDoc};
@@ -33,7 +34,7 @@ use crate::run_writer::{self, WriterConfig, WriterTask};
 use crate::settings::{AppEnv, Settings};
 use crate::state::{AppState, Auth};
 use crate::telemetry::RequestSpan;
-use crate::{auth, hub, metrics, middleware};
+use crate::{auth, hub, mcp, metrics, middleware};
 
 /// Limits the app enforces on requests.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +114,15 @@ pub fn create_app(
     app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .route("/docs", web::get().to(redirect_to_docs))
         .route("/", web::get().to(redirect_home))
+        // JSON-RPC, not REST: outside the OpenAPI document, so its methods
+        // are named here for the 405.
+        .service(
+            web::resource(MCP_PATH)
+                .route(web::get().to(mcp::serve))
+                .route(web::post().to(mcp::serve))
+                .route(web::delete().to(mcp::serve))
+                .default_service(web::to(mcp_method_not_allowed)),
+        )
         .default_service(web::to(not_found))
         // The last `wrap` runs first: the guard (request id, time limit,
         // panic containment), JSON line endings, the request span, metrics,
@@ -126,6 +136,14 @@ pub fn create_app(
         .wrap(from_fn(middleware::guard))
         // Outermost, so every response the app makes carries it.
         .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+}
+
+/// Where MCP clients connect (see [`crate::mcp`]).
+pub const MCP_PATH: &str = "/mcp";
+const MCP_METHODS: [&str; 3] = ["GET", "POST", "DELETE"];
+
+async fn mcp_method_not_allowed(req: HttpRequest) -> HttpResponse {
+    method_not_allowed(req.method(), req.path(), &MCP_METHODS)
 }
 
 /// `/` leads somewhere useful; temporary, since what is there may change.
@@ -215,7 +233,10 @@ fn problem_body<B: MessageBody + 'static>(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
+    // The MCP transport's answers (JSON-RPC errors, 404 for an ended
+    // session, 406 without the SSE media type) are what MCP clients act on.
+    let from_mcp = res.request().extensions().contains::<mcp::TransportAnswer>();
+    if is_problem || from_mcp {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
@@ -344,6 +365,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         Arc::clone(&events) as Arc<dyn EventLog>,
         Duration::from_millis(settings.events.poll_ms),
     ));
+    let mcp = McpService::new(prompts.clone(), Arc::clone(&hub));
     let state = AppState {
         prompts,
         runs,
@@ -355,6 +377,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         metrics_public: settings.auth.metrics_public,
         audit: Arc::new(SeaOrmAuditLog::new(db.clone())),
         events,
+        mcp,
         hub,
         webhooks: Arc::new(SeaOrmWebhookRepository::new(db.clone())),
         delivery: Arc::new(crate::webhooks::DeliveryConfig::from_settings(settings)),

@@ -45,6 +45,8 @@ pub struct AppState {
     pub webhooks: Arc<registry_persistence::SeaOrmWebhookRepository>,
     /// How webhook attempts are made (for test pings from handlers).
     pub delivery: Arc<crate::webhooks::DeliveryConfig>,
+    /// The MCP transport and its sessions, shared by every worker.
+    pub mcp: crate::mcp::McpService,
     /// How often an idle event stream gets a heartbeat.
     pub heartbeat: std::time::Duration,
     pub db: Db,

@@ -9,6 +9,7 @@ mod faults;
 mod health;
 mod helpers;
 mod labels;
+mod mcp;
 mod operations;
 mod outage;
 mod prompts;
