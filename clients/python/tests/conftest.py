@@ -39,7 +39,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = "test-admin-" + secrets.token_hex(24)
         self.process: subprocess.Popen[bytes] | None = None
-        self.admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        self.admin = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
         self.start()
 
     def start(self) -> None:
@@ -55,7 +57,9 @@ class Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"the server exited with {self.process.returncode}; see {self.workdir}/server.log")
+                pytest.fail(
+                    f"the server exited with {self.process.returncode}; see {self.workdir}/server.log"
+                )
             try:
                 if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
                     return
@@ -76,7 +80,9 @@ class Server:
 
     # -- arranging -------------------------------------------------------
 
-    def call(self, method: str, path: str, body: Any = None, expect: int | tuple[int, ...] = (200, 201)) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, expect: int | tuple[int, ...] = (200, 201)
+    ) -> Any:
         response = self.admin.request(method, path, json=body)
         wanted = (expect,) if isinstance(expect, int) else expect
         assert response.status_code in wanted, f"{method} {path}: {response.status_code} {response.text}"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from prompt_registry import Fallback, Prompt, PromptTooLarge, VariableSpec, VariablesError
+from prompt_registry import Fallback, Prompt, PromptTooLarge, VariablesError, VariableSpec
 from prompt_registry._prompt import fallback_prompt
 
 CASES: list[dict[str, Any]] = json.loads(
@@ -97,7 +97,9 @@ def test_a_fallback_template_declares_its_placeholders_as_required() -> None:
 
 def test_a_fallback_may_declare_variables_and_be_made_by_a_callable() -> None:
     made = fallback_prompt(
-        lambda: Fallback([{"role": "user", "content": "{{q}} in {{city}}"}], {"q": {}, "city": {"default": "Paris"}}),
+        lambda: Fallback(
+            [{"role": "user", "content": "{{q}} in {{city}}"}], {"q": {}, "city": {"default": "Paris"}}
+        ),
         "chat",
         None,
     )

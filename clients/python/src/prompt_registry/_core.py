@@ -14,9 +14,11 @@ all of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -139,6 +141,7 @@ class Core:
         self.push_connected = threading.Event()
         self.push_supported: bool | None = None
         self._listener: threading.Thread | None = None
+        self._stream_socket: socket.socket | None = None
         if push:
             self._listener = threading.Thread(target=self._listen, name="prompt-registry-events", daemon=True)
             self._listener.start()
@@ -441,6 +444,9 @@ class Core:
                     if response.status_code != 200:
                         raise RegistryUnavailable(f"event stream answered {response.status_code}")
                     self.push_supported = True
+                    self._stream_socket = _socket_of(response)
+                    if self._closed.is_set():
+                        return
                     if last_id is None:
                         # Events before this connection were not seen: revalidate
                         # what is cached (a 304 each when nothing moved).
@@ -473,8 +479,19 @@ class Core:
 
     def close(self) -> None:
         self._closed.set()
+        # Wake the listener out of its read, so the server does not hold the
+        # connection open for its shutdown (closing from here would not).
+        if self._stream_socket is not None:
+            with contextlib.suppress(OSError):
+                self._stream_socket.shutdown(socket.SHUT_RDWR)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
+
+
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    stream = response.extensions.get("network_stream")
+    found = stream.get_extra_info("socket") if stream is not None else None
+    return found if isinstance(found, socket.socket) else None
 
 
 def _consume(future: Future[Any]) -> None:

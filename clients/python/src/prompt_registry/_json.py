@@ -2,9 +2,10 @@
 
 A compiled prompt must be byte-for-byte what the server's render gives, and
 the server turns a non-string value into compact JSON with its own number
-layout (``1e16``, ``0.00001``, ``100.0``) and with object keys sorted. The
-standard library writes ``1e+16`` and ``1e-05`` and keeps key order, so this
-module writes JSON itself.
+layout (``1e+16``, ``1.5e-7``, ``0.00001``, ``100.0``) and object keys
+sorted, where the standard library writes ``1e-07`` and ``1e-05`` and keeps
+key order; so this module writes JSON itself. The shared render table
+(``tests/fixtures/render_cases.json``) pins the layout against the server.
 """
 
 from __future__ import annotations
@@ -79,9 +80,11 @@ def _float(x: float) -> str:
     if -5 < kk <= 0:
         return f"{sign}0.{'0' * -kk}{digits}"
     exp = kk - 1
+    # Scientific notation writes `+` on positive exponents only: 1e+20, 1e-7.
+    exponent = f"e+{exp}" if exp > 0 else f"e{exp}"
     if n == 1:
-        return f"{sign}{digits}e{exp}"
-    return f"{sign}{digits[0]}.{digits[1:]}e{exp}"
+        return f"{sign}{digits}{exponent}"
+    return f"{sign}{digits[0]}.{digits[1:]}{exponent}"
 
 
 def dumps(value: Any) -> str:
