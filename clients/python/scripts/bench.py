@@ -2,7 +2,7 @@
 
     PROMPT_REGISTRY_BIN=…/prompt-registry .venv/bin/python scripts/bench.py [--smoke]
 
-Starts the release binary on a free port with a fresh SQLite database, then
+Starts the server binary (the release build unless PROMPT_REGISTRY_BIN says otherwise) on a free port with a fresh SQLite database, then
 measures: a cached ``get_prompt`` (plain and split label), the
 application's own time for 100,000 ``log_run`` calls, and the time from a
 label move on the server to the client serving the new version (with push).
@@ -136,7 +136,7 @@ def main() -> None:
             process.wait(30)
 
     print(
-        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; server: release binary, SQLite"
+        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; server: {BIN} (SQLite)"
     )
     print()
     print("| figure | measured | target |")

@@ -153,3 +153,10 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) ->
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def events_seen(registry: Any, n: int) -> None:
+    """Waits until the registry has received ``n`` events, so that events of
+    the test's own setup cannot invalidate entries in the middle of what it
+    counts."""
+    assert wait_until(lambda: registry.metrics().events >= n), registry.metrics()

@@ -9,7 +9,7 @@ import pytest
 
 from prompt_registry import PromptNotFound, Registry
 
-from .conftest import Server, wait_until
+from .conftest import Server, events_seen, wait_until
 
 
 def test_a_prompt_is_fetched_with_its_version_label_and_variables(
@@ -24,6 +24,7 @@ def test_a_prompt_is_fetched_with_its_version_label_and_variables(
             "config": {"model": "gpt-4o-mini", "temperature": 0.2},
         },
     )
+    events_seen(registry, 2)  # production moved to 1, version 1 created
     prompt = registry.get_prompt(name)
     assert (prompt.name, prompt.version, prompt.label, prompt.kind) == (name, 1, "production", "chat")
     assert not prompt.is_fallback

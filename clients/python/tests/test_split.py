@@ -8,7 +8,7 @@ from collections import Counter
 from prompt_registry import Registry
 from prompt_registry._split import bucket, choose
 
-from .conftest import Server
+from .conftest import Server, events_seen
 
 ARMS = [(1, 50), (2, 30), (3, 20)]
 
@@ -35,6 +35,8 @@ def test_the_cache_serves_each_subject_the_arm_the_server_chose(
 ) -> None:
     server.prompt_with_versions(name, 3)
     server.move_label(name, "production", {"split": [{"version": v, "weight": w} for v, w in ARMS]})
+    # 3 x version.created, production to 1, production to the split.
+    events_seen(registry, 5)
     subjects = [f"s-{i}" for i in range(60)]
     for s in subjects:
         prompt = registry.get_prompt(name, subject=s)

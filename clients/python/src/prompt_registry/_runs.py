@@ -183,69 +183,6 @@ def _bad_indices(error: ApiError) -> set[int]:
     return found
 
 
-def run_record(
-    prompt: Prompt | str,
-    *,
-    version: int | None,
-    label: str | None,
-    status: str,
-    latency_ms: float,
-    input: Mapping[str, Any] | None,
-    output: Any,
-    error: str | None,
-    model: str | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    cost_usd: str | float | None,
-    metadata: Mapping[str, Any] | None,
-    tags: Sequence[str] | None,
-    started_at: float | dt.datetime | None,
-    run_id: str | None,
-) -> dict[str, Any] | None:
-    """The run as the batch endpoint takes it (``None`` for a fallback prompt,
-    which has no version to tie it to)."""
-    if isinstance(prompt, Prompt):
-        if prompt.is_fallback:
-            return None
-        run: dict[str, Any] = {"prompt": prompt.name, "version": prompt.version}
-        if prompt.label is not None:
-            run["label"] = prompt.label
-        _otel.annotate(prompt.name, prompt.version, prompt.label)
-    else:
-        run = {"prompt": prompt}
-        if version is not None:
-            run["version"] = version
-        if label is not None:
-            run["label"] = label
-    run["status"] = status
-    run["latency_ms"] = latency_ms
-    if input is not None:
-        run["input"] = dict(input)
-    if output is not None:
-        run["output"] = output
-    if error is not None:
-        run["error"] = error
-    if model is not None:
-        run["model"] = model
-    if prompt_tokens is not None:
-        run["prompt_tokens"] = prompt_tokens
-    if completion_tokens is not None:
-        run["completion_tokens"] = completion_tokens
-    if cost_usd is not None:
-        run["cost_usd"] = str(cost_usd)
-    if metadata is not None:
-        run["metadata"] = dict(metadata)
-    if tags is not None:
-        run["tags"] = list(tags)
-    if started_at is not None:
-        run["started_at"] = (
-            started_at.isoformat() if isinstance(started_at, dt.datetime) else float(started_at)
-        )
-    if run_id is not None:
-        run["id"] = run_id
-    return run
-
-
 class Run:
     """A call being timed; set ``output``, ``model``, tokens or ``metadata``
     on it before the block ends."""

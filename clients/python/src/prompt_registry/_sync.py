@@ -13,8 +13,9 @@ from typing import Any
 from . import _http
 from ._core import Core, Metrics, iter_items, selector
 from ._errors import RegistryError
+from ._otel import annotate
 from ._prompt import FallbackArg, Prompt
-from ._runs import RunQueue, RunTimer, run_record
+from ._runs import RunQueue, RunTimer
 from ._split import bucket
 
 
@@ -180,26 +181,46 @@ class Registry:
         With a :class:`Prompt`, the run is tied to the version and label it
         was served under (a fallback prompt has none, and is not logged).
         """
-        run = run_record(
-            prompt,
-            version=version,
-            label=label,
-            status=status,
-            latency_ms=latency_ms,
-            input=input,
-            output=output,
-            error=error,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=cost_usd,
-            metadata=metadata,
-            tags=tags,
-            started_at=started_at,
-            run_id=run_id,
-        )
-        if run is not None:
-            self._runs.put(run)
+        # Built here rather than through a helper: this is the call an
+        # application makes per request, and each layer costs a microsecond.
+        if isinstance(prompt, Prompt):
+            if prompt.is_fallback:
+                return
+            run: dict[str, Any] = {"prompt": prompt.name, "version": prompt.version}
+            if prompt.label is not None:
+                run["label"] = prompt.label
+            annotate(prompt.name, prompt.version, prompt.label)
+        else:
+            run = {"prompt": prompt}
+            if version is not None:
+                run["version"] = version
+            if label is not None:
+                run["label"] = label
+        run["status"] = status
+        run["latency_ms"] = latency_ms
+        if input is not None:
+            run["input"] = dict(input)
+        if output is not None:
+            run["output"] = output
+        if error is not None:
+            run["error"] = error
+        if model is not None:
+            run["model"] = model
+        if prompt_tokens is not None:
+            run["prompt_tokens"] = prompt_tokens
+        if completion_tokens is not None:
+            run["completion_tokens"] = completion_tokens
+        if cost_usd is not None:
+            run["cost_usd"] = str(cost_usd)
+        if metadata is not None:
+            run["metadata"] = dict(metadata)
+        if tags is not None:
+            run["tags"] = list(tags)
+        if started_at is not None:
+            run["started_at"] = started_at.isoformat() if isinstance(started_at, dt.datetime) else started_at
+        if run_id is not None:
+            run["id"] = run_id
+        self._runs.put(run)
 
     def trace(
         self,
