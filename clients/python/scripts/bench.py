@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from prompt_registry import Registry
 
 BIN = os.environ.get(

@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
 from prompt_registry import Registry
 
 BIN = os.environ.get("PROMPT_REGISTRY_BIN", "/work/main/target/release/prompt-registry")

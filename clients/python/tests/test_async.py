@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-
 from prompt_registry import AsyncRegistry, Fallback, PromptNotFound
 
 from .conftest import Server

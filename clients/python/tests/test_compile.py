@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from prompt_registry import Fallback, Prompt, PromptTooLarge, VariablesError, VariableSpec
+from prompt_registry import (
+    Fallback,
+    Prompt,
+    PromptTooLarge,
+    VariablesError,
+    VariableSpec,
+)
 from prompt_registry._prompt import fallback_prompt
 
 CASES: list[dict[str, Any]] = json.loads(

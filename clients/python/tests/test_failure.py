@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from prompt_registry import Fallback, Registry, RegistryUnavailable
 
 from .conftest import Server, wait_until

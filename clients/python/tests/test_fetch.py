@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from prompt_registry import PromptNotFound, Registry
 
 from .conftest import Server, events_seen, wait_until

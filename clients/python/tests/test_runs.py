@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-
 from prompt_registry import Registry
 
 from .conftest import Server

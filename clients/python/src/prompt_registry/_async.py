@@ -64,7 +64,8 @@ class AsyncRegistry:
                 remaining = max(deadline - time.monotonic(), 0.0)
                 # shield: a caller's timeout must not cancel a fetch others share.
                 fetched = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(planned)), remaining)
-            except (asyncio.TimeoutError, RegistryError) as e:
+            # Before 3.11 asyncio.TimeoutError is not the built-in one.
+            except (asyncio.TimeoutError, RegistryError) as e:  # noqa: UP041
                 settled = self._core.settle(name, sel, subject, None, e, fallback)
             else:
                 settled = self._core.settle(name, sel, subject, fetched, None, fallback)
@@ -167,7 +168,7 @@ class AsyncRegistry:
     async def close(self, timeout: float | None = 10.0) -> None:
         await asyncio.to_thread(self._sync.close, timeout)
 
-    async def __aenter__(self) -> AsyncRegistry:
+    async def __aenter__(self) -> AsyncRegistry:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
 
     async def __aexit__(

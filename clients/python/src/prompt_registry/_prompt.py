@@ -6,7 +6,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
-from ._template import DEFAULT_MAX_OUTPUT_BYTES, CompiledTemplate, VariableSpec, placeholders
+from ._template import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    CompiledTemplate,
+    VariableSpec,
+    placeholders,
+)
 
 Template: TypeAlias = str | Sequence[Mapping[str, str]]
 

@@ -144,7 +144,7 @@ class RunQueue:
             run.setdefault("id", str(uuid.uuid4()))
             started = run.get("started_at")
             if isinstance(started, float):
-                run["started_at"] = dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat()
+                run["started_at"] = dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat()  # noqa: UP017
         attempt = 0
         while batch:
             try:

@@ -270,7 +270,7 @@ class Registry:
         self._runs.close(timeout)
         self._core.close()
 
-    def __enter__(self) -> Registry:
+    def __enter__(self) -> Registry:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
 
     def __exit__(
