@@ -14,6 +14,7 @@ mod operations;
 mod outage;
 mod prompts;
 mod proxy;
+mod render_cases;
 mod runs;
 mod shutdown;
 mod transactions;
