@@ -49,6 +49,17 @@ bench-ingest *args:
 bench-stream *args:
     python3 scripts/bench_stream.py {{args}}
 
+# The Python client: ruff, mypy --strict and its tests against the release binary.
+client-test *args:
+    cargo build --release -q -p prompt-registry
+    clients/python/scripts/test.sh {{args}}
+
+# The Python client's benchmark (cached get_prompt, log_run, promotion with push). --smoke for a quick run.
+client-bench *args:
+    cargo build --release -q -p prompt-registry
+    [ -x clients/python/.venv/bin/python ] || clients/python/scripts/test.sh -x -q
+    clients/python/.venv/bin/python clients/python/scripts/bench.py {{args}}
+
 # EXPLAIN ANALYZE of the runs queries on 1,000,000 rows.
 explain rows="1000000":
     scripts/explain-runs.sh {{rows}}
