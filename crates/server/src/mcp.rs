@@ -526,7 +526,13 @@ pub async fn serve(req: HttpRequest, body: web::Bytes, state: web::Data<AppState
         Ok(r) => r,
         Err(e) => return jsonrpc_error(&Value::Null, -32600, &format!("Invalid Request: {e}")),
     };
-    let response = state.mcp.0.handle(request).await;
+    let ending = req.method() == actix_web::http::Method::DELETE;
+    let mut response = state.mcp.0.handle(request).await;
+    // rmcp confirms an ended session with 202; the official clients expect
+    // 200 or 204 and log every other answer as a failure.
+    if ending && response.status() == http::StatusCode::ACCEPTED {
+        *response.status_mut() = http::StatusCode::NO_CONTENT;
+    }
     from_http_response(response, &state.hub)
 }
 

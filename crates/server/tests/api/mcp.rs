@@ -187,6 +187,25 @@ async fn prompts_are_listed_with_their_declared_arguments(backend: Backend) {
         Some(2),
         "only the selectors: {empty}"
     );
+    // Ending the session: 204, as the official clients expect, and it is gone.
+    let session_header = [("mcp-session-id", session.id.as_str())];
+    let ended = app
+        .raw_as(
+            awc::http::Method::DELETE,
+            "/mcp",
+            None,
+            Vec::new(),
+            &session_header,
+        )
+        .await;
+    assert_eq!(ended.status, 204, "{}", ended.text);
+    let after = post(
+        &app,
+        Some(&session.id),
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "prompts/list"}),
+    )
+    .await;
+    assert_eq!(after.status, 404, "{}", after.text);
 }
 
 async fn a_chat_and_a_text_prompt_render_with_their_arguments(backend: Backend) {
