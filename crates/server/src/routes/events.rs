@@ -47,6 +47,83 @@ impl From<ChangeEvent> for EventResponse {
     }
 }
 
+/// What an event's `data` holds, by its `type` (the documented shape; the
+/// server writes it in `registry_domain::events`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "the document's shape of `data`, never built")]
+#[serde(untagged)]
+pub enum EventData {
+    /// `prompt.created`, `prompt.updated`, `prompt.deleted`.
+    Prompt(PromptEventData),
+    VersionCreated(VersionCreatedData),
+    LabelMoved(LabelMovedData),
+    LabelRemoved(LabelRemovedData),
+}
+
+/// `prompt.*`: nothing more than the event's `prompt`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptEventData {}
+
+/// `version.created`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionCreatedData {
+    #[schema(minimum = 1)]
+    pub version: i64,
+    /// The labels the new version was pointed at.
+    pub labels: Vec<String>,
+}
+
+/// Where a label points: one version, or a weighted split.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "the document's shape, never built")]
+#[serde(untagged)]
+pub enum EventTarget {
+    Version(VersionTarget),
+    Split(SplitTarget),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionTarget {
+    #[schema(minimum = 1)]
+    pub version: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitTarget {
+    pub split: Vec<SplitArmData>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitArmData {
+    #[schema(minimum = 1)]
+    pub version: i64,
+    #[schema(minimum = 1, maximum = 100)]
+    pub weight: i64,
+}
+
+/// `label.moved`: `from` is null when the label was created.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelMovedData {
+    pub label: String,
+    #[schema(nullable)]
+    pub from: Option<EventTarget>,
+    pub to: EventTarget,
+}
+
+/// `label.removed`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRemovedData {
+    pub label: String,
+    pub from: EventTarget,
+}
+
 /// One change to a prompt, its versions or its labels.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
@@ -62,7 +139,7 @@ pub struct EventResponse {
     pub prompt: String,
     /// `version.created`: `{version, labels}`; `label.moved`: `{label, from, to}`;
     /// `label.removed`: `{label, from}`; prompt events: `{}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EventData)]
     pub data: Value,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
