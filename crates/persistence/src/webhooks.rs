@@ -21,7 +21,9 @@ use registry_domain::webhook::{
     SigningSecret, Subscription, Webhook, WebhookError, WebhookPatch, WebhookRepository, payload,
     ping_payload,
 };
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockBehavior, LockType, Order, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Alias, Condition, Expr, ExprTrait, LockBehavior, LockType, Order, Query, SelectStatement,
+};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, TransactionTrait};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -324,6 +326,21 @@ impl SeaOrmWebhookRepository {
             .to_owned();
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         decode::<ClaimRow, _>(&rows, db_error)
+    }
+
+    /// A delivery that may be attempted `now`: pending, due, and not leased
+    /// (or its lease has run out).
+    fn is_due(&self, now: OffsetDateTime) -> Condition {
+        let d = WebhookDeliveries::Table;
+        let now = self.db.time(now);
+        Condition::all()
+            .add(Expr::col((d, WebhookDeliveries::Status)).eq(DeliveryStatus::Pending.as_str()))
+            .add(Expr::col((d, WebhookDeliveries::NextAttemptAt)).lte(now.clone()))
+            .add(
+                Condition::any()
+                    .add(Expr::col((d, WebhookDeliveries::LeaseUntil)).is_null())
+                    .add(Expr::col((d, WebhookDeliveries::LeaseUntil)).lt(now)),
+            )
     }
 
     async fn exists(&self, id: Uuid) -> Result<(), WebhookError> {
@@ -683,26 +700,18 @@ impl WebhookRepository for SeaOrmWebhookRepository {
     }
 
     async fn due(&self) -> Result<Vec<Uuid>, WebhookError> {
-        let now = self.db.time(registry_domain::time::now_utc());
-        let (d, w) = (Alias::new("d"), Alias::new("w"));
+        let now = registry_domain::time::now_utc();
+        let d = WebhookDeliveries::Table;
         let q = Query::select()
             .distinct()
-            .column((d.clone(), WebhookDeliveries::WebhookId))
-            .from_as(WebhookDeliveries::Table, d.clone())
-            .join_as(
-                sea_orm::sea_query::JoinType::InnerJoin,
+            .column((d, WebhookDeliveries::WebhookId))
+            .from(d)
+            .inner_join(
                 Webhooks::Table,
-                w.clone(),
-                Expr::col((w.clone(), Webhooks::Id)).equals((d.clone(), WebhookDeliveries::WebhookId)),
+                Expr::col((Webhooks::Table, Webhooks::Id)).equals((d, WebhookDeliveries::WebhookId)),
             )
-            .and_where(Expr::col((w, Webhooks::Enabled)).eq(true))
-            .and_where(Expr::col((d.clone(), WebhookDeliveries::Status)).eq(DeliveryStatus::Pending.as_str()))
-            .and_where(Expr::col((d.clone(), WebhookDeliveries::NextAttemptAt)).lte(now.clone()))
-            .and_where(
-                Expr::col((d.clone(), WebhookDeliveries::LeaseUntil))
-                    .is_null()
-                    .or(Expr::col((d, WebhookDeliveries::LeaseUntil)).lt(now)),
-            )
+            .and_where(Expr::col((Webhooks::Table, Webhooks::Enabled)).eq(true))
+            .cond_where(self.is_due(now))
             .to_owned();
         let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
         rows.iter()
@@ -726,13 +735,7 @@ impl WebhookRepository for SeaOrmWebhookRepository {
             .column(WebhookDeliveries::Id)
             .from(WebhookDeliveries::Table)
             .and_where(Expr::col(WebhookDeliveries::WebhookId).eq(webhook))
-            .and_where(Expr::col(WebhookDeliveries::Status).eq(DeliveryStatus::Pending.as_str()))
-            .and_where(Expr::col(WebhookDeliveries::NextAttemptAt).lte(self.db.time(now)))
-            .and_where(
-                Expr::col(WebhookDeliveries::LeaseUntil)
-                    .is_null()
-                    .or(Expr::col(WebhookDeliveries::LeaseUntil).lt(self.db.time(now))),
-            )
+            .cond_where(self.is_due(now))
             .order_by(WebhookDeliveries::NextAttemptAt, Order::Asc)
             .limit(u64::from(limit))
             .to_owned();
