@@ -33,17 +33,31 @@ struct Receiver {
 
 impl Receiver {
     fn start(failures: usize) -> Self {
+        Self::answering(move |n| {
+            if n < failures {
+                (500, None, b"try later".to_vec())
+            } else {
+                (204, None, Vec::new())
+            }
+        })
+    }
+
+    fn answering(
+        answer: impl Fn(usize) -> (u16, Option<(&'static str, &'static str)>, Vec<u8>) + Clone + Send + 'static,
+    ) -> Self {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let port = listener.local_addr().expect("address").port();
         let shared = Arc::clone(&got);
         let server = HttpServer::new(move || {
             let got = Arc::clone(&shared);
+            let answer = answer.clone();
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let got = Arc::clone(&got);
+                let answer = answer.clone();
                 async move {
                     let mut got = got.lock().expect("lock");
-                    let answered = if got.len() < failures { 500 } else { 204 };
+                    let (answered, header, reply) = answer(got.len());
                     got.push(Received {
                         headers: req
                             .headers()
@@ -53,8 +67,12 @@ impl Receiver {
                         body: String::from_utf8_lossy(&body).into_owned(),
                         answered,
                     });
-                    HttpResponse::build(actix_web::http::StatusCode::from_u16(answered).expect("status"))
-                        .body(if answered == 500 { "try later" } else { "" })
+                    let mut res =
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(answered).expect("status"));
+                    if let Some(h) = header {
+                        res.insert_header(h);
+                    }
+                    res.body(reply)
                 }
             }))
         })
@@ -310,6 +328,31 @@ async fn a_test_ping_says_whether_the_endpoint_answered(backend: Backend) {
     );
 }
 
+async fn redirects_are_not_followed_and_long_answers_are_cut(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    // Redirects to itself: following it would be a second request.
+    let redirecting = Receiver::answering(|_| (307, Some(("location", "/hook")), Vec::new()));
+    let (id, _) = create_webhook(&app, &json!({"url": redirecting.url})).await;
+    let ping = app.post(&format!("/v1/webhooks/{id}/test"), &json!({})).await;
+    assert_eq!(ping.body["delivered"], false, "{}", ping.text);
+    assert_eq!(ping.body["attempt"]["status_code"], 307);
+    assert!(
+        ping.body["attempt"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("redirects are not followed")),
+        "{}",
+        ping.text
+    );
+    assert_eq!(redirecting.received().len(), 1, "the redirect was not followed");
+    // A megabyte of answer: read only up to the limit, and a short excerpt kept.
+    let chatty = Receiver::answering(|_| (500, None, vec![b'x'; 1 << 20]));
+    let (id, _) = create_webhook(&app, &json!({"url": chatty.url})).await;
+    let ping = app.post(&format!("/v1/webhooks/{id}/test"), &json!({})).await;
+    assert_eq!(ping.body["attempt"]["status_code"], 500, "{}", ping.text);
+    let error = ping.body["attempt"]["error"].as_str().expect("error");
+    assert!(error.starts_with("HTTP 500: xxx") && error.len() < 300, "{error}");
+}
+
 async fn internal_targets_are_refused_unless_allowed(backend: Backend) {
     let app = spawn_app_with(&backend, |s| s.webhooks.allow_private_targets = Some(false)).await;
     for url in [
@@ -476,6 +519,7 @@ backend_tests!(
     a_receiver_failing_at_first_gets_each_event_once_signed,
     webhooks_are_managed_by_admins_and_bad_input_is_refused,
     a_test_ping_says_whether_the_endpoint_answered,
+    redirects_are_not_followed_and_long_answers_are_cut,
     internal_targets_are_refused_unless_allowed,
     an_endpoint_that_keeps_failing_is_disabled_and_can_be_enabled_again,
     the_stream_pushes_changes_and_resumes_after_the_last_event_id,
