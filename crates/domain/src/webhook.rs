@@ -333,6 +333,15 @@ pub struct Claim {
     pub created_at: OffsetDateTime,
 }
 
+impl Claim {
+    /// Whether this is a test delivery (`POST /v1/webhooks/{id}/test`):
+    /// one attempt, outside the endpoint's failure streak.
+    #[must_use]
+    pub fn is_ping(&self) -> bool {
+        self.body["type"] == PING
+    }
+}
+
 /// The body of a delivery: the Standard Webhooks payload shape.
 #[must_use]
 pub fn payload(event: &ChangeEvent) -> Value {

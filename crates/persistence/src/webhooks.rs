@@ -343,6 +343,33 @@ impl SeaOrmWebhookRepository {
             )
     }
 
+    /// Runs `change` on endpoint `id` and records `event` with it, in one
+    /// transaction; `NotFound` when no row was changed (nothing is recorded).
+    async fn change_one<S: sea_orm::StatementBuilder + Sync>(
+        &self,
+        id: Uuid,
+        change: &S,
+        event: &AuditEvent,
+    ) -> Result<(), WebhookError> {
+        let changed = self
+            .db
+            .write(|| async {
+                let txn = self.db.conn().begin().await?;
+                let n = txn.execute(change).await?.rows_affected();
+                if n > 0 {
+                    append(&txn, &self.db, event).await?;
+                }
+                txn.commit().await?;
+                Ok(n)
+            })
+            .await
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Err(WebhookError::NotFound(id));
+        }
+        Ok(())
+    }
+
     async fn exists(&self, id: Uuid) -> Result<(), WebhookError> {
         let q = Query::select()
             .expr(Expr::val(1))
@@ -541,43 +568,12 @@ impl WebhookRepository for SeaOrmWebhookRepository {
             Some(audit_shape(&before)),
             Some(audit_shape(&after)),
         );
-        let updated = self
-            .db
-            .write(|| async {
-                let txn = self.db.conn().begin().await?;
-                let n = txn.execute(&q).await?.rows_affected();
-                if n > 0 {
-                    append(&txn, &self.db, &event).await?;
-                }
-                txn.commit().await?;
-                Ok(n)
-            })
-            .await
-            .map_err(db_error)?;
-        if updated == 0 {
-            return Err(WebhookError::NotFound(id));
-        }
+        self.change_one(id, &q, &event).await?;
         Ok(after)
     }
 
     async fn delete(&self, id: Uuid, ctx: &Context) -> Result<(), WebhookError> {
         let before = self.get(id).await?;
-        let attempts = Query::delete()
-            .from_table(WebhookAttempts::Table)
-            .and_where(
-                Expr::col(WebhookAttempts::DeliveryId).in_subquery(
-                    Query::select()
-                        .column(WebhookDeliveries::Id)
-                        .from(WebhookDeliveries::Table)
-                        .and_where(Expr::col(WebhookDeliveries::WebhookId).eq(id))
-                        .to_owned(),
-                ),
-            )
-            .to_owned();
-        let deliveries = Query::delete()
-            .from_table(WebhookDeliveries::Table)
-            .and_where(Expr::col(WebhookDeliveries::WebhookId).eq(id))
-            .to_owned();
         let hook = Query::delete()
             .from_table(Webhooks::Table)
             .and_where(Expr::col(Webhooks::Id).eq(id))
@@ -589,25 +585,8 @@ impl WebhookRepository for SeaOrmWebhookRepository {
             Some(audit_shape(&before)),
             None,
         );
-        let deleted = self
-            .db
-            .write(|| async {
-                let txn = self.db.conn().begin().await?;
-                txn.execute(&attempts).await?;
-                txn.execute(&deliveries).await?;
-                let n = txn.execute(&hook).await?.rows_affected();
-                if n > 0 {
-                    append(&txn, &self.db, &event).await?;
-                }
-                txn.commit().await?;
-                Ok(n)
-            })
-            .await
-            .map_err(db_error)?;
-        if deleted == 0 {
-            return Err(WebhookError::NotFound(id));
-        }
-        Ok(())
+        // Its deliveries and their attempts go with it (ON DELETE CASCADE).
+        self.change_one(id, &hook, &event).await
     }
 
     async fn deliveries(
@@ -816,7 +795,7 @@ impl WebhookRepository for SeaOrmWebhookRepository {
                 delivery.value(WebhookDeliveries::Status, DeliveryStatus::Failed.as_str());
             }
         }
-        let is_test = claim.body["type"] == registry_domain::webhook::PING;
+        let is_test = claim.is_ping();
         let success = matches!(next, Next::Done);
         let hook_id = claim.webhook_id;
         self.db
