@@ -15,6 +15,7 @@ mod m20261130_000006_labels_and_audit;
 mod m20261201_000007_composition;
 mod m20261202_000008_events;
 mod m20261203_000009_webhooks;
+mod m20261204_000010_run_trace_link;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_composition::Migration),
             Box::new(m20261202_000008_events::Migration),
             Box::new(m20261203_000009_webhooks::Migration),
+            Box::new(m20261204_000010_run_trace_link::Migration),
         ]
     }
 }

@@ -7,7 +7,7 @@ use registry_domain::prompt::{LabelName, PromptName, Tags, VersionNumber};
 use registry_domain::run::ports::{Logged, RunError, RunRepository};
 use registry_domain::run::stats::{Bucket, StatsQuery, StatsSample, VersionStats, aggregate};
 use registry_domain::run::{
-    Cost, Latency, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField,
+    Cost, Latency, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField, span::TraceLink,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement, Value as SqlValue};
@@ -19,12 +19,12 @@ use crate::db::Db;
 use crate::nul;
 use crate::schema::{ColumnAlias, PromptRuns, Prompts, StoredRow, TableAlias, decode, decode_one, get, p, r};
 
-/// Rows per INSERT statement: 18 parameters a row stays well under the
+/// Rows per INSERT statement: 20 parameters a row stays well under the
 /// parameter limits of both backends.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// The stored columns of a run, in the order [`row_values`] gives them.
-const COLUMNS: [PromptRuns; 18] = [
+const COLUMNS: [PromptRuns; 20] = [
     PromptRuns::Id,
     PromptRuns::PromptId,
     PromptRuns::VersionId,
@@ -43,6 +43,8 @@ const COLUMNS: [PromptRuns; 18] = [
     PromptRuns::StartedAt,
     PromptRuns::CreatedAt,
     PromptRuns::Label,
+    PromptRuns::TraceId,
+    PromptRuns::SpanId,
 ];
 
 /// Runs stored with SeaORM.
@@ -69,7 +71,7 @@ fn escaped(value: Value) -> Value {
     value
 }
 
-fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 18] {
+fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 20] {
     let f = &run.fields;
     let opt_i32 = |v: Option<u32>| v.and_then(|n| i32::try_from(n).ok());
     [
@@ -91,6 +93,8 @@ fn row_values(db: &Db, run: &Run) -> [SimpleExpr; 18] {
         db.opt_time(f.started_at).into(),
         db.time(run.created_at).into(),
         f.label.as_ref().map(|l| l.as_str().to_owned()).into(),
+        f.trace.map(|t| t.trace_id()).into(),
+        f.trace.map(|t| t.span_id()).into(),
     ]
 }
 
@@ -128,6 +132,8 @@ struct RunRow {
     started_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
     label: Option<String>,
+    trace_id: Option<String>,
+    span_id: Option<String>,
 }
 
 /// A stored label name.
@@ -179,6 +185,12 @@ impl StoredRow for RunRow {
                 tags: Tags::new(tags).map_err(|e| anyhow!("stored tags: {e:?}"))?,
                 started_at: self.started_at,
                 label: label(self.label)?,
+                trace: match (self.trace_id, self.span_id) {
+                    (Some(t), Some(s)) => {
+                        Some(TraceLink::parse(&t, &s).with_context(|| format!("stored trace link {t}/{s}"))?)
+                    }
+                    _ => None,
+                },
             },
             created_at: self.created_at,
         })

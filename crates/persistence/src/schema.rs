@@ -188,6 +188,9 @@ pub(crate) enum PromptRuns {
     CreatedAt,
     /// Since migration 6.
     Label,
+    /// Since migration 10.
+    TraceId,
+    SpanId,
 }
 
 /// `api_keys`.

@@ -689,6 +689,7 @@ async fn the_latency_migration_converts_stored_runs_down_and_up(backend: Backend
             tags: Tags::default(),
             started_at: None,
             label: None,
+            trace: None,
         },
         created_at: registry_domain::time::now_utc(),
     };

@@ -39,6 +39,19 @@ pub struct Metrics {
     /// outermost layer, so not in `series`.
     panics: std::sync::atomic::AtomicU64,
     timeouts: std::sync::atomic::AtomicU64,
+    /// What became of the spans received on `/v1/traces`.
+    pub spans: SpanCounters,
+}
+
+/// Spans received on `/v1/traces`, by what became of them.
+#[derive(Debug, Default)]
+pub struct SpanCounters {
+    /// LLM calls queued as runs.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Spans that are not LLM calls.
+    pub ignored: std::sync::atomic::AtomicU64,
+    /// LLM calls that could not become runs (in `partialSuccess`).
+    pub rejected: std::sync::atomic::AtomicU64,
 }
 
 /// The method as a metric label: a standard method, else `other`.
@@ -192,6 +205,22 @@ async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         "Requests whose handler panicked (answered 500).",
         state.metrics.panics.load(std::sync::atomic::Ordering::Relaxed),
     );
+    let spans = &state.metrics.spans;
+    let _ = writeln!(
+        out,
+        "# HELP otlp_spans_total Spans received on /v1/traces: LLM calls accepted as runs, rejected, or other spans ignored.\n# TYPE otlp_spans_total counter"
+    );
+    for (outcome, n) in [
+        ("accepted", &spans.accepted),
+        ("ignored", &spans.ignored),
+        ("rejected", &spans.rejected),
+    ] {
+        let _ = writeln!(
+            out,
+            "otlp_spans_total{{outcome=\"{outcome}\"}} {}",
+            n.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     counter(
         &mut out,
         "http_timeouts_total",

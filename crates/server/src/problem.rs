@@ -23,6 +23,8 @@ use utoipa::ToSchema;
 pub enum ErrorCode {
     /// The body is not valid JSON.
     MalformedJson,
+    /// A body in another encoding (OTLP protobuf, gzip) that cannot be read.
+    MalformedBody,
     /// A query or path parameter cannot be parsed.
     InvalidParameter,
     /// A `cursor` that this endpoint did not issue, or that points nowhere.
@@ -54,7 +56,9 @@ impl ErrorCode {
     #[must_use]
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MalformedJson | Self::InvalidParameter | Self::InvalidCursor => StatusCode::BAD_REQUEST,
+            Self::MalformedJson | Self::MalformedBody | Self::InvalidParameter | Self::InvalidCursor => {
+                StatusCode::BAD_REQUEST
+            }
             Self::ValidationFailed | Self::InvalidVariables => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -75,6 +79,7 @@ impl ErrorCode {
     pub fn name(self) -> &'static str {
         match self {
             Self::MalformedJson => "malformed_json",
+            Self::MalformedBody => "malformed_body",
             Self::InvalidParameter => "invalid_parameter",
             Self::InvalidCursor => "invalid_cursor",
             Self::ValidationFailed => "validation_failed",
@@ -100,6 +105,7 @@ impl ErrorCode {
     pub fn title(self) -> &'static str {
         match self {
             Self::MalformedJson => "Malformed JSON body",
+            Self::MalformedBody => "Malformed body",
             Self::InvalidParameter => "Invalid parameter",
             Self::InvalidCursor => "Invalid cursor",
             Self::ValidationFailed => "Validation failed",
@@ -122,8 +128,9 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::MalformedJson,
+        Self::MalformedBody,
         Self::InvalidParameter,
         Self::InvalidCursor,
         Self::ValidationFailed,

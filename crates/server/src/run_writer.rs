@@ -354,6 +354,7 @@ mod tests {
                 tags: Tags::default(),
                 started_at: None,
                 label: None,
+                trace: None,
             },
             created_at: registry_domain::time::now_utc(),
         }

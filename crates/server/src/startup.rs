@@ -79,7 +79,8 @@ fn api_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .configure(routes::keys::configure)
                 .configure(routes::audit::configure)
                 .configure(routes::events::configure)
-                .configure(routes::webhooks::configure),
+                .configure(routes::webhooks::configure)
+                .configure(routes::traces::configure),
         );
 }
 

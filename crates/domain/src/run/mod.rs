@@ -5,6 +5,7 @@ pub mod cost;
 pub mod model;
 pub mod ports;
 pub mod service;
+pub mod span;
 pub mod stats;
 
 pub use cost::Cost;

@@ -171,6 +171,9 @@ pub struct RunFields {
     /// The label the prompt was fetched by, so the arms of a rollout can be
     /// compared.
     pub label: Option<LabelName>,
+    /// The trace and span the run was part of, to link back to the tracing
+    /// system.
+    pub trace: Option<super::span::TraceLink>,
 }
 
 /// The raw parts of a run, checked all at once by [`NewRunBuilder::build`].
@@ -194,6 +197,10 @@ pub struct NewRunBuilder {
     pub tags: Option<Vec<String>>,
     pub started_at: Option<OffsetDateTime>,
     pub label: Option<String>,
+    /// W3C trace id, 32 hex digits; given together with `span_id`.
+    pub trace_id: Option<String>,
+    /// W3C span id, 16 hex digits.
+    pub span_id: Option<String>,
 }
 
 fn tokens(field: &str, n: Option<i64>, errors: &mut Vec<FieldError>) -> Option<u32> {
@@ -275,6 +282,25 @@ impl NewRunBuilder {
                 .map_err(|e| errors.push(FieldError::new("label", e.to_string())))
                 .ok()
         });
+        let trace = match (self.trace_id.as_deref(), self.span_id.as_deref()) {
+            (None, None) => None,
+            (Some(t), Some(s)) => super::span::TraceLink::parse(t, s)
+                .map_err(|e| {
+                    let field = match e {
+                        super::span::TraceIdError::Trace => "trace_id",
+                        super::span::TraceIdError::Span => "span_id",
+                    };
+                    errors.push(FieldError::new(field, e.to_string()));
+                })
+                .ok(),
+            (Some(_), None) | (None, Some(_)) => {
+                errors.push(FieldError::new(
+                    "span_id",
+                    "`trace_id` and `span_id` are given together or not at all",
+                ));
+                None
+            }
+        };
         match (prompt, status, latency, cost, tags) {
             (Some(prompt), Some(status), Some(latency), Some(cost), Some(tags)) if errors.is_empty() => {
                 Ok(NewRun {
@@ -296,6 +322,7 @@ impl NewRunBuilder {
                         tags,
                         started_at: self.started_at.map(crate::time::truncate_to_micros),
                         label,
+                        trace,
                     },
                 })
             }

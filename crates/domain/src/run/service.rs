@@ -21,6 +21,17 @@ pub struct BatchLogged {
     pub existing: Vec<uuid::Uuid>,
 }
 
+/// What became of the spans of one trace export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// LLM calls handed to the sink as runs.
+    pub accepted: usize,
+    /// Spans that are not LLM calls, accepted and ignored.
+    pub ignored: usize,
+    /// LLM calls that cannot become runs, each with its span and the reason.
+    pub rejected: Vec<String>,
+}
+
 /// Run use cases over the run repository, the prompt service (to tie a run to
 /// its version) and, for the asynchronous path, a [`RunSink`].
 #[derive(Debug)]
@@ -75,6 +86,66 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
             .try_submit(run)
             .map_err(|SinkFull| RunError::QueueFull)?;
         Ok(id)
+    }
+
+    /// Turns the LLM calls among `spans` into runs, each tied to its version
+    /// now, and hands them to the sink; other spans are counted as ignored.
+    /// A span that cannot become a run (no prompt named, an unknown prompt
+    /// or version, an invalid field) is rejected with its reason while the
+    /// rest go on. Run ids come from the span ids, so an exporter's retry
+    /// stores nothing twice.
+    ///
+    /// # Errors
+    /// [`RunError::QueueFull`] when the sink cannot take the runs now (some
+    /// may have been taken: a retry of the whole export is safe); storage
+    /// failures while resolving versions.
+    pub async fn ingest(&self, spans: &[super::span::Span]) -> Result<Ingested, RunError> {
+        use super::span::SpanRun;
+        type Key = (
+            PromptName,
+            Option<crate::prompt::VersionNumber>,
+            Option<LabelName>,
+        );
+        let mut versions: HashMap<Key, Result<Arc<PromptVersion>, String>> = HashMap::new();
+        let mut report = Ingested::default();
+        let mut runs = Vec::new();
+        for span in spans {
+            let new = match span.to_run() {
+                SpanRun::NotLlm => {
+                    report.ignored += 1;
+                    continue;
+                }
+                SpanRun::Rejected(reason) => {
+                    report.rejected.push(span_reason(span, &reason));
+                    continue;
+                }
+                SpanRun::Run(new) => *new,
+            };
+            let key = (new.prompt.clone(), new.version, new.fields.label);
+            let version = match versions.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = match self.version_of(&new).await {
+                        Ok(v) => Ok(v),
+                        Err(e @ (RunError::Unknown(_) | RunError::Unavailable(_))) => return Err(e),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    versions.insert(key, v.clone());
+                    v
+                }
+            };
+            match version {
+                Ok(v) => runs.push(attach(new, &v)),
+                Err(reason) => report.rejected.push(span_reason(span, &reason)),
+            }
+        }
+        for run in runs {
+            self.sink
+                .try_submit(run)
+                .map_err(|SinkFull| RunError::QueueFull)?;
+            report.accepted += 1;
+        }
+        Ok(report)
     }
 
     #[must_use]
@@ -257,6 +328,16 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
             Err(e) => Err(RunError::Unknown(anyhow::Error::new(e))),
         }
     }
+}
+
+fn span_reason(span: &super::span::Span, reason: &str) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "span {}/{} ({}): {reason}",
+        hex(&span.trace_id),
+        hex(&span.span_id),
+        span.name
+    )
 }
 
 fn attach(new: NewRun, version: &PromptVersion) -> Run {

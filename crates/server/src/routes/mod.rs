@@ -10,6 +10,7 @@ pub mod params;
 pub mod prompts;
 pub mod resolve;
 pub mod runs;
+pub mod traces;
 pub mod versions;
 pub mod webhooks;
 
@@ -30,6 +31,7 @@ use utoipa::OpenApi;
         (name = "runs", description = "Logged executions of prompt versions, and their statistics"),
         (name = "api-keys", description = "API keys (admin scope)"),
         (name = "audit", description = "Every change made through the API (admin scope)"),
+        (name = "traces", description = "OpenTelemetry trace exports (OTLP/HTTP, protobuf or JSON): LLM calls become runs"),
         (name = "events", description = "Change events, numbered in commit order by the database, as pages or a live stream"),
         (name = "webhooks", description = "Endpoints that receive the change events, signed (Standard Webhooks), with their deliveries (admin scope)"),
         (name = "operations", description = "Liveness and readiness"),

@@ -17,6 +17,7 @@ mod proxy;
 mod render_cases;
 mod runs;
 mod shutdown;
+mod traces;
 mod transactions;
 mod versions;
 mod webhooks;

@@ -63,6 +63,13 @@ pub struct CreateRunRequest {
     /// When the client started the call (RFC 3339).
     #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<String>,
+    /// The W3C trace id of the call (32 hex digits), to link the run to its
+    /// trace; given with `span_id`.
+    #[schema(example = "4bf92f3577b34da6a3ce929d0e0e4736", pattern = "^[0-9a-fA-F]{32}$")]
+    pub trace_id: Option<String>,
+    /// The W3C span id of the call (16 hex digits).
+    #[schema(example = "00f067aa0ba902b7", pattern = "^[0-9a-fA-F]{16}$")]
+    pub span_id: Option<String>,
 }
 
 impl CreateRunRequest {
@@ -110,6 +117,8 @@ impl CreateRunRequest {
             tags: self.tags,
             started_at,
             label: self.label,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
         }
         .build();
         match built {
@@ -158,6 +167,10 @@ pub struct RunResponse {
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The trace the call was part of (W3C id, hex), when known.
+    pub trace_id: Option<String>,
+    /// Its span (W3C id, hex).
+    pub span_id: Option<String>,
 }
 
 impl From<Run> for RunResponse {
@@ -183,6 +196,8 @@ impl From<Run> for RunResponse {
             tags: f.tags.as_slice().to_vec(),
             started_at: f.started_at,
             created_at: r.created_at,
+            trace_id: f.trace.map(|t| t.trace_id()),
+            span_id: f.trace.map(|t| t.span_id()),
         }
     }
 }
