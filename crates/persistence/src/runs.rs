@@ -300,8 +300,88 @@ fn of_prompt(prompt: &PromptName) -> SimpleExpr {
     crate::prompts::of_prompt(r(PromptRuns::PromptId), prompt)
 }
 
+/// PostgreSQL's fast path: one statement whose 20 parameters are arrays,
+/// one element per run, unnested into rows. However many runs, the statement
+/// text and its plan stay the same, and the server parses one message
+/// instead of thousands of bound values.
+const UNNEST_INSERT: &str = "INSERT INTO prompt_runs (id, prompt_id, version_id, version, input, output, \
+     status, error, model, latency_us, prompt_tokens, completion_tokens, cost_nanos, metadata, tags, \
+     started_at, created_at, label, trace_id, span_id) \
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int4[], $5::jsonb[], $6::jsonb[], \
+     $7::text[], $8::text[], $9::text[], $10::int8[], $11::int4[], $12::int4[], $13::int8[], $14::jsonb[], \
+     $15::jsonb[], $16::timestamptz[], $17::timestamptz[], $18::text[], $19::text[], $20::text[]) \
+     ON CONFLICT (id) DO NOTHING RETURNING id";
+
+/// The runs as the [`UNNEST_INSERT`] arrays, column by column.
+#[derive(Debug, Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    prompt_id: Vec<Uuid>,
+    version_id: Vec<Uuid>,
+    version: Vec<i32>,
+    input: Vec<Value>,
+    output: Vec<Option<Value>>,
+    status: Vec<&'static str>,
+    error: Vec<Option<String>>,
+    model: Vec<Option<String>>,
+    latency_us: Vec<i64>,
+    prompt_tokens: Vec<Option<i32>>,
+    completion_tokens: Vec<Option<i32>>,
+    cost_nanos: Vec<i64>,
+    metadata: Vec<Value>,
+    tags: Vec<Value>,
+    started_at: Vec<Option<OffsetDateTime>>,
+    created_at: Vec<OffsetDateTime>,
+    label: Vec<Option<String>>,
+    trace_id: Vec<Option<String>>,
+    span_id: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn of(runs: &[Run]) -> Self {
+        let mut c = Self::default();
+        let opt_i32 = |v: Option<u32>| v.and_then(|n| i32::try_from(n).ok());
+        let utc = |t: OffsetDateTime| t.to_offset(UtcOffset::UTC);
+        for run in runs {
+            let f = &run.fields;
+            c.id.push(run.id);
+            c.prompt_id.push(run.prompt_id);
+            c.version_id.push(run.version_id);
+            c.version.push(run.version.as_i32());
+            c.input.push(escaped(Value::Object(f.input.clone())));
+            c.output.push(f.output.clone().map(escaped));
+            c.status.push(f.status.as_str());
+            c.error
+                .push(f.error.as_deref().map(|e| nul::escape_str(e).into_owned()));
+            c.model.push(f.model.clone());
+            c.latency_us
+                .push(i64::try_from(f.latency.micros()).unwrap_or(i64::MAX));
+            c.prompt_tokens.push(opt_i32(f.prompt_tokens));
+            c.completion_tokens.push(opt_i32(f.completion_tokens));
+            c.cost_nanos.push(f.cost.nanos());
+            c.metadata.push(escaped(Value::Object(f.metadata.clone())));
+            c.tags.push(Value::from(f.tags.as_slice().to_vec()));
+            c.started_at.push(f.started_at.map(utc));
+            c.created_at.push(utc(run.created_at));
+            c.label.push(f.label.as_ref().map(|l| l.as_str().to_owned()));
+            c.trace_id.push(f.trace.map(|t| t.trace_id()));
+            c.span_id.push(f.trace.map(|t| t.span_id()));
+        }
+        c
+    }
+}
+
+fn sqlx_err(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(err)))
+}
+
 impl SeaOrmRunRepository {
+    /// Every run in one statement on PostgreSQL (atomic by itself), else in
+    /// multi-row INSERTs within one transaction.
     async fn insert_all(&self, runs: &[Run]) -> Result<Vec<Uuid>, DbErr> {
+        if self.db.backend() == DbBackend::Postgres {
+            return self.insert_unnest(runs).await;
+        }
         use sea_orm::TransactionTrait;
         let txn = self.db.conn().begin().await?;
         let mut inserted = Vec::with_capacity(runs.len());
@@ -312,6 +392,48 @@ impl SeaOrmRunRepository {
         }
         txn.commit().await?;
         Ok(inserted)
+    }
+
+    async fn insert_unnest(&self, runs: &[Run]) -> Result<Vec<Uuid>, DbErr> {
+        use sea_orm::sqlx::Row as _;
+        // Whatever stops a connection being had (refused, a handshake cut
+        // short, the pool exhausted) means the database is unavailable, as
+        // it does on every other path.
+        let mut conn = self
+            .db
+            .conn()
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e))))?;
+        let c = Columns::of(runs);
+        let rows = sea_orm::sqlx::query(UNNEST_INSERT)
+            .bind(c.id)
+            .bind(c.prompt_id)
+            .bind(c.version_id)
+            .bind(c.version)
+            .bind(c.input)
+            .bind(c.output)
+            .bind(c.status)
+            .bind(c.error)
+            .bind(c.model)
+            .bind(c.latency_us)
+            .bind(c.prompt_tokens)
+            .bind(c.completion_tokens)
+            .bind(c.cost_nanos)
+            .bind(c.metadata)
+            .bind(c.tags)
+            .bind(c.started_at)
+            .bind(c.created_at)
+            .bind(c.label)
+            .bind(c.trace_id)
+            .bind(c.span_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sqlx_err)?;
+        rows.iter()
+            .map(|row| row.try_get::<Uuid, _>(0).map_err(sqlx_err))
+            .collect()
     }
 
     async fn stats_postgres(
