@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod problem;
 pub mod routes;
+pub mod run_stream;
 pub mod run_writer;
 pub mod settings;
 pub mod startup;

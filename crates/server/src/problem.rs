@@ -422,6 +422,15 @@ impl From<RunError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
+            RunError::QueueUnavailable(source) => {
+                tracing::warn!(error = %format!("{source:#}"), "the run queue is unavailable");
+                let mut e = Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the run queue is unavailable; retry shortly",
+                );
+                e.retry_after = Some(1);
+                e
+            }
             RunError::Unknown(source) => Self::internal(source),
         }
     }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use registry_domain::run::Run;
-use registry_domain::run::ports::{RunError, RunRepository, RunSink, SinkFull};
+use registry_domain::run::ports::{RunError, RunRepository, RunSink, SinkError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -68,32 +68,60 @@ pub struct WriterCounters {
     pub abandoned: AtomicU64,
 }
 
-/// The sending side, cloned into every worker.
+/// The sending side, cloned into every worker: this process's bounded
+/// queue, or (with Redis) the durable stream every replica's writer reads.
 #[derive(Debug, Clone)]
 pub struct RunQueue {
-    tx: mpsc::Sender<Run>,
-    capacity: usize,
+    inner: Inner,
     counters: Arc<WriterCounters>,
 }
 
+#[derive(Debug, Clone)]
+enum Inner {
+    Memory { tx: mpsc::Sender<Run>, capacity: usize },
+    Stream(Arc<crate::run_stream::RunStream>),
+}
+
+#[async_trait::async_trait]
 impl RunSink for RunQueue {
-    /// Queues a run without waiting; [`SinkFull`] when the queue is full or
-    /// the writer has stopped.
-    fn try_submit(&self, run: Run) -> Result<(), SinkFull> {
-        self.tx.try_send(run).map_err(|_| SinkFull)
+    /// In memory: queues the runs without waiting, all or none;
+    /// [`SinkError::Full`] when they do not all fit or the writer has
+    /// stopped. With Redis: appends them to the stream (one XADD), and
+    /// returns once Redis has them.
+    async fn submit(&self, runs: Vec<Run>) -> Result<(), SinkError> {
+        match &self.inner {
+            Inner::Memory { tx, .. } => {
+                let permits = tx.try_reserve_many(runs.len()).map_err(|_| SinkError::Full)?;
+                for (permit, run) in permits.zip(runs) {
+                    permit.send(run);
+                }
+                Ok(())
+            }
+            Inner::Stream(stream) => stream.append(&runs).await,
+        }
     }
 }
 
 impl RunQueue {
-    /// Runs waiting to be written.
+    /// Runs waiting to be written: in this process's queue, or (with Redis)
+    /// the stream's entries as last counted, each holding one request's runs.
     #[must_use]
     pub fn depth(&self) -> usize {
-        self.capacity.saturating_sub(self.tx.capacity())
+        match &self.inner {
+            Inner::Memory { tx, capacity } => capacity.saturating_sub(tx.capacity()),
+            Inner::Stream(stream) => stream.backlog(),
+        }
     }
 
     #[must_use]
     pub fn counters(&self) -> &WriterCounters {
         &self.counters
+    }
+
+    /// Whether accepted runs are kept in Redis until stored.
+    #[must_use]
+    pub fn is_durable(&self) -> bool {
+        matches!(self.inner, Inner::Stream(_))
     }
 }
 
@@ -125,6 +153,7 @@ pub fn spawn<R: RunRepository>(repo: Arc<R>, config: WriterConfig) -> (RunQueue,
     let counters = Arc::new(WriterCounters::default());
     let writer = Writer {
         repo,
+        durable: false,
         config,
         stopping,
         counters: Arc::clone(&counters),
@@ -132,18 +161,46 @@ pub fn spawn<R: RunRepository>(repo: Arc<R>, config: WriterConfig) -> (RunQueue,
     let join = tokio::spawn(writer.run(rx));
     (
         RunQueue {
-            tx,
-            capacity,
+            inner: Inner::Memory { tx, capacity },
             counters,
         },
         WriterTask { stop, join },
     )
 }
 
-struct Writer<R> {
+/// Starts the writer of a durable stream on the current runtime: it stores
+/// what any replica appended, and acknowledges entries only once stored.
+pub fn spawn_durable<R: RunRepository>(
     repo: Arc<R>,
     config: WriterConfig,
-    stopping: watch::Receiver<Option<Instant>>,
+    stream: Arc<crate::run_stream::RunStream>,
+) -> (RunQueue, WriterTask) {
+    let (stop, stopping) = watch::channel(None);
+    let counters = Arc::new(WriterCounters::default());
+    let writer = Writer {
+        repo,
+        durable: true,
+        config,
+        stopping,
+        counters: Arc::clone(&counters),
+    };
+    let join = tokio::spawn(crate::run_stream::consume(Arc::clone(&stream), writer));
+    (
+        RunQueue {
+            inner: Inner::Stream(stream),
+            counters,
+        },
+        WriterTask { stop, join },
+    )
+}
+
+pub(crate) struct Writer<R> {
+    repo: Arc<R>,
+    /// Whether unstored runs stay in a durable stream (then giving up at
+    /// shutdown loses nothing).
+    durable: bool,
+    pub(crate) config: WriterConfig,
+    pub(crate) stopping: watch::Receiver<Option<Instant>>,
     counters: Arc<WriterCounters>,
 }
 
@@ -175,6 +232,11 @@ impl<R: RunRepository> Writer<R> {
         }
     }
 
+    /// Whether it has been asked to stop.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.borrow().is_some()
+    }
+
     /// The shutdown deadline, once there is one and it has passed.
     fn out_of_time(&self) -> bool {
         self.stopping
@@ -183,8 +245,9 @@ impl<R: RunRepository> Writer<R> {
     }
 
     /// Stores `batch`, retrying while the database is unreachable and
-    /// isolating the runs it refuses.
-    async fn write(&self, batch: Vec<Run>) {
+    /// isolating the runs it refuses. Returns `false` when it gave up at
+    /// shutdown with runs unstored (logged as abandoned), else `true`.
+    pub(crate) async fn write(&self, batch: Vec<Run>) -> bool {
         // Chunks still to store, the next one last.
         let mut pending = vec![batch];
         let mut wait = self.config.retry_initial;
@@ -204,7 +267,7 @@ impl<R: RunRepository> Writer<R> {
                     let held = chunk.len() + pending.iter().map(Vec::len).sum::<usize>();
                     if self.out_of_time() {
                         self.abandon(&chunk, &pending, &e);
-                        return;
+                        return false;
                     }
                     // The first failure, then about once a minute at the longest wait.
                     if failures == 1 || failures.is_multiple_of(12) {
@@ -232,9 +295,17 @@ impl<R: RunRepository> Writer<R> {
                 }
             }
         }
+        true
     }
 
     fn abandon(&self, chunk: &[Run], pending: &[Vec<Run>], cause: &anyhow::Error) {
+        if self.durable {
+            tracing::warn!(
+                error = %format!("{cause:#}"),
+                "shutting down with the database unreachable: the unstored runs stay in the stream for the next writer"
+            );
+            return;
+        }
         let lost: Vec<String> = chunk
             .iter()
             .chain(pending.iter().flatten())
@@ -253,7 +324,7 @@ impl<R: RunRepository> Writer<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
@@ -272,7 +343,7 @@ mod tests {
     /// every batch that holds one of `fail_ids` (or, with `fail_multi`, any
     /// batch of more than one run).
     #[derive(Default)]
-    struct Stub {
+    pub(crate) struct Stub {
         stored: Mutex<Vec<Uuid>>,
         gate: Option<Semaphore>,
         fail_multi: bool,
@@ -333,7 +404,7 @@ mod tests {
         }
     }
 
-    fn run() -> Run {
+    pub(crate) fn run() -> Run {
         Run {
             id: Uuid::now_v7(),
             prompt_id: Uuid::nil(),
@@ -361,7 +432,7 @@ mod tests {
     }
 
     /// Retries in milliseconds, so outages of many attempts are quick to test.
-    fn quick() -> WriterConfig {
+    pub(crate) fn quick() -> WriterConfig {
         WriterConfig {
             retry_initial: Duration::from_millis(1),
             retry_max: Duration::from_millis(2),
@@ -369,7 +440,7 @@ mod tests {
         }
     }
 
-    fn stored(repo: &Stub) -> Vec<Uuid> {
+    pub(crate) fn stored(repo: &Stub) -> Vec<Uuid> {
         repo.stored.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
@@ -388,7 +459,7 @@ mod tests {
             },
         );
         let first = run();
-        queue.try_submit(first.clone()).expect("queued");
+        queue.submit(vec![first.clone()]).await.expect("queued");
         // Let the writer take the first run and block on the gate.
         for _ in 0..100 {
             if queue.depth() == 0 {
@@ -397,18 +468,17 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let (second, third) = (run(), run());
-        queue.try_submit(second.clone()).expect("queued");
-        queue.try_submit(third.clone()).expect("queued");
+        queue.submit(vec![second.clone()]).await.expect("queued");
+        queue.submit(vec![third.clone()]).await.expect("queued");
         assert_eq!(queue.depth(), 2);
-        assert_eq!(queue.try_submit(run()), Err(SinkFull));
+        assert!(matches!(queue.submit(vec![run()]).await, Err(SinkError::Full)));
         if let Some(gate) = &repo.gate {
             gate.add_permits(10);
         }
         task.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stored(&repo), vec![first.id, second.id, third.id]);
-        assert_eq!(
-            queue.try_submit(run()),
-            Err(SinkFull),
+        assert!(
+            matches!(queue.submit(vec![run()]).await, Err(SinkError::Full)),
             "a stopped writer accepts nothing"
         );
     }
@@ -430,10 +500,10 @@ mod tests {
             },
         );
         let good: Vec<Run> = (0..3).map(|_| run()).collect();
-        queue.try_submit(good[0].clone()).expect("queued");
-        queue.try_submit(bad.clone()).expect("queued");
-        queue.try_submit(good[1].clone()).expect("queued");
-        queue.try_submit(good[2].clone()).expect("queued");
+        queue.submit(vec![good[0].clone()]).await.expect("queued");
+        queue.submit(vec![bad.clone()]).await.expect("queued");
+        queue.submit(vec![good[1].clone()]).await.expect("queued");
+        queue.submit(vec![good[2].clone()]).await.expect("queued");
         task.shutdown(Duration::from_secs(5)).await;
         let mut got = stored(&repo);
         got.sort();
@@ -464,7 +534,7 @@ mod tests {
         );
         let runs: Vec<Run> = (0..50).map(|_| run()).collect();
         for r in &runs {
-            queue.try_submit(r.clone()).expect("queued");
+            queue.submit(vec![r.clone()]).await.expect("queued");
         }
         // Wait for the outage to end on its own, then for the queue to empty.
         for _ in 0..5_000 {
@@ -487,7 +557,7 @@ mod tests {
         });
         let (queue, task) = spawn(Arc::clone(&repo), quick());
         for _ in 0..3 {
-            queue.try_submit(run()).expect("queued");
+            queue.submit(vec![run()]).await.expect("queued");
         }
         task.shutdown(Duration::from_millis(50)).await;
         assert!(stored(&repo).is_empty());

@@ -194,6 +194,16 @@ pub struct RunSettings {
     pub writer_batch_size: usize,
     /// Most runs accepted by `POST /v1/runs/batch`.
     pub max_batch: usize,
+    /// Keep runs answered 202 in a Redis stream until stored (unset: when
+    /// `redis.url` is set). Without it they wait in this process's memory.
+    pub durable: Option<bool>,
+    /// Most entries (one per request) the Redis stream holds before 503.
+    pub stream_capacity: usize,
+    /// How long an entry read by a writer may stay unacknowledged before
+    /// another replica's writer claims it (its writer is presumed dead).
+    pub claim_after_ms: u64,
+    /// Longest an append to the stream may take before the request gets 503.
+    pub stream_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +299,9 @@ impl Settings {
             .set_default("runs.queue_capacity", 10_000)?
             .set_default("runs.writer_batch_size", 500)?
             .set_default("runs.max_batch", 1_000)?
+            .set_default("runs.stream_capacity", 100_000)?
+            .set_default("runs.claim_after_ms", 30_000)?
+            .set_default("runs.stream_timeout_ms", 1_000)?
             .set_default("cache.capacity", 100_000)?
             .set_default("cache.ttl_secs", 60)?
             .set_default("cache.stale_if_error_secs", 300)?
@@ -348,6 +361,15 @@ impl Settings {
         if self.runs.queue_capacity == 0 || self.runs.writer_batch_size == 0 || self.runs.max_batch == 0 {
             anyhow::bail!(
                 "runs.queue_capacity, runs.writer_batch_size and runs.max_batch must be at least 1"
+            );
+        }
+        if self.runs.durable == Some(true) && self.redis.url.is_none() {
+            anyhow::bail!("runs.durable needs redis.url (or REDIS_URL): the runs are kept in a Redis stream");
+        }
+        if self.runs.stream_capacity == 0 || self.runs.claim_after_ms == 0 || self.runs.stream_timeout_ms == 0
+        {
+            anyhow::bail!(
+                "runs.stream_capacity, runs.claim_after_ms and runs.stream_timeout_ms must be at least 1"
             );
         }
         if self.cache_mode() == CacheMode::Redis && self.redis.url.is_none() {
@@ -441,6 +463,12 @@ impl Settings {
     #[must_use]
     pub fn stale_if_error(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.cache.stale_if_error_secs)
+    }
+
+    /// Whether runs answered 202 are kept in the Redis stream until stored.
+    #[must_use]
+    pub fn durable_runs(&self) -> bool {
+        self.runs.durable.unwrap_or(self.redis.url.is_some())
     }
 
     /// The cache to run with.

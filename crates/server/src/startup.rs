@@ -351,14 +351,29 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
     .with_limits(settings.render_limits())
     .with_label_policy(settings.label_policy()?);
     let run_repo = Arc::new(SeaOrmRunRepository::new(db.clone()));
-    let (queue, writer) = run_writer::spawn(
-        Arc::clone(&run_repo),
-        WriterConfig {
-            capacity: settings.runs.queue_capacity,
-            batch_size: settings.runs.writer_batch_size,
-            ..WriterConfig::default()
-        },
-    );
+    let writer_config = WriterConfig {
+        capacity: settings.runs.queue_capacity,
+        batch_size: settings.runs.writer_batch_size,
+        ..WriterConfig::default()
+    };
+    let (queue, writer) = match settings.redis.url.as_ref().filter(|_| settings.durable_runs()) {
+        Some(url) => {
+            let stream = crate::run_stream::RunStream::new(
+                crate::run_stream::StreamConfig {
+                    url: url.clone(),
+                    key: format!("{}runs", settings.redis.prefix),
+                    capacity: settings.runs.stream_capacity,
+                    claim_after: Duration::from_millis(settings.runs.claim_after_ms),
+                    timeout: Duration::from_millis(settings.runs.stream_timeout_ms),
+                    read_count: settings.runs.writer_batch_size.div_ceil(8).max(1),
+                },
+                settings.redis.pool_size,
+            )?;
+            tracing::info!("runs answered 202 are kept in the Redis stream until stored");
+            run_writer::spawn_durable(Arc::clone(&run_repo), writer_config, Arc::new(stream))
+        }
+        None => run_writer::spawn(Arc::clone(&run_repo), writer_config),
+    };
     let runs = RunService::new(run_repo, prompts.clone()).with_sink(Arc::new(queue.clone()));
     let events = Arc::new(SeaOrmEventLog::new(db.clone()));
     let hub = Arc::new(EventHub::new(events.last_seq().await?));

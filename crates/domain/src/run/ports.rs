@@ -41,6 +41,9 @@ pub enum RunError {
     /// The asynchronous path cannot take more runs now: retry shortly.
     #[error("the run queue is full; retry shortly")]
     QueueFull,
+    /// The asynchronous path's durable queue cannot be reached: retry shortly.
+    #[error("the run queue is unavailable; retry shortly")]
+    QueueUnavailable(#[source] anyhow::Error),
     /// The storage cannot be reached now; the same call may succeed later.
     /// Writers keep what they hold and try again; requests answer 503.
     #[error("the database is unavailable")]
@@ -102,30 +105,41 @@ pub trait RunRepository: Send + Sync + 'static {
     async fn stats(&self, prompt: &PromptName, query: &StatsQuery) -> Result<Vec<VersionStats>, RunError>;
 }
 
-/// The sink could not take the run now (its queue is full); nothing was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the run queue is full")]
-pub struct SinkFull;
+/// Why a sink did not take runs; it then took none of them.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// It holds as many runs as it may: retry shortly.
+    #[error("the run queue is full")]
+    Full,
+    /// Where it keeps runs cannot be reached (a durable queue's server).
+    #[error("the run queue is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
 
 /// Where runs accepted for later storage go: the asynchronous path. An
 /// implementation stores them in the background (a bounded queue and a
-/// writer, a durable stream…).
+/// writer in this process, a durable stream shared by replicas…).
 #[cfg_attr(test, mockall::automock)]
+#[async_trait]
 pub trait RunSink: Send + Sync + 'static {
-    /// Takes a run, already tied to its version, without waiting.
+    /// Takes runs, already tied to their versions, for storage. What it
+    /// promises once this returns `Ok` is the implementation's to document
+    /// (in memory until written, or durably appended).
     ///
     /// # Errors
-    /// MUST return [`SinkFull`] when it cannot take the run now; then it has
-    /// taken nothing.
-    fn try_submit(&self, run: Run) -> Result<(), SinkFull>;
+    /// MUST return [`SinkError::Full`] when it cannot take them now and
+    /// [`SinkError::Unavailable`] when it cannot reach its store; in both
+    /// cases it has taken none of them.
+    async fn submit(&self, runs: Vec<Run>) -> Result<(), SinkError>;
 }
 
 /// A sink that takes nothing: a service without an asynchronous path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoSink;
 
+#[async_trait]
 impl RunSink for NoSink {
-    fn try_submit(&self, _run: Run) -> Result<(), SinkFull> {
-        Err(SinkFull)
+    async fn submit(&self, _runs: Vec<Run>) -> Result<(), SinkError> {
+        Err(SinkError::Full)
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::model::{NewRun, Run, RunCursor, RunListing};
-use super::ports::{Logged, NoSink, RunError, RunRepository, RunSink, SinkFull};
+use super::ports::{Logged, NoSink, RunError, RunRepository, RunSink, SinkError};
 use super::stats::{StatsQuery, VersionStats};
 use crate::page::Page;
 use crate::prompt::ports::{PromptRepository, VersionCache};
@@ -82,10 +82,32 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
     pub async fn log_async(&self, new: NewRun) -> Result<uuid::Uuid, RunError> {
         let run = self.resolve(new).await?;
         let id = run.id;
-        self.sink
-            .try_submit(run)
-            .map_err(|SinkFull| RunError::QueueFull)?;
+        self.submit(vec![run]).await?;
         Ok(id)
+    }
+
+    /// Validates a batch as [`RunService::log_batch`] does, and hands every
+    /// run to the sink at once. Returns their ids.
+    ///
+    /// # Errors
+    /// As [`RunService::log_batch`]; [`RunError::QueueFull`] or
+    /// [`RunError::QueueUnavailable`] when the sink does not take them.
+    pub async fn log_batch_async(&self, items: Vec<NewRun>) -> Result<Vec<uuid::Uuid>, RunError> {
+        check_unique(&items)?;
+        let runs = self.resolve_batch(items).await?;
+        let ids = runs.iter().map(|r| r.id).collect();
+        self.submit(runs).await?;
+        Ok(ids)
+    }
+
+    async fn submit(&self, runs: Vec<Run>) -> Result<(), RunError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        self.sink.submit(runs).await.map_err(|e| match e {
+            SinkError::Full => RunError::QueueFull,
+            SinkError::Unavailable(e) => RunError::QueueUnavailable(e),
+        })
     }
 
     /// Turns the LLM calls among `spans` into runs, each tied to its version
@@ -96,9 +118,9 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
     /// stores nothing twice.
     ///
     /// # Errors
-    /// [`RunError::QueueFull`] when the sink cannot take the runs now (some
-    /// may have been taken: a retry of the whole export is safe); storage
-    /// failures while resolving versions.
+    /// [`RunError::QueueFull`] or [`RunError::QueueUnavailable`] when the
+    /// sink does not take the runs (then it took none); storage failures
+    /// while resolving versions.
     pub async fn ingest(&self, spans: &[super::span::Span]) -> Result<Ingested, RunError> {
         use super::span::SpanRun;
         type Key = (
@@ -139,12 +161,8 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
                 Err(reason) => report.rejected.push(span_reason(span, &reason)),
             }
         }
-        for run in runs {
-            self.sink
-                .try_submit(run)
-                .map_err(|SinkFull| RunError::QueueFull)?;
-            report.accepted += 1;
-        }
+        report.accepted = runs.len();
+        self.submit(runs).await?;
         Ok(report)
     }
 
@@ -266,21 +284,7 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
     /// [`RunError::InvalidItems`] naming each bad run; storage failures.
     #[tracing::instrument(skip_all, fields(runs = items.len()), err(level = "debug"))]
     pub async fn log_batch(&self, items: Vec<NewRun>) -> Result<BatchLogged, RunError> {
-        let mut seen = std::collections::HashSet::new();
-        let duplicates: Vec<_> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !seen.insert(r.id))
-            .map(|(i, r)| {
-                FieldError::new(
-                    format!("runs[{i}].id"),
-                    format!("{} appears more than once in the batch", r.id),
-                )
-            })
-            .collect();
-        if !duplicates.is_empty() {
-            return Err(RunError::InvalidItems(duplicates));
-        }
+        check_unique(&items)?;
         let runs = self.resolve_batch(items).await?;
         let existing = self.runs.insert_batch(&runs).await?;
         Ok(BatchLogged { runs, existing })
@@ -327,6 +331,27 @@ impl<R: RunRepository, P: PromptRepository, C: VersionCache, S: RunSink> RunServ
             Err(PromptError::Unavailable(e)) => Err(RunError::Unavailable(e)),
             Err(e) => Err(RunError::Unknown(anyhow::Error::new(e))),
         }
+    }
+}
+
+/// A batch names each run once.
+fn check_unique(items: &[NewRun]) -> Result<(), RunError> {
+    let mut seen = std::collections::HashSet::new();
+    let duplicates: Vec<_> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !seen.insert(r.id))
+        .map(|(i, r)| {
+            FieldError::new(
+                format!("runs[{i}].id"),
+                format!("{} appears more than once in the batch", r.id),
+            )
+        })
+        .collect();
+    if duplicates.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::InvalidItems(duplicates))
     }
 }
 
@@ -426,21 +451,29 @@ mod tests {
             .returning(|_, _| Ok(crate::prompt::Resolution::Version(Arc::new(version(4)))));
         let mut sink = super::super::ports::MockRunSink::new();
         let mut seq = mockall::Sequence::new();
-        sink.expect_try_submit()
-            .withf(|run| run.version.get() == 4)
+        sink.expect_submit()
+            .withf(|runs| runs.len() == 1 && runs[0].version.get() == 4)
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_| Ok(()));
-        sink.expect_try_submit()
+        sink.expect_submit()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_| Err(SinkFull));
+            .returning(|_| Err(SinkError::Full));
+        sink.expect_submit()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(SinkError::Unavailable(anyhow::anyhow!("redis down"))));
         let svc = service(MockRunRepository::new(), prompts).with_sink(Arc::new(sink));
         let id = uuid::Uuid::now_v7();
         assert_eq!(svc.log_async(new_run(id, 5.0, None)).await.ok(), Some(id));
         assert!(matches!(
             svc.log_async(new_run(uuid::Uuid::now_v7(), 5.0, None)).await,
             Err(RunError::QueueFull)
+        ));
+        assert!(matches!(
+            svc.log_async(new_run(uuid::Uuid::now_v7(), 5.0, None)).await,
+            Err(RunError::QueueUnavailable(_))
         ));
     }
 

@@ -9,8 +9,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::dto::runs::{
-    AcceptedRun, BatchRequest, BatchResponse, CreateRunRequest, ListRunsQuery, RunPage, RunResponse,
-    StatsParams, StatsResponse,
+    AcceptedBatch, AcceptedRun, BatchRequest, BatchResponse, CreateRunRequest, ListRunsQuery, RunPage,
+    RunResponse, StatsParams, StatsResponse,
 };
 use super::params::NameInPath;
 use crate::body::Body;
@@ -85,17 +85,23 @@ async fn create_run(
 
 /// Logs up to 1,000 runs in one transaction: all of them or, if any is
 /// invalid, none; every invalid run is named by its index (`runs[3].status`).
+/// With `Prefer: respond-async` the runs are validated, tied to their
+/// versions and queued together: 202 with their ids.
 #[utoipa::path(
     tag = "runs",
     request_body = BatchRequest,
+    params(("Prefer" = Option<String>, Header, description = "`respond-async` to queue the runs and answer 202")),
     responses(
         (status = 201, description = "Every run is stored", body = BatchResponse),
+        (status = 202, description = "Every run is accepted for background writing", body = AcceptedBatch),
+        (status = 503, description = "The background queue is full or unavailable; retry later", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid runs, each named by index; nothing was stored", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/runs/batch")]
 async fn create_batch(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: Body<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().runs;
@@ -118,6 +124,12 @@ async fn create_batch(
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
+    }
+    if prefers_async(&req) {
+        let ids = state.runs.log_batch_async(runs).await?;
+        return Ok(HttpResponse::Accepted()
+            .insert_header(("Preference-Applied", "respond-async"))
+            .json(AcceptedBatch { ids }));
     }
     let logged = state.runs.log_batch(runs).await?;
     Ok(HttpResponse::Created().json(BatchResponse {

@@ -123,6 +123,10 @@ pub fn test_settings(database_url: &str) -> Settings {
             queue_capacity: 10_000,
             writer_batch_size: 500,
             max_batch: 1_000,
+            durable: None,
+            stream_capacity: 100_000,
+            claim_after_ms: 30_000,
+            stream_timeout_ms: 1_000,
         },
         cache: CacheSettings {
             mode: None,

@@ -4,6 +4,7 @@
 mod auth;
 mod authoring;
 mod coherence;
+mod durable;
 mod errors;
 mod faults;
 mod health;

@@ -208,6 +208,12 @@ pub struct AcceptedRun {
     pub id: Uuid,
 }
 
+/// The answer to an asynchronous batch: the runs' ids, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedBatch {
+    pub ids: Vec<Uuid>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
