@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests: the release binary, driven over HTTP by real clients
-# (the official MCP Python SDK among them), from tests/e2e with pytest.
+# (the official MCP Python SDK among them, and the OpenAI client traced by
+# OpenLLMetry and OpenInference), from tests/e2e with pytest.
 #
 #   scripts/e2e.sh [pytest args…]      e.g. scripts/e2e.sh -k mcp
 #
@@ -14,7 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/e2e-venv
-requirements=(pytest==9.2.0 httpx==0.28.1 mcp==1.30.0 standardwebhooks==1.1.0)
+requirements=(
+  pytest==9.2.0 httpx==0.28.1 mcp==1.30.0 standardwebhooks==1.1.0
+  openai==3.57.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2
+  opentelemetry-instrumentation-openai==0.62.4 openinference-instrumentation-openai==0.1.66
+)
 stamp="$venv/.requirements"
 if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "${requirements[*]}" ]]; then
   python3 -m venv "$venv"

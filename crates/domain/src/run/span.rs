@@ -8,6 +8,10 @@
 //! fact is read from an ordered list of attributes; the first one present
 //! wins. The protocol's own types stay in the adapter that decodes them: it
 //! hands this module a [`Span`].
+//!
+//! Failed calls carry less: OpenInference then sets no `llm.model_name` (it
+//! reads the model from the response), and the requested model is only in
+//! the `llm.invocation_parameters` JSON, so the model is read from there last.
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -237,6 +241,9 @@ const MODEL: [&str; 5] = [
     "llm.request.model",
     "llm.model_name",
 ];
+/// The JSON attribute of the request's parameters (OpenInference), whose
+/// `model` is read when no attribute of [`MODEL`] is present.
+const INVOCATION_PARAMETERS: &str = "llm.invocation_parameters";
 const INPUT_TOKENS: [&str; 4] = [
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens",
@@ -324,7 +331,7 @@ impl Span {
             output: self.output(),
             status: status.into(),
             error,
-            model: a.first_str(&MODEL).map(str::to_owned),
+            model: self.model(),
             latency_ms,
             prompt_tokens: INPUT_TOKENS.iter().find_map(|k| a.int(k)),
             completion_tokens: OUTPUT_TOKENS.iter().find_map(|k| a.int(k)),
@@ -337,6 +344,17 @@ impl Span {
             span_id: Some(link.span_id()),
         };
         builder.build().map_err(|e| e.to_string())
+    }
+
+    /// The model: the answering one where the span names it, else the one
+    /// asked for, from an attribute or from the request's parameters.
+    fn model(&self) -> Option<String> {
+        let a = &self.attributes;
+        a.first_str(&MODEL).map(str::to_owned).or_else(|| {
+            let parameters = serde_json::from_str::<Value>(a.str(INVOCATION_PARAMETERS)?).ok()?;
+            let model = parameters.get("model")?.as_str()?;
+            (!model.is_empty()).then(|| model.to_owned())
+        })
     }
 
     /// `success`, or `error` with the most specific reason the span gives:
@@ -703,6 +721,50 @@ mod tests {
         sp.events.clear();
         sp.attributes.0.push(("error.type".into(), s("timeout")));
         assert_eq!(run(&sp).fields().error.as_deref(), Some("timeout"));
+    }
+
+    /// The attributes OpenInference's OpenAI instrumentation (0.1.66) sets
+    /// on a chat completion that failed with a 500: no `llm.model_name`,
+    /// the model only in `llm.invocation_parameters`.
+    #[test]
+    fn an_openinference_failed_call_takes_its_model_from_the_invocation_parameters() {
+        let mut sp = span(&[
+            ("prompt_registry.prompt.name", s("p")),
+            ("llm.system", s("openai")),
+            (
+                "input.value",
+                s(r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}"#),
+            ),
+            ("input.mime_type", s("application/json")),
+            ("llm.invocation_parameters", s(r#"{"model": "gpt-4o-mini"}"#)),
+            ("llm.input_messages.0.message.role", s("user")),
+            ("llm.input_messages.0.message.content", s("Hi")),
+            ("openinference.span.kind", s("LLM")),
+        ]);
+        sp.status = SpanStatus::Error(Some(
+            "InternalServerError: Error code: 500 - The server had an error".into(),
+        ));
+        let failed = run(&sp);
+        assert_eq!(failed.fields().model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(failed.fields().status, RunStatus::Error);
+        assert_eq!(failed.fields().input["messages"][0]["content"], json!("Hi"));
+
+        sp.attributes
+            .0
+            .push(("llm.model_name".into(), s("gpt-4o-mini-2024-07-18")));
+        assert_eq!(
+            run(&sp).fields().model.as_deref(),
+            Some("gpt-4o-mini-2024-07-18"),
+            "the answering model, when the span has it, wins"
+        );
+
+        sp.attributes
+            .0
+            .retain(|(k, _)| k != "llm.model_name" && k != "llm.invocation_parameters");
+        sp.attributes
+            .0
+            .push(("llm.invocation_parameters".into(), s("not json")));
+        assert_eq!(run(&sp).fields().model, None);
     }
 
     #[test]
