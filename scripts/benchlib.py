@@ -43,9 +43,17 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def wrk_args(script, url, connections, duration, *options):
+    return ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", *options, "-s", script, url]
+
+
 def wrk(script, url, connections, duration, *options):
     """Drives `url` with wrk and a Lua script; returns its figures."""
-    out = run("wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", *options, "-s", script, url)
+    return wrk_figures(run(*wrk_args(script, url, connections, duration, *options)))
+
+
+def wrk_figures(out):
+    """The figures of one wrk run's output."""
     lat = {p: to_ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)}
     errors = re.search(r"Socket errors: (.*)", out)
     return {

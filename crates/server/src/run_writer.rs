@@ -40,6 +40,9 @@ pub struct WriterConfig {
     pub capacity: usize,
     /// Most runs in one INSERT transaction.
     pub batch_size: usize,
+    /// Writers storing batches at the same time (the database can use more
+    /// than one core while the next batch is taken).
+    pub concurrency: usize,
     /// First wait after a failed attempt while the database is unreachable.
     pub retry_initial: Duration,
     /// Longest wait between two attempts while the database is unreachable.
@@ -50,7 +53,8 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             capacity: 10_000,
-            batch_size: 500,
+            batch_size: 2_000,
+            concurrency: 2,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
         }
@@ -145,7 +149,16 @@ impl WriterTask {
     }
 }
 
-/// Starts the writer on the current runtime.
+/// Waits for every writer, logging one that panicked.
+async fn join_all(writers: Vec<JoinHandle<()>>) {
+    for writer in writers {
+        if let Err(e) = writer.await {
+            tracing::error!(error = %e, "a run writer failed");
+        }
+    }
+}
+
+/// Starts the writers on the current runtime.
 pub fn spawn<R: RunRepository>(repo: Arc<R>, config: WriterConfig) -> (RunQueue, WriterTask) {
     let capacity = config.capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
@@ -158,7 +171,11 @@ pub fn spawn<R: RunRepository>(repo: Arc<R>, config: WriterConfig) -> (RunQueue,
         stopping,
         counters: Arc::clone(&counters),
     };
-    let join = tokio::spawn(writer.run(rx));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let writers: Vec<_> = (0..config.concurrency.max(1))
+        .map(|_| tokio::spawn(writer.clone().run(Arc::clone(&rx))))
+        .collect();
+    let join = tokio::spawn(join_all(writers));
     (
         RunQueue {
             inner: Inner::Memory { tx, capacity },
@@ -184,7 +201,10 @@ pub fn spawn_durable<R: RunRepository>(
         stopping,
         counters: Arc::clone(&counters),
     };
-    let join = tokio::spawn(crate::run_stream::consume(Arc::clone(&stream), writer));
+    let writers: Vec<_> = (0..config.concurrency.max(1))
+        .map(|_| tokio::spawn(crate::run_stream::consume(Arc::clone(&stream), writer.clone())))
+        .collect();
+    let join = tokio::spawn(join_all(writers));
     (
         RunQueue {
             inner: Inner::Stream(stream),
@@ -204,31 +224,48 @@ pub(crate) struct Writer<R> {
     counters: Arc<WriterCounters>,
 }
 
+impl<R> Clone for Writer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            repo: Arc::clone(&self.repo),
+            durable: self.durable,
+            config: self.config,
+            stopping: self.stopping.clone(),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+}
+
 impl<R: RunRepository> Writer<R> {
-    async fn run(self, mut rx: mpsc::Receiver<Run>) {
+    /// One of the writers sharing the queue: takes a batch (one writer waits
+    /// on the queue at a time), stores it while another takes the next, and
+    /// once asked to stop drains what is left with the others.
+    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Run>>>) {
         let batch_size = self.config.batch_size.max(1);
         let mut batch = Vec::with_capacity(batch_size);
         let mut stopping = self.stopping.clone();
         loop {
-            tokio::select! {
-                received = rx.recv_many(&mut batch, batch_size) => {
-                    if received == 0 {
-                        break;
-                    }
-                    self.write(std::mem::take(&mut batch)).await;
-                }
-                // The guard `wait_for` returns must not live across an await.
-                () = async { drop(stopping.wait_for(Option::is_some).await) } => {
+            let received = {
+                let mut rx = rx.lock().await;
+                if self.stopping() {
                     rx.close();
-                    let mut flushed = 0;
-                    while rx.recv_many(&mut batch, batch_size).await > 0 {
-                        flushed += batch.len();
-                        self.write(std::mem::take(&mut batch)).await;
-                    }
-                    tracing::info!(flushed, "run writer drained its queue");
-                    break;
                 }
+                tokio::select! {
+                    received = rx.recv_many(&mut batch, batch_size) => received,
+                    // The guard `wait_for` returns must not live across an await.
+                    () = async { drop(stopping.wait_for(Option::is_some).await) } => {
+                        rx.close();
+                        rx.recv_many(&mut batch, batch_size).await
+                    }
+                }
+            };
+            if received == 0 {
+                break;
             }
+            self.write(std::mem::take(&mut batch)).await;
+        }
+        if self.stopping() {
+            tracing::info!("run writer drained its queue");
         }
     }
 
@@ -455,6 +492,7 @@ pub(crate) mod tests {
             WriterConfig {
                 capacity: 2,
                 batch_size: 1,
+                concurrency: 1,
                 ..quick()
             },
         );
@@ -544,7 +582,11 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         task.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(stored(&repo), runs.iter().map(|r| r.id).collect::<Vec<_>>());
+        let mut got = stored(&repo);
+        got.sort();
+        let mut want: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
+        want.sort();
+        assert_eq!(got, want, "two writers share the queue; each run is stored once");
         assert_eq!(queue.counters().retries.load(Ordering::Relaxed), 200);
         assert_eq!(queue.counters().refused.load(Ordering::Relaxed), 0);
     }

@@ -192,6 +192,8 @@ pub struct RunSettings {
     pub queue_capacity: usize,
     /// Most runs the background writer inserts in one transaction.
     pub writer_batch_size: usize,
+    /// Batches the background writer stores at the same time.
+    pub writer_concurrency: usize,
     /// Most runs accepted by `POST /v1/runs/batch`.
     pub max_batch: usize,
     /// Keep runs answered 202 in a Redis stream until stored (unset: when
@@ -297,7 +299,8 @@ impl Settings {
             .set_default("database.connect_timeout_ms", 5_000)?
             .set_default("database.acquire_timeout_ms", 1_000)?
             .set_default("runs.queue_capacity", 10_000)?
-            .set_default("runs.writer_batch_size", 500)?
+            .set_default("runs.writer_batch_size", 2_000)?
+            .set_default("runs.writer_concurrency", 2)?
             .set_default("runs.max_batch", 1_000)?
             .set_default("runs.stream_capacity", 100_000)?
             .set_default("runs.claim_after_ms", 30_000)?
@@ -366,7 +369,10 @@ impl Settings {
         if self.runs.durable == Some(true) && self.redis.url.is_none() {
             anyhow::bail!("runs.durable needs redis.url (or REDIS_URL): the runs are kept in a Redis stream");
         }
-        if self.runs.stream_capacity == 0 || self.runs.claim_after_ms == 0 || self.runs.stream_timeout_ms == 0
+        if self.runs.writer_concurrency == 0
+            || self.runs.stream_capacity == 0
+            || self.runs.claim_after_ms == 0
+            || self.runs.stream_timeout_ms == 0
         {
             anyhow::bail!(
                 "runs.stream_capacity, runs.claim_after_ms and runs.stream_timeout_ms must be at least 1"

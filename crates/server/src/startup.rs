@@ -354,6 +354,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
     let writer_config = WriterConfig {
         capacity: settings.runs.queue_capacity,
         batch_size: settings.runs.writer_batch_size,
+        concurrency: settings.runs.writer_concurrency,
         ..WriterConfig::default()
     };
     let (queue, writer) = match settings.redis.url.as_ref().filter(|_| settings.durable_runs()) {

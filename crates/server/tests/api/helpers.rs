@@ -122,6 +122,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         runs: RunSettings {
             queue_capacity: 10_000,
             writer_batch_size: 500,
+            writer_concurrency: 2,
             max_batch: 1_000,
             durable: None,
             stream_capacity: 100_000,
