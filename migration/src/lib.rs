@@ -16,6 +16,15 @@ mod m20261201_000007_composition;
 mod m20261202_000008_events;
 mod m20261203_000009_webhooks;
 mod m20261204_000010_run_trace_link;
+mod m20261205_000011_partition_runs;
+
+/// The monthly partitions of `prompt_runs` on PostgreSQL, which the server
+/// keeps ahead of time (see migration 11).
+pub mod partitions {
+    pub use super::m20261205_000011_partition_runs::{
+        MONTHS_AHEAD, create_partition_sql, next_month, partition_name,
+    };
+}
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -34,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_events::Migration),
             Box::new(m20261203_000009_webhooks::Migration),
             Box::new(m20261204_000010_run_trace_link::Migration),
+            Box::new(m20261205_000011_partition_runs::Migration),
         ]
     }
 }

@@ -2,9 +2,10 @@
 
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
+use migration::partitions::{MONTHS_AHEAD, create_partition_sql, next_month};
 use registry_domain::page::{Page, PageRequest};
 use registry_domain::prompt::{LabelName, PromptName, Tags, VersionNumber};
-use registry_domain::run::ports::{Logged, RunError, RunRepository};
+use registry_domain::run::ports::{Logged, RunError, RunRepository, RunRetention};
 use registry_domain::run::stats::{Bucket, StatsQuery, StatsSample, VersionStats, aggregate};
 use registry_domain::run::{
     Cost, Latency, Run, RunCursor, RunFields, RunFilter, RunSort, RunStatus, SortField, span::TraceLink,
@@ -635,5 +636,128 @@ impl RunRepository for SeaOrmRunRepository {
             DbBackend::Postgres => self.stats_postgres(prompt, query).await,
             _ => self.stats_in_process(prompt, query).await,
         }
+    }
+}
+
+/// A month's partition name, parsed back: `prompt_runs_p2026_11` is
+/// `(2026, 11)`.
+fn partition_month(name: &str) -> Option<(i32, u8)> {
+    let (year, month) = name.strip_prefix("prompt_runs_p")?.split_once('_')?;
+    Some((year.parse().ok()?, month.parse().ok()?))
+}
+
+/// The first instant of `month` of `year`, UTC.
+fn month_start(year: i32, month: u8) -> Option<OffsetDateTime> {
+    let month = time::Month::try_from(month).ok()?;
+    let date = time::Date::from_calendar_date(year, month, 1).ok()?;
+    Some(date.midnight().assume_utc())
+}
+
+impl SeaOrmRunRepository {
+    async fn execute(&self, sql: &str, values: Vec<SqlValue>) -> Result<u64, RunError> {
+        self.db
+            .conn()
+            .execute_raw(Statement::from_sql_and_values(self.db.backend(), sql, values))
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl RunRetention for SeaOrmRunRepository {
+    /// On PostgreSQL, the partitions of `now`'s month and the
+    /// [`MONTHS_AHEAD`] after it. Another replica creating the same one at the
+    /// same moment is not an error.
+    async fn prepare(&self, now: OffsetDateTime) -> Result<(), RunError> {
+        if self.db.backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let now = now.to_offset(UtcOffset::UTC);
+        let mut month = (now.year(), u8::from(now.month()));
+        for _ in 0..=MONTHS_AHEAD {
+            match self
+                .execute(&create_partition_sql(month.0, month.1), Vec::new())
+                .await
+            {
+                Ok(_) => {}
+                // 42P07 duplicate_table, 23505 unique_violation: created
+                // concurrently by another replica.
+                Err(RunError::Unknown(e))
+                    if e.chain().any(|c| {
+                        let text = c.to_string();
+                        text.contains("42P07") || text.contains("already exists") || text.contains("23505")
+                    }) => {}
+                Err(e) => return Err(e),
+            }
+            month = next_month(month.0, month.1);
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL, the monthly partitions whose whole id range lies before
+    /// the cutoff's month and whose newest run is older than the cutoff.
+    async fn drop_expired(&self, cutoff: OffsetDateTime) -> Result<u64, RunError> {
+        if self.db.backend() != DbBackend::Postgres {
+            return Ok(0);
+        }
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'prompt_runs'",
+            ))
+            .await
+            .map_err(db_error)?;
+        let mut dropped = 0;
+        for row in rows {
+            let name: String = row.try_get("", "name").map_err(db_error)?;
+            let Some((year, month)) = partition_month(&name) else {
+                continue;
+            };
+            let (ny, nm) = next_month(year, month);
+            if month_start(ny, nm).is_none_or(|end| end > cutoff) {
+                continue;
+            }
+            // Ids say when a run was made, created_at when it was stored: a
+            // run exported late keeps its partition until it expires too.
+            let newest = self
+                .db
+                .conn()
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT max(created_at) AS newest FROM {name}"),
+                ))
+                .await
+                .map_err(db_error)?
+                .map(|r| r.try_get::<Option<OffsetDateTime>>("", "newest"))
+                .transpose()
+                .map_err(db_error)?
+                .flatten();
+            if newest.is_none_or(|t| t < cutoff) {
+                self.execute(&format!("DROP TABLE IF EXISTS {name}"), Vec::new())
+                    .await?;
+                tracing::info!(partition = %name, "dropped a partition of expired runs");
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn delete_expired(&self, cutoff: OffsetDateTime, limit: u32) -> Result<u64, RunError> {
+        let sql = match self.db.backend() {
+            DbBackend::Postgres => {
+                "DELETE FROM prompt_runs WHERE id IN \
+                 (SELECT id FROM prompt_runs WHERE created_at < $1 ORDER BY created_at LIMIT $2)"
+            }
+            _ => {
+                "DELETE FROM prompt_runs WHERE id IN \
+                 (SELECT id FROM prompt_runs WHERE created_at < ? ORDER BY created_at LIMIT ?)"
+            }
+        };
+        self.execute(sql, vec![self.db.time(cutoff), i64::from(limit).into()])
+            .await
     }
 }

@@ -1706,8 +1706,158 @@ async fn the_labels_migration_turns_active_flags_into_production_labels_and_back
     assert!(served.is_active);
 }
 
+/// A UUIDv7 of `t` with random bits, as the service makes run ids.
+fn v7_at(t: OffsetDateTime) -> Uuid {
+    let ms = u64::try_from(t.unix_timestamp_nanos() / 1_000_000).expect("after 1970");
+    let tail = Uuid::new_v4();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&tail.as_bytes()[6..]);
+    uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid()
+}
+
+/// Runs of `version`: three made and stored `days_ago`, one of them with a
+/// client's UUIDv4 (the default partition on PostgreSQL), and two made now.
+fn aged_runs(version: &PromptVersion, days_ago: i64) -> (Vec<Run>, Vec<Run>) {
+    let now = registry_domain::time::now_utc();
+    let then = now - Duration::days(days_ago);
+    let with_id = |id: Uuid, at: OffsetDateTime| {
+        run(
+            version,
+            at,
+            NewRunBuilder {
+                id: Some(id),
+                ..success(5.0)
+            },
+        )
+    };
+    (
+        vec![
+            with_id(v7_at(then), then),
+            with_id(v7_at(then), then),
+            with_id(Uuid::new_v4(), then),
+        ],
+        vec![with_id(v7_at(now), now), with_id(Uuid::new_v4(), now)],
+    )
+}
+
+async fn partition_count(db: &registry_persistence::Db) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    if db.backend() != sea_orm::DbBackend::Postgres {
+        return 0;
+    }
+    db.conn()
+        .query_one_raw(Statement::from_string(
+            db.backend(),
+            "SELECT count(*) AS n FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE p.relname = 'prompt_runs'",
+        ))
+        .await
+        .expect("counted")
+        .expect("a row")
+        .try_get::<i64>("", "n")
+        .expect("a count")
+}
+
+async fn expired_runs_go_by_whole_partition_then_in_batches_and_the_rest_stay(backend: Backend) {
+    use registry_domain::run::ports::RunRetention;
+    use registry_domain::run::retention::Retention;
+
+    let (test_db, prompts, runs) = run_repos(&backend).await;
+    let db = test_db.connect().await;
+    let version = versions_of(&prompts, "kept", 1).await.remove(0);
+    let now = registry_domain::time::now_utc();
+    // The months of runs 150 days old exist as partitions, as they would
+    // have when those runs were stored.
+    runs.prepare(now - Duration::days(150)).await.expect("prepared");
+    runs.prepare(now).await.expect("prepared again, harmlessly");
+    let before = partition_count(&db).await;
+    let (old, new) = aged_runs(&version, 150);
+    runs.insert_batch(&[old.clone(), new.clone()].concat())
+        .await
+        .expect("stored");
+
+    let pruned = Retention::days(90)
+        .expect("on")
+        .prune(&runs, now)
+        .await
+        .expect("pruned");
+    for r in &old {
+        assert!(
+            matches!(runs.find(r.id).await, Err(RunError::NotFound(_))),
+            "{} expired",
+            r.id
+        );
+    }
+    for r in &new {
+        assert_eq!(runs.find(r.id).await.expect("kept").id, r.id);
+    }
+    if db.backend() == sea_orm::DbBackend::Postgres {
+        // The two v7 runs went with their month's partition (and the empty
+        // months before the cutoff with theirs); the v4 one row by row.
+        assert!(pruned.partitions >= 1, "{pruned:?}");
+        assert_eq!(pruned.runs, 1, "{pruned:?}");
+        assert_eq!(
+            partition_count(&db).await,
+            before - i64::try_from(pruned.partitions).expect("few")
+        );
+    } else {
+        assert_eq!(pruned.partitions, 0);
+        assert_eq!(pruned.runs, 3);
+    }
+    let again = Retention::days(90)
+        .expect("on")
+        .prune(&runs, now)
+        .await
+        .expect("pruned");
+    assert_eq!((again.partitions, again.runs), (0, 0), "nothing left to remove");
+}
+
+async fn the_partition_migration_keeps_every_run_both_ways(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (test_db, prompts, runs) = run_repos(&backend).await;
+    let db = test_db.connect().await;
+    let version = versions_of(&prompts, "moved", 1).await.remove(0);
+    let (old, new) = aged_runs(&version, 70);
+    let all = [old, new].concat();
+    runs.insert_batch(&all).await.expect("stored");
+    let shape = |db: registry_persistence::Db| async move {
+        if db.backend() != sea_orm::DbBackend::Postgres {
+            return String::from("sqlite");
+        }
+        db.conn()
+            .query_one_raw(Statement::from_string(
+                db.backend(),
+                "SELECT relkind::text AS kind FROM pg_class WHERE relname = 'prompt_runs'",
+            ))
+            .await
+            .expect("read")
+            .expect("a row")
+            .try_get::<String>("", "kind")
+            .expect("a kind")
+    };
+    let partitioned = shape(db.clone()).await;
+    down_to_before(&db, "m20261205_000011_partition_runs").await;
+    assert_ne!(shape(db.clone()).await, "p", "a plain table again");
+    for r in &all {
+        assert_eq!(runs.find(r.id).await.expect("kept going down"), *r);
+    }
+    db.migrate().await.expect("up again");
+    assert_eq!(shape(db.clone()).await, partitioned);
+    if db.backend() == sea_orm::DbBackend::Postgres {
+        assert_eq!(partitioned, "p");
+    }
+    for r in &all {
+        assert_eq!(runs.find(r.id).await.expect("kept going up"), *r);
+    }
+    // Idempotency holds across partitions: the same ids again store nothing.
+    let existing = runs.insert_batch(&all).await.expect("retried");
+    assert_eq!(existing.len(), all.len());
+}
+
 backend_tests!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    expired_runs_go_by_whole_partition_then_in_batches_and_the_rest_stay,
+    the_partition_migration_keeps_every_run_both_ways,
     the_latency_migration_converts_stored_runs_down_and_up,
     the_labels_migration_turns_active_flags_into_production_labels_and_back,
     a_change_and_its_records_commit_together_or_not_at_all,

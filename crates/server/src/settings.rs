@@ -206,6 +206,12 @@ pub struct RunSettings {
     pub claim_after_ms: u64,
     /// Longest an append to the stream may take before the request gets 503.
     pub stream_timeout_ms: u64,
+    /// Runs older than this many days are removed in the background; 0 keeps
+    /// them forever.
+    pub retention_days: u32,
+    /// How often the background job prepares the coming months' partitions
+    /// and removes expired runs.
+    pub maintenance_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +311,8 @@ impl Settings {
             .set_default("runs.stream_capacity", 100_000)?
             .set_default("runs.claim_after_ms", 30_000)?
             .set_default("runs.stream_timeout_ms", 1_000)?
+            .set_default("runs.retention_days", 0)?
+            .set_default("runs.maintenance_interval_secs", 3_600)?
             .set_default("cache.capacity", 100_000)?
             .set_default("cache.ttl_secs", 60)?
             .set_default("cache.stale_if_error_secs", 300)?

@@ -375,6 +375,11 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         }
         None => run_writer::spawn(Arc::clone(&run_repo), writer_config),
     };
+    tokio::spawn(maintain_runs(
+        Arc::clone(&run_repo),
+        registry_domain::run::retention::Retention::days(settings.runs.retention_days),
+        Duration::from_secs(settings.runs.maintenance_interval_secs),
+    ));
     let runs = RunService::new(run_repo, prompts.clone()).with_sink(Arc::new(queue.clone()));
     let events = Arc::new(SeaOrmEventLog::new(db.clone()));
     let hub = Arc::new(EventHub::new(events.last_seq().await?));
@@ -403,6 +408,36 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         max_batch: settings.runs.max_batch,
     };
     Ok((state, writer))
+}
+
+/// The runs' background upkeep, at start and then every `every`: the coming
+/// months' partitions (PostgreSQL), and with a retention the removal of
+/// expired runs, partitions first, then in small batches. Failures are
+/// logged and tried again next time.
+async fn maintain_runs<S: registry_domain::run::ports::RunRetention>(
+    store: Arc<S>,
+    retention: Option<registry_domain::run::retention::Retention>,
+    every: Duration,
+) {
+    loop {
+        let now = registry_domain::time::now_utc();
+        if let Err(e) = store.prepare(now).await {
+            tracing::warn!(error = %format!("{e:#}"), "preparing the coming months' run partitions failed");
+        }
+        if let Some(retention) = retention {
+            match retention.prune(store.as_ref(), now).await {
+                Ok(p) if p.partitions > 0 || p.runs > 0 => tracing::info!(
+                    partitions = p.partitions,
+                    runs = p.runs,
+                    cutoff = %registry_domain::time::rfc3339(retention.cutoff(now)),
+                    "removed expired runs"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "removing expired runs failed"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Where the data lives, for people: a SQLite file as an absolute path (so

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import inspect
 import logging
+import os
 import re
 import threading
 import time
@@ -29,6 +30,16 @@ from . import _http, _otel
 from ._core import Metrics
 from ._errors import ApiError, RegistryUnavailable
 from ._prompt import Prompt
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): the first 48 bits are the time in milliseconds,
+    so the registry files the run under the month it was made."""
+    value = (time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
 
 log = logging.getLogger("prompt_registry")
 
@@ -141,7 +152,7 @@ class RunQueue:
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
         for run in batch:
-            run.setdefault("id", str(uuid.uuid4()))
+            run.setdefault("id", uuid7())
             started = run.get("started_at")
             if isinstance(started, float):
                 run["started_at"] = dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat()  # noqa: UP017

@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod model;
 pub mod ports;
+pub mod retention;
 pub mod service;
 pub mod span;
 pub mod stats;

@@ -105,6 +105,32 @@ pub trait RunRepository: Send + Sync + 'static {
     async fn stats(&self, prompt: &PromptName, query: &StatsQuery) -> Result<Vec<VersionStats>, RunError>;
 }
 
+/// Removing old runs, in steps that hold no lock for long.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait RunRetention: Send + Sync + 'static {
+    /// Makes storage ready for the runs of `now` and the coming months
+    /// (PostgreSQL: their partitions). Doing it again changes nothing.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn prepare(&self, now: time::OffsetDateTime) -> Result<(), RunError>;
+
+    /// Drops whole partitions whose runs were all created before `cutoff`;
+    /// returns how many. Storage without partitions drops none.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn drop_expired(&self, cutoff: time::OffsetDateTime) -> Result<u64, RunError>;
+
+    /// Deletes at most `limit` runs created before `cutoff`, oldest first, in
+    /// one short transaction; returns how many.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn delete_expired(&self, cutoff: time::OffsetDateTime, limit: u32) -> Result<u64, RunError>;
+}
+
 /// Why a sink did not take runs; it then took none of them.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

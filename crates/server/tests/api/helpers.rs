@@ -128,6 +128,8 @@ pub fn test_settings(database_url: &str) -> Settings {
             stream_capacity: 100_000,
             claim_after_ms: 30_000,
             stream_timeout_ms: 1_000,
+            retention_days: 0,
+            maintenance_interval_secs: 3_600,
         },
         cache: CacheSettings {
             mode: None,
