@@ -20,14 +20,31 @@ SELECT gen_random_uuid(), p.id, v, 'text', '"t"', '{}', '{}', NULL, now()
 FROM prompts p CROSS JOIN generate_series(1, 3) v;
 INSERT INTO prompt_labels (prompt_id, name, version, protected, revision, updated_at)
 SELECT id, 'production', 3, TRUE, 1, now() FROM prompts;
+-- The partitions of the months the 30 days reach back into, as the server
+-- would have created them ahead of time.
+DO \$\$
+DECLARE m timestamptz;
+BEGIN
+  FOR m IN SELECT generate_series(date_trunc('month', now() - interval '31 days', 'UTC'), date_trunc('month', now(), 'UTC'), interval '1 month') LOOP
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF prompt_runs FOR VALUES FROM (%L) TO (%L)',
+      'prompt_runs_p' || to_char(m AT TIME ZONE 'UTC', 'YYYY_MM'),
+      (lpad(to_hex((extract(epoch FROM m) * 1000)::bigint), 12, '0') || repeat('0', 20))::uuid,
+      (lpad(to_hex((extract(epoch FROM m + interval '1 month') * 1000)::bigint), 12, '0') || repeat('0', 20))::uuid);
+  END LOOP;
+END
+\$\$;
+-- Ids are UUIDv7 of the creation time, as the service makes them.
 INSERT INTO prompt_runs (id, prompt_id, version_id, version, input, output, status, error, model, latency_us,
                          prompt_tokens, completion_tokens, cost_nanos, metadata, tags, started_at, created_at)
-SELECT gen_random_uuid(), v.prompt_id, v.id, v.version, '{"q": "x"}', '"answer"',
+SELECT (lpad(to_hex((extract(epoch FROM t.at) * 1000)::bigint), 12, '0') || '7' || substr(md5(g::text), 1, 3)
+        || '8' || substr(md5(g::text), 4, 15))::uuid,
+       v.prompt_id, v.id, v.version, '{"q": "x"}', '"answer"',
        CASE WHEN g % 13 = 0 THEN 'error' ELSE 'success' END, CASE WHEN g % 13 = 0 THEN 'boom' END,
        CASE WHEN g % 2 = 0 THEN 'model-a' ELSE 'model-b' END, ((g * 7919) % 3000)::bigint * 1000, (g % 500)::int, (g % 300)::int,
        (g * 104729) % 5000000, '{}', '[]', NULL,
-       now() - ((g % 2592000) || ' seconds')::interval
+       t.at
 FROM generate_series(1::bigint, $ROWS) g
+CROSS JOIN LATERAL (SELECT now() - make_interval(secs => g * 2592000.0 / $ROWS) AS at) t
 JOIN (SELECT row_number() OVER (ORDER BY id) - 1 AS i, id, prompt_id, version FROM prompt_versions) v ON v.i = g % 300;
 VACUUM ANALYZE;
 SQL
@@ -55,4 +72,5 @@ explain "GET /v1/prompts/{name}/stats?from=(7 days ago)&bucket=day" \
   "SELECT r.version, date_trunc('day', r.created_at, 'UTC') AS bucket, count(*), count(*) FILTER (WHERE r.status = 'error'), percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_us) / 1000, percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_us) / 1000, percentile_cont(0.99) WITHIN GROUP (ORDER BY r.latency_us) / 1000, max(r.latency_us)::float8 / 1000, COALESCE(sum(r.prompt_tokens),0)::bigint, COALESCE(sum(r.completion_tokens),0)::bigint, COALESCE(sum(r.cost_nanos),0)::bigint FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE $P AND r.created_at >= now() - interval '7 days' GROUP BY r.version, bucket ORDER BY r.version, bucket"
 echo
 psql "$URL" -qAt -c "SELECT 'rows: ' || count(*) FROM prompt_runs"
-psql "$URL" -qAt -c "SELECT 'table + indexes: ' || pg_size_pretty(pg_total_relation_size('prompt_runs'))"
+psql "$URL" -qAt -c "SELECT 'rows per partition: ' || string_agg(tableoid::regclass || ' ' || n, ', ' ORDER BY tableoid::regclass::text) FROM (SELECT tableoid, count(*) AS n FROM prompt_runs GROUP BY tableoid) c"
+psql "$URL" -qAt -c "SELECT 'table + indexes: ' || pg_size_pretty(sum(pg_total_relation_size(relid))) FROM pg_partition_tree('prompt_runs')"
