@@ -95,6 +95,21 @@ fn ordinal(year: i32, month: u8) -> i32 {
     year * 12 + i32::from(month) - 1
 }
 
+/// The foreign key to prompts and the secondary indexes, on the table
+/// `prompt_runs` is now (on a partitioned table, each partition gets them).
+async fn foreign_key_and_indexes(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    exec(
+        manager,
+        "ALTER TABLE prompt_runs ADD CONSTRAINT fk_prompt_runs_prompt \
+         FOREIGN KEY (prompt_id) REFERENCES prompts(id) ON DELETE CASCADE",
+    )
+    .await?;
+    for (name, cols) in INDEXES {
+        exec(manager, &format!("CREATE INDEX {name} ON prompt_runs ({cols})")).await?;
+    }
+    Ok(())
+}
+
 /// (year, month) of a `date_trunc('month', …)` text `YYYY-MM`.
 fn year_month(text: &str) -> Option<(i32, u8)> {
     let (y, m) = text.split_once('-')?;
@@ -166,10 +181,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         exec(manager, "DROP TABLE prompt_runs_unpartitioned").await?;
-        exec(manager, "ALTER TABLE prompt_runs ADD CONSTRAINT fk_prompt_runs_prompt FOREIGN KEY (prompt_id) REFERENCES prompts(id) ON DELETE CASCADE").await?;
-        for (name, cols) in INDEXES {
-            exec(manager, &format!("CREATE INDEX {name} ON prompt_runs ({cols})")).await?;
-        }
+        foreign_key_and_indexes(manager).await?;
         exec(manager, "ANALYZE prompt_runs").await
     }
 
@@ -198,11 +210,7 @@ impl MigrationTrait for Migration {
             "ALTER TABLE prompt_runs ADD CONSTRAINT prompt_runs_pkey PRIMARY KEY (id)",
         )
         .await?;
-        exec(manager, "ALTER TABLE prompt_runs ADD CONSTRAINT fk_prompt_runs_prompt FOREIGN KEY (prompt_id) REFERENCES prompts(id) ON DELETE CASCADE").await?;
-        for (name, cols) in INDEXES {
-            exec(manager, &format!("CREATE INDEX {name} ON prompt_runs ({cols})")).await?;
-        }
-        Ok(())
+        foreign_key_and_indexes(manager).await
     }
 }
 
@@ -214,7 +222,7 @@ mod tests {
     fn a_month_starts_at_its_first_millisecond() {
         assert_eq!(days_from_civil(1970, 1), 0);
         assert_eq!(days_from_civil(2026, 12), 20_788);
-        // 2026-12-01T00:00:00Z = 1_796_083_200_000 ms = 0x01a2_2a0c_6000... checked by hand below.
+        // 2026-12-01T00:00:00Z is 1,796,083,200,000 ms after the epoch.
         let ms: u64 = 1_796_083_200_000;
         assert_eq!(
             month_start_id(2026, 12),
