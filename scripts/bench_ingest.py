@@ -23,7 +23,18 @@ import time
 import urllib.request
 import uuid
 
-from benchlib import KEY, ROOT, SERVER, prepare, psql, run, scratch_database, wrk, wrk_args, wrk_figures
+from benchlib import (
+    KEY,
+    ROOT,
+    SERVER,
+    prepare,
+    psql,
+    run,
+    scratch_database,
+    wrk,
+    wrk_args,
+    wrk_figures,
+)
 
 PORT = int(os.environ.get("BENCH_PORT", "18400"))
 BASE = f"http://127.0.0.1:{PORT}"
