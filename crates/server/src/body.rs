@@ -187,6 +187,15 @@ pub fn optional<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Resul
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    from_slice(bytes)
+}
+
+/// Reads JSON text as [`Body`] reads a body: no repeated key, an object of
+/// the right shape.
+///
+/// # Errors
+/// A 400 problem for unreadable JSON, a 422 for the wrong shape.
+pub fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: StrictValue = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedJson,

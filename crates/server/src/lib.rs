@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod hub;
+pub mod ingest;
 pub mod mcp;
 pub mod metrics;
 pub mod middleware;

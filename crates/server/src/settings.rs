@@ -206,6 +206,9 @@ pub struct RunSettings {
     pub claim_after_ms: u64,
     /// Longest an append to the stream may take before the request gets 503.
     pub stream_timeout_ms: u64,
+    /// The ingestion thread's nice value (0 to 19, Linux): higher gives the
+    /// fetch path more of the CPU when both are busy.
+    pub ingest_nice: i32,
     /// Runs older than this many days are removed in the background; 0 keeps
     /// them forever.
     pub retention_days: u32,
@@ -312,6 +315,7 @@ impl Settings {
             .set_default("runs.claim_after_ms", 30_000)?
             .set_default("runs.stream_timeout_ms", 1_000)?
             .set_default("runs.retention_days", 0)?
+            .set_default("runs.ingest_nice", 19)?
             .set_default("runs.maintenance_interval_secs", 3_600)?
             .set_default("cache.capacity", 100_000)?
             .set_default("cache.ttl_secs", 60)?

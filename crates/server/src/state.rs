@@ -52,4 +52,6 @@ pub struct AppState {
     pub db: Db,
     /// Most runs accepted by one batch request.
     pub max_batch: usize,
+    /// Where the CPU work of logging runs is done, off the HTTP workers.
+    pub ingest: crate::ingest::Ingest,
 }

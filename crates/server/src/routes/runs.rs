@@ -65,21 +65,28 @@ async fn create_run(
     req: HttpRequest,
     body: Body<CreateRunRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body
-        .into_inner()
-        .try_into_domain("")
-        .map_err(ApiError::validation)?;
-    if prefers_async(&req) {
-        let id = state.runs.log_async(new).await?;
-        return Ok(HttpResponse::Accepted()
+    let asynchronous = prefers_async(&req);
+    let runs = state.runs.clone();
+    let body = body.into_inner();
+    let outcome = state
+        .ingest
+        .run(async move {
+            let new = body.try_into_domain("").map_err(ApiError::validation)?;
+            if asynchronous {
+                Ok(Err(runs.log_async(new).await?))
+            } else {
+                Ok(Ok(runs.log(new).await?))
+            }
+        })
+        .await?;
+    Ok(match outcome {
+        Err(id) => HttpResponse::Accepted()
             .insert_header(("Preference-Applied", "respond-async"))
-            .json(AcceptedRun { id }));
-    }
-    Ok(match state.runs.log(new).await? {
-        Logged::Created(run) => HttpResponse::Created()
+            .json(AcceptedRun { id }),
+        Ok(Logged::Created(run)) => HttpResponse::Created()
             .insert_header((LOCATION, format!("/v1/runs/{}", run.id)))
             .json(RunResponse::from(run)),
-        Logged::Existing(run) => HttpResponse::Ok().json(RunResponse::from(run)),
+        Ok(Logged::Existing(run)) => HttpResponse::Ok().json(RunResponse::from(run)),
     })
 }
 
@@ -102,41 +109,51 @@ async fn create_run(
 async fn create_batch(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Body<BatchRequest>,
+    // Only scanned here; read into values on the ingestion thread.
+    body: web::Json<Box<serde_json::value::RawValue>>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = body.into_inner().runs;
-    if items.is_empty() || items.len() > state.max_batch {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "runs",
-            format!("must hold 1 to {} runs, got {}", state.max_batch, items.len()),
-        )]));
-    }
-    let mut errors = Vec::new();
-    let mut runs = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let parsed = crate::body::into_object::<CreateRunRequest>(item)
-            .map_err(|e| vec![FieldError::new(format!("runs[{i}]"), e.detail)])
-            .and_then(|r| r.try_into_domain(&format!("runs[{i}].")));
-        match parsed {
-            Ok(run) => runs.push(run),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    if prefers_async(&req) {
-        let ids = state.runs.log_batch_async(runs).await?;
-        return Ok(HttpResponse::Accepted()
+    let (max_batch, asynchronous, runs) = (state.max_batch, prefers_async(&req), state.runs.clone());
+    let outcome = state
+        .ingest
+        .run(async move {
+            let items = crate::body::from_slice::<BatchRequest>(body.get().as_bytes())?.runs;
+            if items.is_empty() || items.len() > max_batch {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "runs",
+                    format!("must hold 1 to {max_batch} runs, got {}", items.len()),
+                )]));
+            }
+            let mut errors = Vec::new();
+            let mut parsed = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let run = crate::body::into_object::<CreateRunRequest>(item)
+                    .map_err(|e| vec![FieldError::new(format!("runs[{i}]"), e.detail)])
+                    .and_then(|r| r.try_into_domain(&format!("runs[{i}].")));
+                match run {
+                    Ok(run) => parsed.push(run),
+                    Err(e) => errors.extend(e),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::validation(errors));
+            }
+            if asynchronous {
+                Ok(Err(runs.log_batch_async(parsed).await?))
+            } else {
+                Ok(Ok(runs.log_batch(parsed).await?))
+            }
+        })
+        .await?;
+    Ok(match outcome {
+        Err(ids) => HttpResponse::Accepted()
             .insert_header(("Preference-Applied", "respond-async"))
-            .json(AcceptedBatch { ids }));
-    }
-    let logged = state.runs.log_batch(runs).await?;
-    Ok(HttpResponse::Created().json(BatchResponse {
-        inserted: logged.runs.len() - logged.existing.len(),
-        ids: logged.runs.iter().map(|r| r.id).collect(),
-        existing: logged.existing,
-    }))
+            .json(AcceptedBatch { ids }),
+        Ok(logged) => HttpResponse::Created().json(BatchResponse {
+            inserted: logged.runs.len() - logged.existing.len(),
+            ids: logged.runs.iter().map(|r| r.id).collect(),
+            existing: logged.existing,
+        }),
+    })
 }
 
 /// One run.

@@ -100,33 +100,36 @@ async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     Ok(body)
 }
 
-/// The body as sent: inflated when `Content-Encoding: gzip`, with the same
-/// size cap (a small body must not inflate without bound).
-fn decoded(req: &HttpRequest, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+/// Whether the body is gzip-encoded; another coding is a 415.
+fn is_gzip(req: &HttpRequest) -> Result<bool, ApiError> {
     let coding = req
         .headers()
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     match coding.as_deref() {
-        None | Some("" | "identity") => Ok(body),
-        Some("gzip") => {
-            let mut out = Vec::with_capacity(body.len() * 4);
-            let limit = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) + 1;
-            flate2::read::GzDecoder::new(body.as_slice())
-                .take(limit)
-                .read_to_end(&mut out)
-                .map_err(|e| bad_request(&format!("the gzip body cannot be inflated: {e}")))?;
-            if out.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            Ok(out)
-        }
+        None | Some("" | "identity") => Ok(false),
+        Some("gzip") => Ok(true),
         Some(other) => Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
             format!("Content-Encoding `{other}` is not supported: send gzip or nothing"),
         )),
     }
+}
+
+/// A gzip body inflated, with the same size cap as a plain one (a small
+/// body must not inflate without bound).
+fn inflate(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(body.len() * 4);
+    let limit = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) + 1;
+    flate2::read::GzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| bad_request(&format!("the gzip body cannot be inflated: {e}")))?;
+    if out.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(out)
 }
 
 fn bad_request(detail: &str) -> ApiError {
@@ -330,10 +333,17 @@ async fn export(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let encoding = encoding(&req)?;
-    let body = decoded(&req, read_body(payload).await?)?;
-    let request = parse(encoding, &body)?;
-    let spans = spans(&request);
-    let report = state.runs.ingest(&spans).await?;
+    let gzip = is_gzip(&req)?;
+    let body = read_body(payload).await?;
+    let runs = state.runs.clone();
+    let report = state
+        .ingest
+        .run(async move {
+            let body = if gzip { inflate(&body)? } else { body };
+            let request = parse(encoding, &body)?;
+            Ok(runs.ingest(&spans(&request)).await?)
+        })
+        .await?;
     let c = &state.metrics.spans;
     c.accepted.fetch_add(report.accepted as u64, Ordering::Relaxed);
     c.ignored.fetch_add(report.ignored as u64, Ordering::Relaxed);

@@ -129,6 +129,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             claim_after_ms: 30_000,
             stream_timeout_ms: 1_000,
             retention_days: 0,
+            ingest_nice: 0,
             maintenance_interval_secs: 3_600,
         },
         cache: CacheSettings {
