@@ -94,13 +94,19 @@ impl RunStream {
         self.backlog.load(Ordering::Relaxed)
     }
 
+    /// Whether an append would be taken now, as far as last counted.
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.backlog() < self.config.capacity
+    }
+
     /// Appends `runs` as one entry; returns once Redis has it.
     ///
     /// # Errors
     /// [`SinkError::Full`] past the capacity; [`SinkError::Unavailable`]
     /// when Redis cannot be reached in time.
     pub async fn append(&self, runs: &[Run]) -> Result<(), SinkError> {
-        if self.backlog() >= self.config.capacity {
+        if !self.has_room() {
             return Err(SinkError::Full);
         }
         let payload = serde_json::to_vec(&runs.iter().map(WireRun::from).collect::<Vec<_>>())

@@ -117,6 +117,17 @@ impl RunQueue {
         }
     }
 
+    /// Whether `runs` more would be taken now (in memory: that many free
+    /// places; with Redis: the stream below its capacity). A hint, to refuse
+    /// work early: [`RunSink::submit`] decides.
+    #[must_use]
+    pub fn has_room(&self, runs: usize) -> bool {
+        match &self.inner {
+            Inner::Memory { tx, .. } => tx.capacity() >= runs,
+            Inner::Stream(stream) => stream.has_room(),
+        }
+    }
+
     #[must_use]
     pub fn counters(&self) -> &WriterCounters {
         &self.counters

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message as _;
+use registry_domain::run::ports::RunError;
 use registry_domain::run::span::{AttrValue, Attributes, Span, SpanEvent, SpanStatus};
 use serde::Serialize;
 use serde_json::Value;
@@ -30,6 +31,9 @@ use crate::state::AppState;
 /// Most bytes an export request may carry, compressed or not, and most it
 /// may inflate to.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Free places in the run queue below which an export is refused before it
+/// is decoded: the OpenTelemetry SDKs' default export batch.
+const EXPORT_ROOM: usize = 512;
 /// Most rejection reasons quoted in `partialSuccess.errorMessage`.
 const REASONS_QUOTED: usize = 5;
 
@@ -334,6 +338,11 @@ async fn export(
 ) -> Result<HttpResponse, ApiError> {
     let encoding = encoding(&req)?;
     let gzip = is_gzip(&req)?;
+    // Under back-pressure, answer before decoding: an export the queue
+    // cannot take would only take CPU from the writers that make room.
+    if !state.run_queue.has_room(EXPORT_ROOM) {
+        return Err(RunError::QueueFull.into());
+    }
     let body = read_body(payload).await?;
     let runs = state.runs.clone();
     let report = state
