@@ -173,27 +173,10 @@ async fn join_all(writers: Vec<JoinHandle<()>>) {
 pub fn spawn<R: RunRepository>(repo: Arc<R>, config: WriterConfig) -> (RunQueue, WriterTask) {
     let capacity = config.capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
-    let (stop, stopping) = watch::channel(None);
-    let counters = Arc::new(WriterCounters::default());
-    let writer = Writer {
-        repo,
-        durable: false,
-        config,
-        stopping,
-        counters: Arc::clone(&counters),
-    };
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let writers: Vec<_> = (0..config.concurrency.max(1))
-        .map(|_| tokio::spawn(writer.clone().run(Arc::clone(&rx))))
-        .collect();
-    let join = tokio::spawn(join_all(writers));
-    (
-        RunQueue {
-            inner: Inner::Memory { tx, capacity },
-            counters,
-        },
-        WriterTask { stop, join },
-    )
+    start(repo, config, Inner::Memory { tx, capacity }, move |writer| {
+        writer.run(Arc::clone(&rx))
+    })
 }
 
 /// Starts the writer of a durable stream on the current runtime: it stores
@@ -203,26 +186,34 @@ pub fn spawn_durable<R: RunRepository>(
     config: WriterConfig,
     stream: Arc<crate::run_stream::RunStream>,
 ) -> (RunQueue, WriterTask) {
+    let inner = Inner::Stream(Arc::clone(&stream));
+    start(repo, config, inner, move |writer| {
+        crate::run_stream::consume(Arc::clone(&stream), writer)
+    })
+}
+
+/// `config.concurrency` writers, each running `work`, behind the queue
+/// `inner` (durable when it is a stream).
+fn start<R, F, Fut>(repo: Arc<R>, config: WriterConfig, inner: Inner, work: F) -> (RunQueue, WriterTask)
+where
+    R: RunRepository,
+    F: Fn(Writer<R>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (stop, stopping) = watch::channel(None);
     let counters = Arc::new(WriterCounters::default());
     let writer = Writer {
         repo,
-        durable: true,
+        durable: matches!(inner, Inner::Stream(_)),
         config,
         stopping,
         counters: Arc::clone(&counters),
     };
     let writers: Vec<_> = (0..config.concurrency.max(1))
-        .map(|_| tokio::spawn(crate::run_stream::consume(Arc::clone(&stream), writer.clone())))
+        .map(|_| tokio::spawn(work(writer.clone())))
         .collect();
     let join = tokio::spawn(join_all(writers));
-    (
-        RunQueue {
-            inner: Inner::Stream(stream),
-            counters,
-        },
-        WriterTask { stop, join },
-    )
+    (RunQueue { inner, counters }, WriterTask { stop, join })
 }
 
 pub(crate) struct Writer<R> {
