@@ -15,8 +15,10 @@
 //! what was accepted is stored at the database's pace.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 
 use crate::problem::ApiError;
 
@@ -28,15 +30,18 @@ const THREADS: usize = 2;
 #[derive(Debug, Clone)]
 pub struct Ingest {
     handle: Handle,
+    /// Synchronous batch inserts in progress at most (see [`Ingest::inserts`]).
+    inserts: Arc<Semaphore>,
 }
 
 impl Ingest {
     /// Starts the ingestion runtime, which lives as long as the process, its
-    /// threads at the nice value `nice` (0 to 19; Linux only).
+    /// threads at the nice value `nice` (0 to 19; Linux only), letting at
+    /// most `inserts` synchronous batch inserts run at once.
     ///
     /// # Errors
     /// The thread or its runtime cannot be started.
-    pub fn start(nice: i32) -> anyhow::Result<Self> {
+    pub fn start(nice: i32, inserts: usize) -> anyhow::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("ingest".into()).spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -57,7 +62,19 @@ impl Ingest {
             }
         })?;
         let handle = rx.recv()??;
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            inserts: Arc::new(Semaphore::new(inserts.max(1))),
+        })
+    }
+
+    /// The gate synchronous batch inserts pass through. Each one keeps a
+    /// database backend computing; more of them at once than the background
+    /// writer uses would only take the CPU the fetch path needs (the
+    /// database usually shares the machine's cores), and store no more.
+    #[must_use]
+    pub fn inserts(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.inserts)
     }
 
     /// Runs `work` on the ingestion thread and waits for its answer.

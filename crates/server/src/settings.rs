@@ -192,7 +192,8 @@ pub struct RunSettings {
     pub queue_capacity: usize,
     /// Most runs the background writer inserts in one transaction.
     pub writer_batch_size: usize,
-    /// Batches the background writer stores at the same time.
+    /// Batches the background writer stores at the same time; also the most
+    /// synchronous batch inserts (`POST /v1/runs/batch`) running at once.
     pub writer_concurrency: usize,
     /// Most runs accepted by `POST /v1/runs/batch`.
     pub max_batch: usize,

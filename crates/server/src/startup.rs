@@ -357,7 +357,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         concurrency: settings.runs.writer_concurrency,
         ..WriterConfig::default()
     };
-    let ingest = crate::ingest::Ingest::start(settings.runs.ingest_nice)?;
+    let ingest = crate::ingest::Ingest::start(settings.runs.ingest_nice, settings.runs.writer_concurrency)?;
     let (queue, writer) = match settings.redis.url.as_ref().filter(|_| settings.durable_runs()) {
         Some(url) => {
             let stream = crate::run_stream::RunStream::new(

@@ -113,6 +113,7 @@ async fn create_batch(
     body: web::Json<Box<serde_json::value::RawValue>>,
 ) -> Result<HttpResponse, ApiError> {
     let (max_batch, asynchronous, runs) = (state.max_batch, prefers_async(&req), state.runs.clone());
+    let inserts = state.ingest.inserts();
     let outcome = state
         .ingest
         .run(async move {
@@ -140,6 +141,10 @@ async fn create_batch(
             if asynchronous {
                 Ok(Err(runs.log_batch_async(parsed).await?))
             } else {
+                let _permit = inserts
+                    .acquire()
+                    .await
+                    .map_err(|e| ApiError::internal(e.into()))?;
                 Ok(Ok(runs.log_batch(parsed).await?))
             }
         })
