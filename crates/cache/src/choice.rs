@@ -87,10 +87,21 @@ impl Cache {
         }
     }
 
+    /// Starts what runs in the background (the lease, in the lease mode),
+    /// waiting up to `wait` for it to be in place.
+    pub async fn start(&self, wait: Duration) {
+        if let Self::Tiered(c) = self {
+            c.start(wait).await;
+        }
+    }
+
+    /// `degraded` also while reads cannot be served under the lease (none
+    /// held, or no subscription): they are correct, one round trip slower.
     pub async fn health(&self) -> CacheHealth {
         match self {
             Self::Off => CacheHealth::Off,
             Self::Tiered(c) if !c.uses_redis() => CacheHealth::InProcess,
+            Self::Tiered(c) if c.lease_valid() == Some(false) => CacheHealth::RedisDegraded,
             Self::Tiered(c) => match c.ping().await {
                 Ok(()) => CacheHealth::RedisOk,
                 Err(e) => {

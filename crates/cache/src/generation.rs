@@ -42,6 +42,9 @@ pub struct RedisSettings {
     pub circuit_failures: u32,
     /// How often an open circuit probes Redis.
     pub circuit_probe: Duration,
+    /// Serve from this process under a lease, invalidated through Redis
+    /// (`Some`), or check the generation in Redis on every read (`None`).
+    pub lease: Option<crate::lease::LeaseSettings>,
 }
 
 /// A circuit breaker in front of Redis.
@@ -89,6 +92,7 @@ pub(crate) enum Generations {
         prefix: String,
         timeout: Duration,
         breaker: Arc<Breaker>,
+        lease: Option<Arc<crate::lease::Lease>>,
     },
 }
 
@@ -107,7 +111,15 @@ impl Generations {
         let pool = config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .context("invalid Redis URL")?;
+        let lease = settings
+            .lease
+            .map(|l| {
+                crate::lease::Lease::new(&settings.url, &settings.prefix, pool.clone(), settings.timeout, l)
+                    .map(Arc::new)
+            })
+            .transpose()?;
         Ok(Self::Redis {
+            lease,
             pool,
             prefix: settings.prefix.clone(),
             timeout: settings.timeout,
@@ -126,6 +138,14 @@ impl Generations {
         match self {
             Self::Local(_) => None,
             Self::Redis { breaker, .. } => Some(breaker),
+        }
+    }
+
+    /// This replica's lease, in the lease mode.
+    pub(crate) fn lease(&self) -> Option<&Arc<crate::lease::Lease>> {
+        match self {
+            Self::Redis { lease, .. } => lease.as_ref(),
+            Self::Local(_) => None,
         }
     }
 
@@ -171,6 +191,7 @@ impl Generations {
                 prefix,
                 timeout,
                 breaker,
+                ..
             } => {
                 let epoch_key = format!("{prefix}epoch");
                 let key = Self::key(prefix, name);

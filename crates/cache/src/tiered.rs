@@ -29,7 +29,9 @@ pub struct CacheCounters {
     pub stale_served: u64,
 }
 
-type Key = (u64, CacheKey);
+/// (served under the lease, generation, key): the two tiers' generations
+/// never meet.
+type Key = (bool, u64, CacheKey);
 
 #[derive(Debug)]
 pub struct TieredCache {
@@ -114,6 +116,28 @@ impl TieredCache {
         matches!(*self.generations, Generations::Redis { .. })
     }
 
+    /// Starts holding a lease (in the lease mode), waiting up to `wait` for
+    /// the first one; until then reads check Redis.
+    pub async fn start(&self, wait: Duration) {
+        if let Some(lease) = self.generations.lease() {
+            lease.start(wait).await;
+        }
+    }
+
+    /// In the lease mode, whether reads are served under a valid lease now.
+    #[must_use]
+    pub fn lease_valid(&self) -> Option<bool> {
+        self.generations.lease().map(|l| l.is_valid())
+    }
+
+    /// Leases revoked because their replica did not acknowledge a write.
+    #[must_use]
+    pub fn leases_revoked(&self) -> u64 {
+        self.generations
+            .lease()
+            .map_or(0, |l| l.revoked.load(Ordering::Relaxed))
+    }
+
     /// Whether the shared store answers (always, in process).
     ///
     /// # Errors
@@ -187,6 +211,9 @@ impl VersionCache for TieredCache {
     }
 
     async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
+        if let Some(generation) = self.generations.lease().and_then(|l| l.generation()) {
+            return self.lookup_at((true, generation, key.clone()), load).await;
+        }
         let generation = match self.generations.current(&key.name).await {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -200,7 +227,27 @@ impl VersionCache for TieredCache {
                 return load.await.map(Cached::fresh);
             }
         };
-        let entry_key = (generation, key.clone());
+        self.lookup_at((false, generation, key.clone()), load).await
+    }
+
+    async fn invalidate(&self, name: &PromptName) {
+        let Some(lease) = self.generations.lease() else {
+            return self.bump(name).await;
+        };
+        let (bumped, reached) = tokio::join!(self.bump(name), lease.invalidate(name.as_str()));
+        let () = bumped;
+        if let Err(e) = reached {
+            // Nobody can be told: every other replica's lease ends within a
+            // period, unless it renews it, which it can only do with Redis
+            // answering, and then it also receives the next invalidation.
+            self.degraded("cache invalidation", &e);
+            tokio::time::sleep(lease.full_wait()).await;
+        }
+    }
+}
+
+impl TieredCache {
+    async fn lookup_at(&self, entry_key: Key, load: Load<'_>) -> Result<Cached, PromptError> {
         let loaded = AtomicBool::new(false);
         let result = self
             .entries
@@ -241,7 +288,9 @@ impl VersionCache for TieredCache {
         }
     }
 
-    async fn invalidate(&self, name: &PromptName) {
+    /// Moves the prompt's generation in Redis (or this process), retrying
+    /// in the background when Redis does not answer.
+    async fn bump(&self, name: &PromptName) {
         if let Err(e) = self.generations.bump(name).await {
             self.degraded("cache invalidation", &e);
             // Other replicas keep their entries until this gets through (or

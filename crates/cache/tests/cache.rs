@@ -56,6 +56,8 @@ fn redis_settings(url: &str, prefix: &str) -> RedisSettings {
         pool_size: 4,
         circuit_failures: 3,
         circuit_probe: Duration::from_millis(100),
+        // The per-read check: the lease mode has tests of its own below.
+        lease: None,
     }
 }
 

@@ -174,6 +174,22 @@ pub struct RedisConfig {
     pub circuit_failures: u32,
     /// How often an open circuit probes Redis.
     pub circuit_probe_ms: u64,
+    /// How replicas keep their caches coherent: `lease` (serve from this
+    /// process under a lease, invalidated through Redis) or `check` (read the
+    /// prompt's generation in Redis on every lookup).
+    pub coherence: Coherence,
+    /// A replica's lease in Redis; renewed every third of it.
+    pub lease_ms: u64,
+    /// How long a write waits for other replicas to acknowledge before it
+    /// revokes their leases and waits them out.
+    pub ack_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Coherence {
+    Lease,
+    Check,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -182,6 +198,7 @@ impl fmt::Debug for RedisConfig {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("prefix", &self.prefix)
             .field("timeout_ms", &self.timeout_ms)
+            .field("coherence", &self.coherence)
             .finish_non_exhaustive()
     }
 }
@@ -328,6 +345,9 @@ impl Settings {
             .set_default("redis.prefix", "prompt-registry:")?
             .set_default("redis.timeout_ms", 50)?
             .set_default("redis.pool_size", 16)?
+            .set_default("redis.coherence", "lease")?
+            .set_default("redis.lease_ms", 2000)?
+            .set_default("redis.ack_timeout_ms", 100)?
             .set_default("auth.metrics_public", true)?
             .set_default("log.level", "info")?
             .set_default("labels.protected_by_default", vec!["production"])?
@@ -431,6 +451,14 @@ impl Settings {
         }
         if self.redis.circuit_failures == 0 {
             anyhow::bail!("redis.circuit_failures must be at least 1");
+        }
+        if self.redis.lease_ms < 300
+            || self.redis.ack_timeout_ms == 0
+            || self.redis.ack_timeout_ms >= self.redis.lease_ms
+        {
+            anyhow::bail!(
+                "redis.lease_ms must be at least 300, and redis.ack_timeout_ms at least 1 and shorter than it"
+            );
         }
         self.label_policy()?;
         Ok(())

@@ -11,7 +11,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
-use registry_cache::{Cache, CacheConfig, CacheMode, RedisSettings};
+use registry_cache::{Cache, CacheConfig, CacheMode, LeaseSettings, RedisSettings};
 use registry_domain::auth::{AuthService, KeyName, Scopes};
 use registry_domain::events::EventLog;
 use registry_domain::prompt::PromptService;
@@ -325,6 +325,10 @@ pub fn cache_config(settings: &Settings) -> CacheConfig {
             pool_size: settings.redis.pool_size,
             circuit_failures: settings.redis.circuit_failures,
             circuit_probe: Duration::from_millis(settings.redis.circuit_probe_ms.max(1)),
+            lease: (settings.redis.coherence == crate::settings::Coherence::Lease).then(|| LeaseSettings {
+                period: Duration::from_millis(settings.redis.lease_ms),
+                ack_timeout: Duration::from_millis(settings.redis.ack_timeout_ms),
+            }),
         }),
     };
     CacheConfig {
@@ -342,6 +346,8 @@ pub fn cache_config(settings: &Settings) -> CacheConfig {
 /// A malformed Redis URL, or no way in for an admin.
 pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, WriterTask)> {
     let cache = Arc::new(Cache::new(&cache_config(settings))?);
+    // In the lease mode: reads check Redis until the first lease is held.
+    cache.start(Duration::from_secs(1)).await;
     tracing::info!(cache = ?settings.cache_mode(), "version cache");
     let auth = Arc::new(open_auth(settings, &db).await?);
     let prompts = PromptService::new(

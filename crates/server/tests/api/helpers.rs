@@ -145,6 +145,9 @@ pub fn test_settings(database_url: &str) -> Settings {
             pool_size: 4,
             circuit_failures: 3,
             circuit_probe_ms: 500,
+            coherence: prompt_registry::settings::Coherence::Lease,
+            lease_ms: 2000,
+            ack_timeout_ms: 100,
         },
         auth: AuthSettings {
             admin_key: Some(Secret::new(ADMIN_KEY)),
