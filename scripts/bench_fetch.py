@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Hot-path benchmark: GET /v1/prompts/{name}/versions/active over random
-names, with the cache off, in process, and through Redis, against a trivial
-route of the same binary (same middleware) as the ceiling, in one run; and,
-in process, a plain label against a 90/10 split label resolved per subject;
-and the diff of two 50 KB templates (one connection: its latency).
+names, with the cache off, in process, and through Redis, against two
+yardsticks in one run: a trivial route of the same binary (same middleware),
+and the framework itself, a bare actix-web route with no middleware serving
+the same JSON (crates/bench-bare, same release profile); and, in process, a
+plain label against a 90/10 split label resolved per subject; and the diff of
+two 50 KB templates (one connection: its latency).
 
 Loads 1,000 prompts with 10 versions each into a fresh PostgreSQL database,
 then for each case starts the release binary, records its time from start
-to a 200 on /ready, warms it up, drives it with wrk at 64 connections, and
-reads its peak RSS (VmHWM). Prints a Markdown table.
+to a 200 on /ready (the bare route: on that route), warms it up, drives it
+with wrk at 64 connections, and reads its peak RSS (VmHWM). Prints a
+Markdown table.
 
 Usage: scripts/bench_fetch.py [--smoke] [--duration 10] [--connections 64]
 Needs: wrk, psql, PostgreSQL (PG_ADMIN_URL) and Redis (BENCH_REDIS_URL,
@@ -25,6 +28,8 @@ import urllib.request
 import uuid
 
 from benchlib import KEY, ROOT, SERVER, prepare, psql, run, scratch_database, wrk
+
+BARE = os.path.join(ROOT, "target/release/bench-bare")
 
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 PORT = int(os.environ.get("BENCH_PORT", "18500"))
@@ -53,13 +58,14 @@ def post(path, body):
             sys.exit(f"POST {path}: {res.status}")
 
 
-def start(env, log):
+def start(cmd, env, log, ready):
+    """Starts `cmd` and waits for a 200 on `ready`; returns it and the time that took."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([SERVER], cwd=ROOT, env=env,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
     while time.monotonic() - t0 < 30:
         try:
-            with urllib.request.urlopen(BASE + "/ready", timeout=1) as res:  # public: no key needed
+            with urllib.request.urlopen(BASE + ready, timeout=1) as res:  # public: no key needed
                 if res.status == 200:
                     return proc, time.monotonic() - t0
         except OSError:
@@ -78,7 +84,11 @@ def main():
     warmup = 1 if args.smoke else 3
     if args.smoke:
         args.duration = 2
-    prepare(args.no_build)
+    prepare(no_build=True)
+    if not args.no_build:
+        # The server and the bare route, one build, the same release profile.
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "prompt-registry", "-p", "bench-bare"],
+                       cwd=ROOT, check=True)
     with scratch_database("bench_fetch") as (url, tmp):
         measure(args, warmup, url, tmp)
 
@@ -136,11 +146,11 @@ def measure(args, warmup, url, tmp):
             ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split),
             ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
         ]
-        def measure_case(extra, lua, duration, connections=None, setup=None):
+        def measure_case(extra, lua, duration, connections=None, setup=None, cmd=(SERVER,), ready="/ready"):
             nonlocal proc
             connections = connections or args.connections
             with open(os.path.join(tmp, "server.log"), "a") as log:
-                proc, ready_s = start(dict(base_env, **extra), log)
+                proc, ready_s = start(list(cmd), dict(base_env, **extra), log, ready)
                 if setup:
                     setup()
                 wrk(lua, BASE, connections, warmup)
@@ -151,6 +161,17 @@ def measure(args, warmup, url, tmp):
                 proc.wait(timeout=30)
                 proc = None
             return r
+
+        # One real answer of the cached fetch, for the bare route to serve.
+        answer = os.path.join(tmp, "active.json")
+        active_path = "/v1/prompts/bench-1/versions/active"
+
+        def capture():
+            req = urllib.request.Request(BASE + active_path, headers={"Authorization": f"Bearer {KEY}"})
+            with urllib.request.urlopen(req, timeout=10) as res, open(answer, "wb") as f:
+                if res.status != 200 or res.headers.get_content_type() != "application/json":
+                    sys.exit(f"GET {active_path}: {res.status} {res.headers.get_content_type()}")
+                f.write(res.read())
 
         # The plain and split label cases differ by a few hundred nanoseconds
         # a request, less than this machine's run-to-run noise: they are run
@@ -168,7 +189,13 @@ def measure(args, warmup, url, tmp):
                 ordered = sorted(runs[name], key=lambda r: r["rps"])
                 results.append((name, ordered[len(ordered) // 2]))
             else:
-                results.append((name, measure_case(extra, lua, args.duration)))
+                setup = capture if name.startswith("(b)") else None
+                results.append((name, measure_case(extra, lua, args.duration, setup=setup)))
+        # The framework alone, on the same port, the server stopped: the same
+        # requests (the key is sent and ignored), the same answer bytes.
+        bare_name = "(g) bare actix-web route, no middleware, same JSON"
+        results.append((bare_name, measure_case({}, active, args.duration, cmd=(BARE, str(PORT), answer),
+                                                ready=active_path)))
         # Two 50 KB templates, about one line in twenty changed.
         lines = [f"Line {i}: answer politely, cite the policy, and keep it short please." for i in range(760)]
         changed = [line.replace("politely", "warmly") if i % 20 == 7 else line for i, line in enumerate(lines)]
@@ -190,16 +217,21 @@ def measure(args, warmup, url, tmp):
             diff_runs[name] = measure_case({"APP__CACHE__MODE": "memory"}, lua, args.duration, connections=1,
                                            setup=diff_setup if not diff_runs else None)
         diff_run = diff_runs["bench-diff"]
-        ceiling = results[-1][1]["rps"]
+        by_name = dict(results)
+        ceiling = by_name["(d) ceiling: GET /health, same binary"]["rps"]
+        bare = by_name[bare_name]["rps"]
         off = results[0][1]["rps"]
         print(f"\nGET /v1/prompts/{{name}}/versions/active over {PROMPTS} random names ({PROMPTS} prompts x {VERSIONS} versions, PostgreSQL),")
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s after a {warmup} s warm-up; server and wrk share the machine's {os.cpu_count()} cores\n")
-        print("| case | requests/s | p50 ms | p99 ms | ÷ ceiling | × cache off | non-200 | peak RSS MB | start → ready ms |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| case | requests/s | p50 ms | p99 ms | ÷ ceiling | ÷ bare | × cache off | non-200 | peak RSS MB "
+              "| start → ready ms |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, r in results:
             print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps'] / ceiling:.0%} | "
-                  f"{r['rps'] / off:.1f} | {r['bad']} | {r['rss']:.1f} | {r['ready'] * 1000:.0f} |")
-        by_name = dict(results)
+                  f"{r['rps'] / bare:.0%} | {r['rps'] / off:.1f} | {r['bad']} | {r['rss']:.1f} | "
+                  f"{r['ready'] * 1000:.0f} |")
+        print(f"\n(g) serves the {os.path.getsize(answer)} bytes of one real answer of (b) "
+              f"from target/release/bench-bare (crates/bench-bare): the framework's own ceiling.")
         e = by_name["(e) plain label + subject, in-process cache"]
         f = by_name["(f) 90/10 split label + subject, in-process cache"]
         # Cost per request is the inverse of throughput: the split's extra cost.
