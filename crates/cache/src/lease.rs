@@ -115,6 +115,9 @@ pub(crate) struct Lease {
     ping_seen: AtomicU64,
     /// Wakes the subscriber to reconnect.
     reconnect: Notify,
+    /// Wakes the renewer when a subscription is in place, so the first
+    /// lease is taken at once.
+    resubscribed: Notify,
     /// Writes that waited out a lease, and leases revoked, for `/metrics`.
     pub(crate) revoked: AtomicU64,
 }
@@ -153,6 +156,7 @@ impl Lease {
             ping_sent: AtomicU64::new(0),
             ping_seen: AtomicU64::new(0),
             reconnect: Notify::new(),
+            resubscribed: Notify::new(),
             revoked: AtomicU64::new(0),
         })
     }
@@ -244,6 +248,7 @@ impl Lease {
         self.ping_seen
             .store(self.ping_sent.load(Ordering::Acquire), Ordering::Release);
         self.subscribed.store(true, Ordering::Release);
+        self.resubscribed.notify_one();
         tracing::debug!("cache invalidations: subscribed");
         let mut messages = pubsub.into_on_message();
         loop {
@@ -334,7 +339,8 @@ impl Lease {
                     tracing::warn!(error = %format!("{e:#}"), "cache lease: could not renew; reads check Redis once it lapses");
                 }
             }
-            tokio::time::sleep(every).await;
+            // A new subscription wakes it early: the lease follows at once.
+            let _ = tokio::time::timeout(every, self.resubscribed.notified()).await;
         }
     }
 

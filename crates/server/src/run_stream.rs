@@ -37,6 +37,11 @@ use crate::run_writer::Writer;
 const GROUP: &str = "writers";
 const FIELD: &str = "runs";
 
+/// How long one read waits for new entries: well under the Redis client's
+/// response timeout (500 ms by default), which a longer block would race
+/// and lose (a spurious "timed out" and a retry).
+const READ_BLOCK: Duration = Duration::from_millis(250);
+
 /// Where the stream lives and how its writer behaves.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -281,7 +286,7 @@ pub(crate) async fn consume<R: RunRepository>(stream: Arc<RunStream>, writer: Wr
                     return anyhow::Ok(claimed);
                 }
             }
-            stream.read(Duration::from_millis(500)).await
+            stream.read(READ_BLOCK).await
         };
         let entries = tokio::select! {
             r = step => r,
