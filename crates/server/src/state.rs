@@ -20,6 +20,15 @@ pub type Prompts = PromptService<SeaOrmPromptRepository, Cache>;
 pub type Auth = AuthService<SeaOrmApiKeyRepository>;
 pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache, RunQueue>;
 
+/// A version's answer, computed once per (version, active flag): its JSON
+/// and its strong validator.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub body: actix_web::web::Bytes,
+    /// The `ETag` header's value, quoted.
+    pub etag: actix_web::http::header::HeaderValue,
+}
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub prompts: Prompts,
@@ -32,7 +41,7 @@ pub struct AppState {
     /// Serialized version bodies by version id and active flag. A version's
     /// content never changes, so its JSON is computed once per state of the
     /// flag; the hot path then only copies bytes.
-    pub bodies: moka::future::Cache<(uuid::Uuid, bool), actix_web::web::Bytes>,
+    pub bodies: moka::future::Cache<(uuid::Uuid, bool), Rendered>,
     /// Whether `/metrics` answers without a key.
     pub metrics_public: bool,
     /// The audit log, for reading (changes write it themselves).

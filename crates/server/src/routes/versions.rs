@@ -187,38 +187,46 @@ async fn version(
         MOVING
     };
     // A version's content never changes; only whether it is active does. Its
-    // id and that flag name exactly one body: a strong validator.
-    let flag = if version.is_active { "a" } else { "i" };
-    let etag = EntityTag::new_strong(format!("{}-{flag}", version.id.simple()));
-    let tag = etag.to_string();
+    // id and that flag name exactly one body: a strong validator. Both are
+    // computed once.
+    let rendered = state
+        .bodies
+        .try_get_with((version.id, version.is_active), async {
+            let flag = if version.is_active { "a" } else { "i" };
+            let etag = EntityTag::new_strong(format!("{}-{flag}", version.id.simple())).to_string();
+            // With its final newline, so no middleware copies it again.
+            let mut json = serde_json::to_vec(&VersionResponse::from(version.as_ref()))?;
+            json.push(b'\n');
+            anyhow::Ok(crate::state::Rendered {
+                body: actix_web::web::Bytes::from(json),
+                etag: header::HeaderValue::from_str(&etag)?,
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot serialise a version: {e}")))?;
+    let tag = rendered.etag.as_bytes();
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag));
+        .is_some_and(|v| {
+            v.trim() == "*"
+                || v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/").as_bytes() == tag)
+        });
     let mut response = if fresh {
         HttpResponse::NotModified()
     } else {
         HttpResponse::Ok()
     };
     response
-        .insert_header((header::ETAG, etag))
+        .insert_header((header::ETAG, rendered.etag.clone()))
         .insert_header((header::CACHE_CONTROL, cache_control));
     describe(&mut response, &served);
     if fresh {
         return Ok(response.finish());
     }
-    let body = state
-        .bodies
-        .try_get_with((version.id, version.is_active), async {
-            // With its final newline, so no middleware copies it again.
-            serde_json::to_vec(&VersionResponse::from(version.as_ref())).map(|mut json| {
-                json.push(b'\n');
-                actix_web::web::Bytes::from(json)
-            })
-        })
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot serialise a version: {e}")))?;
+    let body = rendered.body;
     Ok(response.content_type(header::ContentType::json()).body(body))
 }
 
