@@ -18,6 +18,7 @@ Needs: wrk, psql, PostgreSQL (PG_ADMIN_URL) and Redis (BENCH_REDIS_URL,
 default redis://127.0.0.1:6379).
 """
 import argparse
+import http.client
 import json
 import os
 import re
@@ -72,6 +73,51 @@ def start(cmd, env, log, ready):
             time.sleep(0.005)
     proc.kill()
     sys.exit("the server did not become ready")
+
+
+def measure_label_moves(args, base_env, tmp):
+    """Two replicas in the Redis lease mode; `canary` of bench-1 moved back
+    and forth through the first, each move timed at the client, and read
+    from the second right after it returned."""
+    prefix = f"bench:{uuid.uuid4().hex}:"
+    extra = {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}
+    procs = []
+    try:
+        with open(os.path.join(tmp, "server.log"), "a") as log:
+            for port in (PORT, PORT + 1):
+                env = dict(base_env, **extra, APP__SERVER__PORT=str(port))
+                procs.append(subprocess.Popen([SERVER], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log))
+        for port in (PORT, PORT + 1):
+            for _ in range(3000):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as res:
+                        if res.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.01)
+            else:
+                sys.exit(f"the replica on port {port} did not become ready")
+        other = http.client.HTTPConnection("127.0.0.1", PORT + 1, timeout=10)
+        writer = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        took, stale = [], 0
+        for i in range(50 if args.smoke else 1000):
+            target = VERSIONS - i % 2
+            t0 = time.perf_counter()
+            writer.request("PUT", "/v1/prompts/bench-1/labels/canary", json.dumps({"version": target}), headers)
+            res = writer.getresponse()
+            res.read()
+            took.append((time.perf_counter() - t0) * 1000)
+            if res.status not in (200, 201):
+                sys.exit(f"label move: {res.status}")
+            other.request("GET", "/v1/prompts/bench-1/versions/canary", headers=headers)
+            got = json.loads(other.getresponse().read())
+            stale += got.get("version") != target
+        return {"took": took, "stale": stale}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main():
@@ -196,6 +242,7 @@ def measure(args, warmup, url, tmp):
         bare_name = "(g) bare actix-web route, no middleware, same JSON"
         results.append((bare_name, measure_case({}, active, args.duration, cmd=(BARE, str(PORT), answer),
                                                 ready=active_path)))
+        moves = measure_label_moves(args, base_env, tmp)
         # Two 50 KB templates, about one line in twenty changed.
         lines = [f"Line {i}: answer politely, cite the policy, and keep it short please." for i in range(760)]
         changed = [line.replace("politely", "warmly") if i % 20 == 7 else line for i, line in enumerate(lines)]
@@ -240,6 +287,13 @@ def measure(args, warmup, url, tmp):
               f"p99 {diff_run['p99']:.2f} ms, {diff_run['rps']:.0f} diffs/s, non-200 {diff_run['bad']}; every line different: "
               f"p50 {diff_runs['bench-diff-all']['p50']:.2f} ms, p99 {diff_runs['bench-diff-all']['p99']:.2f} ms, "
               f"non-200 {diff_runs['bench-diff-all']['bad']} (target: at most 20 ms)")
+        b_rps, c = by_name["(b) active version, in-process cache"]["rps"], by_name["(c) active version, Redis cache"]
+        print(f"\nRedis (lease) mode ÷ in-process: {c['rps'] / b_rps:.0%}, p99 {c['p99']:.2f} ms (targets: at least 90 %, "
+              f"p99 at most 10 ms); in-process ÷ bare: {b_rps / bare:.0%} (target: at least 70 %)")
+        took = sorted(moves["took"])
+        print(f"\nlabel move (PUT, one connection) with two replicas in the Redis lease mode, {len(took)} moves: "
+              f"p50 {took[len(took) // 2]:.2f} ms, p99 {took[int(len(took) * 0.99) - 1]:.2f} ms, max {took[-1]:.2f} ms "
+              f"(target: p99 at most 5 ms); the other replica read right after each move: {moves['stale']} stale")
         spread = {k: ", ".join(f"{r['rps']:.0f}" for r in v) for k, v in runs.items()}
         print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request, medians of "
               f"{rounds} alternating run(s) each (plain: {spread[pair[0][0]]}; split: {spread[pair[1][0]]} req/s; "

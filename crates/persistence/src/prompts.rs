@@ -849,7 +849,41 @@ impl SeaOrmPromptRepository {
         Ok(Some(Some(current)))
     }
 
+    /// The version a plain label points at, in one query: the hot path
+    /// when the cache is off or cold. `None` when the label is a split, or
+    /// it or its prompt does not exist; [`Self::resolve_label`] tells those
+    /// apart.
+    async fn plain_label_version(
+        &self,
+        name: &PromptName,
+        label: LabelName,
+    ) -> Result<Option<PromptVersion>, DbErr> {
+        let l = |c| (TableAlias::L, c);
+        let q = version_select()
+            .join_as(
+                JoinType::InnerJoin,
+                PromptLabels::Table,
+                TableAlias::L,
+                Cond::all()
+                    .add(Expr::col(l(PromptLabels::PromptId)).equals(v(PromptVersions::PromptId)))
+                    .add(Expr::col(l(PromptLabels::Name)).eq(label.as_str()))
+                    .add(Expr::col(l(PromptLabels::Version)).equals(v(PromptVersions::Version))),
+            )
+            .and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()))
+            .to_owned();
+        let Some(row) = self.db.conn().query_one(&q).await? else {
+            return Ok(None);
+        };
+        let version = VersionRow::from_query_result(&row, "")?
+            .into_domain()
+            .map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+        Ok(Some(version))
+    }
+
     async fn resolve_label(&self, name: &PromptName, label: LabelName) -> Result<Resolution, PromptError> {
+        if let Some(version) = self.plain_label_version(name, label).await.map_err(db_error)? {
+            return Ok(Resolution::Version(Arc::new(version)));
+        }
         let selector = VersionSelector::Label(label);
         let q = Query::select()
             .columns(LABEL_COLUMNS)

@@ -216,6 +216,8 @@ pub(crate) enum TableAlias {
     V,
     /// The `production` row of `prompt_labels`, joined to a prompt or a version.
     Pl,
+    /// The row of `prompt_labels` being resolved, joined to its version.
+    L,
     /// `prompt_runs`.
     R,
 }
