@@ -37,7 +37,7 @@ migrate *args:
 tour base="http://127.0.0.1:8080":
     scripts/tour.sh {{base}}
 
-# The hot-path benchmark (active-version fetch: cache off, in process, Redis, and the ceiling). --smoke for a quick run.
+# The hot-path benchmark (active-version fetch: cache off, in process, Redis lease and check modes, /health and a bare actix-web route as ceilings; label moves with two replicas). --smoke for a quick run.
 bench *args:
     python3 scripts/bench_fetch.py {{args}}
 

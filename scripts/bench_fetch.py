@@ -187,7 +187,9 @@ def measure(args, warmup, url, tmp):
         cases = [
             ("(a) active version, cache off", {"APP__CACHE__MODE": "off"}, active),
             ("(b) active version, in-process cache", {"APP__CACHE__MODE": "memory"}, active),
-            ("(c) active version, Redis cache", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}, active),
+            ("(c) active version, Redis cache (lease)", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}, active),
+            ("(c2) active version, Redis cache (check per read)", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS,
+                                                                  "APP__REDIS__PREFIX": prefix, "APP__REDIS__COHERENCE": "check"}, active),
             ("(e) plain label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, plain),
             ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split),
             ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
@@ -287,7 +289,7 @@ def measure(args, warmup, url, tmp):
               f"p99 {diff_run['p99']:.2f} ms, {diff_run['rps']:.0f} diffs/s, non-200 {diff_run['bad']}; every line different: "
               f"p50 {diff_runs['bench-diff-all']['p50']:.2f} ms, p99 {diff_runs['bench-diff-all']['p99']:.2f} ms, "
               f"non-200 {diff_runs['bench-diff-all']['bad']} (target: at most 20 ms)")
-        b_rps, c = by_name["(b) active version, in-process cache"]["rps"], by_name["(c) active version, Redis cache"]
+        b_rps, c = by_name["(b) active version, in-process cache"]["rps"], by_name["(c) active version, Redis cache (lease)"]
         print(f"\nRedis (lease) mode ÷ in-process: {c['rps'] / b_rps:.0%}, p99 {c['p99']:.2f} ms (targets: at least 90 %, "
               f"p99 at most 10 ms); in-process ÷ bare: {b_rps / bare:.0%} (target: at least 70 %)")
         took = sorted(moves["took"])
