@@ -1,6 +1,6 @@
 //! The cache contract, in process and through a real Redis (`TEST_REDIS_URL`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use registry_domain::prompt::ports::{CacheKey, VersionCache};
 use registry_domain::prompt::{
     PromptError, PromptName, PromptVersion, Resolution, Template, Variables, VersionNumber, VersionSelector,
 };
+use registry_persistence::testing::OwnRedis;
 use tokio::sync::Notify;
 
 fn name(s: &str) -> PromptName {
@@ -277,59 +278,10 @@ async fn replicas_sharing_redis_see_each_others_invalidations() {
     assert_eq!(a.counters().redis_errors + b.counters().redis_errors, 0);
 }
 
-/// A Redis server of this test's own, on a free port, so it can be stopped
-/// and started without disturbing anything else.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (it is installed with Redis)");
-        let server = Self { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A Redis of the test's own on a free port, and a cache that uses it.
 async fn own_redis_cache() -> (OwnRedis, TieredCache) {
     let _ = Store::redis();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = OwnRedis::free_port();
     let redis = OwnRedis::start(port).await;
     let url = format!("redis://127.0.0.1:{port}");
     let cache =

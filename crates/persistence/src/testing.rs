@@ -213,3 +213,86 @@ mod tests {
         assert_eq!(replace_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }
+
+/// A Redis server of a test's own on a free port, so it can be stopped,
+/// restarted, frozen and have its clients cut without disturbing other
+/// tests. Killed when dropped.
+#[derive(Debug)]
+pub struct OwnRedis {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    /// A free port for [`OwnRedis::start`].
+    ///
+    /// # Panics
+    /// No port can be bound.
+    #[must_use]
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// Starts `redis-server` on `port`, keeping nothing on disk, and waits
+    /// until it accepts connections.
+    ///
+    /// # Panics
+    /// `redis-server` cannot be run or does not start listening.
+    pub async fn start(port: u16) -> Self {
+        let mut child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (it is installed with Redis)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start");
+    }
+
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against it.
+    ///
+    /// # Panics
+    /// `redis-cli` cannot be run or fails.
+    pub fn cli(&self, args: &[&str]) {
+        let status = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(status.success(), "redis-cli {args:?}");
+    }
+
+    /// Stops it now.
+    pub fn stop(self) {}
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

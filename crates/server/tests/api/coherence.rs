@@ -4,7 +4,7 @@
 //! the same arm for the same subject.
 
 use registry_persistence::backend_tests;
-use registry_persistence::testing::{Backend, TestDatabase};
+use registry_persistence::testing::{Backend, OwnRedis, TestDatabase};
 use serde_json::{Value, json};
 
 use crate::helpers::{Binary, redis_url, start_binary};
@@ -225,69 +225,6 @@ backend_tests!(
     replicas_follow_label_moves_and_removals_and_agree_on_split_arms,
 );
 
-/// A Redis server of the test's own on a free port, to restart and to cut
-/// subscriptions on without disturbing other tests.
-struct OwnRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let mut child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs (it is installed with Redis)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let status = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("redis-cli runs");
-        assert!(status.success(), "redis-cli {args:?}");
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn signal(child: &std::process::Child, name: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
@@ -341,7 +278,7 @@ async fn a_frozen_replica_delays_a_write_by_a_lease_at_most_and_serves_nothing_s
 #[cfg_attr(not(redis_tests), ignore = "TEST_REDIS_URL is not set")]
 async fn dropped_subscriptions_and_a_redis_restart_cause_no_stale_read() {
     let _ = redis_url();
-    let port = free_port();
+    let port = OwnRedis::free_port();
     let own = OwnRedis::start(port).await;
     let (_db, a, b) = two_replicas(&Backend::Sqlite, &own.url(), &SHORT_LEASES).await;
     let client = crate::helpers::client();
