@@ -402,7 +402,7 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         cache,
         auth,
         metrics: Arc::new(crate::metrics::Metrics::default()),
-        bodies: moka::future::Cache::new(10_000),
+        bodies: Arc::new(crate::state::Bodies::new(10_000)),
         metrics_public: settings.auth.metrics_public,
         audit: Arc::new(SeaOrmAuditLog::new(db.clone())),
         events,

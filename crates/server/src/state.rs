@@ -29,6 +29,49 @@ pub struct Rendered {
     pub etag: actix_web::http::header::HeaderValue,
 }
 
+/// Rendered version answers by version id and active flag. A plain map
+/// behind a read-write lock: a hit is one hash lookup under a shared lock,
+/// with none of a general cache's bookkeeping, on the hottest path there
+/// is. A version's answer never changes, so when the map is full it is
+/// simply emptied, and answers are rendered again as they are asked for.
+#[derive(Debug)]
+pub struct Bodies {
+    map: std::sync::RwLock<std::collections::HashMap<(uuid::Uuid, bool), Rendered>>,
+    capacity: usize,
+}
+
+impl Bodies {
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: std::sync::RwLock::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The answer for `key`, rendered by `render` the first time.
+    ///
+    /// # Errors
+    /// What `render` returns.
+    pub fn get_or_render(
+        &self,
+        key: (uuid::Uuid, bool),
+        render: impl FnOnce() -> anyhow::Result<Rendered>,
+    ) -> anyhow::Result<Rendered> {
+        if let Some(found) = self.map.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let rendered = render()?;
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+            map.insert(key, rendered.clone());
+        }
+        Ok(rendered)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub prompts: Prompts,
@@ -41,7 +84,7 @@ pub struct AppState {
     /// Serialized version bodies by version id and active flag. A version's
     /// content never changes, so its JSON is computed once per state of the
     /// flag; the hot path then only copies bytes.
-    pub bodies: moka::future::Cache<(uuid::Uuid, bool), Rendered>,
+    pub bodies: Arc<Bodies>,
     /// Whether `/metrics` answers without a key.
     pub metrics_public: bool,
     /// The audit log, for reading (changes write it themselves).

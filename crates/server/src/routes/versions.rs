@@ -191,7 +191,7 @@ async fn version(
     // computed once.
     let rendered = state
         .bodies
-        .try_get_with((version.id, version.is_active), async {
+        .get_or_render((version.id, version.is_active), || {
             let flag = if version.is_active { "a" } else { "i" };
             let etag = EntityTag::new_strong(format!("{}-{flag}", version.id.simple())).to_string();
             // With its final newline, so no middleware copies it again.
@@ -202,7 +202,6 @@ async fn version(
                 etag: header::HeaderValue::from_str(&etag)?,
             })
         })
-        .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot serialise a version: {e}")))?;
     let tag = rendered.etag.as_bytes();
     let fresh = req
