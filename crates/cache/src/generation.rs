@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use deadpool_redis::redis::{self, AsyncCommands as _};
 use registry_domain::prompt::PromptName;
 
-fn rand_u128() -> u128 {
+/// 128 random bits, from the standard library's per-process random keys.
+pub(crate) fn rand_u128() -> u128 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let half = || {
         std::collections::hash_map::RandomState::new()

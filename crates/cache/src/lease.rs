@@ -118,17 +118,6 @@ pub(crate) struct Lease {
     /// Wakes the renewer when a subscription is in place, so the first
     /// lease is taken at once.
     resubscribed: Notify,
-    /// Writes that waited out a lease, and leases revoked, for `/metrics`.
-    pub(crate) revoked: AtomicU64,
-}
-
-/// What a write did to reach every replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reached {
-    /// Every lease holder acknowledged.
-    All,
-    /// Some did not in time: their leases were revoked and waited out.
-    Revoked,
 }
 
 impl Lease {
@@ -141,7 +130,7 @@ impl Lease {
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("invalid Redis URL")?;
         Ok(Self {
-            id: uuid_like(),
+            id: format!("{:032x}", crate::generation::rand_u128()),
             prefix: prefix.to_owned(),
             settings,
             client,
@@ -157,7 +146,6 @@ impl Lease {
             ping_seen: AtomicU64::new(0),
             reconnect: Notify::new(),
             resubscribed: Notify::new(),
-            revoked: AtomicU64::new(0),
         })
     }
 
@@ -404,7 +392,7 @@ impl Lease {
     ///
     /// # Errors
     /// Redis could not be reached to publish; the caller waits a lease out.
-    pub(crate) async fn invalidate(&self, name: &str) -> anyhow::Result<Reached> {
+    pub(crate) async fn invalidate(&self, name: &str) -> anyhow::Result<()> {
         self.flush();
         let sequence = self.sequence.fetch_add(1, Ordering::AcqRel);
         let notify = Arc::new(Notify::new());
@@ -425,7 +413,7 @@ impl Lease {
         result
     }
 
-    async fn reach_all(&self, name: &str, sequence: u64, notify: &Notify) -> anyhow::Result<Reached> {
+    async fn reach_all(&self, name: &str, sequence: u64, notify: &Notify) -> anyhow::Result<()> {
         let publish = async {
             let mut conn = self.pool.get().await.context("no Redis connection")?;
             redis::cmd("EVAL")
@@ -448,7 +436,7 @@ impl Lease {
             let notified = notify.notified();
             let missing = self.missing(sequence, &holders);
             if missing.is_empty() {
-                return Ok(Reached::All);
+                return Ok(());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break missing;
@@ -476,14 +464,11 @@ impl Lease {
             Ok(Err(e)) => return Err(e),
             Err(_) => anyhow::bail!("Redis did not answer in time"),
         };
-        self.revoked.fetch_add(missing.len() as u64, Ordering::Relaxed);
         tracing::warn!(
             replicas = missing.len(),
             "cache invalidation: replicas did not acknowledge; their leases were revoked"
         );
-        let left = Duration::from_millis(left_ms);
-        let wait = left + left / DRIFT_DIVISOR + MARGIN;
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + stretched(Duration::from_millis(left_ms));
         loop {
             let notified = notify.notified();
             if self.missing(sequence, &missing).is_empty() {
@@ -493,7 +478,7 @@ impl Lease {
                 break;
             }
         }
-        Ok(Reached::Revoked)
+        Ok(())
     }
 
     fn missing(&self, sequence: u64, holders: &[String]) -> Vec<String> {
@@ -511,18 +496,12 @@ impl Lease {
     /// The longest a write waits when it cannot tell who holds a lease:
     /// one period, with the drift and margin.
     pub(crate) fn full_wait(&self) -> Duration {
-        let period = self.settings.period;
-        period + period / DRIFT_DIVISOR + MARGIN
+        stretched(self.settings.period)
     }
 }
 
-/// A random identifier for this replica.
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let half = || {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    };
-    format!("{:016x}{:016x}", half(), half())
+/// How long a writer waits for a lease with `left` to run by Redis's clock
+/// to have ended by its holder's: stretched by the drift bound and margin.
+fn stretched(left: Duration) -> Duration {
+    left + left / DRIFT_DIVISOR + MARGIN
 }

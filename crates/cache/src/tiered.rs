@@ -130,14 +130,6 @@ impl TieredCache {
         self.generations.lease().map(|l| l.is_valid())
     }
 
-    /// Leases revoked because their replica did not acknowledge a write.
-    #[must_use]
-    pub fn leases_revoked(&self) -> u64 {
-        self.generations
-            .lease()
-            .map_or(0, |l| l.revoked.load(Ordering::Relaxed))
-    }
-
     /// Whether the shared store answers (always, in process).
     ///
     /// # Errors
@@ -234,8 +226,7 @@ impl VersionCache for TieredCache {
         let Some(lease) = self.generations.lease() else {
             return self.bump(name).await;
         };
-        let (bumped, reached) = tokio::join!(self.bump(name), lease.invalidate(name.as_str()));
-        let () = bumped;
+        let ((), reached) = tokio::join!(self.bump(name), lease.invalidate(name.as_str()));
         if let Err(e) = reached {
             // Nobody can be told: every other replica's lease ends within a
             // period, unless it renews it, which it can only do with Redis
