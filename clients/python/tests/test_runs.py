@@ -3,6 +3,7 @@ the version and label they were served under, OpenTelemetry attributes."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
@@ -92,7 +93,9 @@ def test_the_context_manager_and_the_decorator_time_and_log_calls(
         fails()
     assert registry.flush(10)
     # One batch: created_at may tie; started_at is each call's own clock.
-    runs = sorted(runs_of(server, name), key=lambda r: r["started_at"])
+    # Compared as instants: RFC 3339 text drops trailing zeros of the
+    # fraction, so `.12345Z` sorts after `.123456Z` as text.
+    runs = sorted(runs_of(server, name), key=lambda r: dt.datetime.fromisoformat(r["started_at"]))
     assert [(r["status"], r["output"], r["version"], r["label"]) for r in runs] == [
         ("success", "hello", 1, "production"),
         ("success", "HI", 1, "production"),
