@@ -34,7 +34,7 @@ fn db_error(err: DbErr) -> KeyError {
 
 /// A key as [`select`] reads it.
 #[derive(Debug, FromQueryResult)]
-struct KeyRow {
+pub(crate) struct KeyRow {
     id: Uuid,
     name: String,
     prefix: String,
@@ -65,7 +65,7 @@ impl StoredRow for KeyRow {
     }
 }
 
-fn select() -> SelectStatement {
+pub(crate) fn select() -> SelectStatement {
     Query::select()
         .columns([
             ApiKeys::Id,

@@ -12,6 +12,7 @@ mod nul;
 mod prompts;
 mod runs;
 mod schema;
+mod sessions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod webhooks;
@@ -22,4 +23,5 @@ pub use events::SeaOrmEventLog;
 pub use keys::SeaOrmApiKeyRepository;
 pub use prompts::SeaOrmPromptRepository;
 pub use runs::SeaOrmRunRepository;
+pub use sessions::SeaOrmSessionRepository;
 pub use webhooks::SeaOrmWebhookRepository;

@@ -207,6 +207,18 @@ pub(crate) enum ApiKeys {
     RevokedAt,
 }
 
+/// `console_sessions` (since migration 12).
+#[derive(Debug, Clone, Copy, DeriveIden)]
+pub(crate) enum ConsoleSessions {
+    Table,
+    Id,
+    TokenHash,
+    KeyId,
+    CreatedAt,
+    ExpiresAt,
+    RevokedAt,
+}
+
 /// The names tables go by in joins.
 #[derive(Debug, Clone, Copy, DeriveIden)]
 pub(crate) enum TableAlias {

@@ -1305,6 +1305,47 @@ fn api_key(seed: u8, label: &str, created_at: OffsetDateTime) -> (ApiKey, KeyHas
     (key, generated.hash)
 }
 
+async fn sessions_are_found_by_token_hash_with_their_key_and_end_when_revoked_or_expired(backend: Backend) {
+    use registry_domain::auth::session::{Session, SessionRepository as _};
+    let (_test_db, db) = TestDatabase::migrated(&backend).await;
+    let keys = SeaOrmApiKeyRepository::new(db.clone());
+    let sessions = registry_persistence::SeaOrmSessionRepository::new(db);
+    let (key, hash) = api_key(3, "console", at(0));
+    keys.insert(&key, &hash, &ctx()).await.expect("stored");
+    let session = |key_id, expires_at| Session {
+        id: Uuid::now_v7(),
+        key_id,
+        created_at: at(0),
+        expires_at,
+        revoked_at: None,
+    };
+    let keyed = session(Some(key.id), at(1_000_000_000));
+    let admin = session(None, at(1_000_000_000));
+    let expired = session(Some(key.id), at(10));
+    for (s, token) in [(&keyed, "t1"), (&admin, "t2"), (&expired, "t3")] {
+        sessions.insert(s, &KeyHash::of(token)).await.expect("stored");
+    }
+    let found = sessions.find(&KeyHash::of("t1")).await.expect("read").expect("found");
+    assert_eq!(found.session, keyed);
+    assert_eq!(found.key, Some(key.clone()));
+    let found = sessions.find(&KeyHash::of("t2")).await.expect("read").expect("found");
+    assert_eq!((found.session, found.key), (admin, None));
+    assert!(sessions.find(&KeyHash::of("t4")).await.expect("read").is_none());
+
+    keys.revoke(key.id, at(5), &ctx()).await.expect("revoked");
+    let found = sessions.find(&KeyHash::of("t1")).await.expect("read").expect("found");
+    assert_eq!(found.key.and_then(|k| k.revoked_at), Some(at(5)), "the key's revocation is seen");
+
+    sessions.revoke(keyed.id, at(6)).await.expect("signed out");
+    sessions.revoke(keyed.id, at(7)).await.expect("again is fine");
+    let found = sessions.find(&KeyHash::of("t1")).await.expect("read").expect("found");
+    assert_eq!(found.session.revoked_at, Some(at(6)));
+
+    assert_eq!(sessions.delete_expired(at(11)).await.expect("deleted"), 1);
+    assert!(sessions.find(&KeyHash::of("t3")).await.expect("read").is_none());
+    assert!(sessions.find(&KeyHash::of("t1")).await.expect("read").is_some());
+}
+
 async fn a_stored_key_is_found_by_its_prefix_with_its_hash(backend: Backend) {
     let (_db, keys) = key_repo(&backend).await;
     let (key, hash) = api_key(1, "ci", at(0));
@@ -1892,4 +1933,5 @@ backend_tests!(
     revoking_a_key_again_succeeds_and_keeps_the_first_revocation_time,
     touching_a_key_records_its_latest_use,
     only_keys_not_revoked_are_counted_as_active,
+    sessions_are_found_by_token_hash_with_their_key_and_end_when_revoked_or_expired,
 );

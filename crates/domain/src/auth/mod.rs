@@ -7,6 +7,7 @@
 pub mod model;
 pub mod ports;
 pub mod service;
+pub mod session;
 
 pub use model::*;
 pub use service::AuthService;

@@ -147,7 +147,7 @@ pub struct KeyHash(pub String);
 
 /// Lowercase hex, without a formatting call per byte: this runs on every
 /// authenticated request.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
