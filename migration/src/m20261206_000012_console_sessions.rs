@@ -30,11 +30,29 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ConsoleSessions::Table)
-                    .col(ColumnDef::new(ConsoleSessions::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(ConsoleSessions::TokenHash).string_len(64).not_null().unique_key())
+                    .col(
+                        ColumnDef::new(ConsoleSessions::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ConsoleSessions::TokenHash)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(ColumnDef::new(ConsoleSessions::KeyId).uuid())
-                    .col(ColumnDef::new(ConsoleSessions::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(ConsoleSessions::ExpiresAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(ConsoleSessions::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConsoleSessions::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ConsoleSessions::RevokedAt).timestamp_with_time_zone())
                     .foreign_key(
                         ForeignKey::create()

@@ -1325,20 +1325,40 @@ async fn sessions_are_found_by_token_hash_with_their_key_and_end_when_revoked_or
     for (s, token) in [(&keyed, "t1"), (&admin, "t2"), (&expired, "t3")] {
         sessions.insert(s, &KeyHash::of(token)).await.expect("stored");
     }
-    let found = sessions.find(&KeyHash::of("t1")).await.expect("read").expect("found");
+    let found = sessions
+        .find(&KeyHash::of("t1"))
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!(found.session, keyed);
     assert_eq!(found.key, Some(key.clone()));
-    let found = sessions.find(&KeyHash::of("t2")).await.expect("read").expect("found");
+    let found = sessions
+        .find(&KeyHash::of("t2"))
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!((found.session, found.key), (admin, None));
     assert!(sessions.find(&KeyHash::of("t4")).await.expect("read").is_none());
 
     keys.revoke(key.id, at(5), &ctx()).await.expect("revoked");
-    let found = sessions.find(&KeyHash::of("t1")).await.expect("read").expect("found");
-    assert_eq!(found.key.and_then(|k| k.revoked_at), Some(at(5)), "the key's revocation is seen");
+    let found = sessions
+        .find(&KeyHash::of("t1"))
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        found.key.and_then(|k| k.revoked_at),
+        Some(at(5)),
+        "the key's revocation is seen"
+    );
 
     sessions.revoke(keyed.id, at(6)).await.expect("signed out");
     sessions.revoke(keyed.id, at(7)).await.expect("again is fine");
-    let found = sessions.find(&KeyHash::of("t1")).await.expect("read").expect("found");
+    let found = sessions
+        .find(&KeyHash::of("t1"))
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!(found.session.revoked_at, Some(at(6)));
 
     assert_eq!(sessions.delete_expired(at(11)).await.expect("deleted"), 1);

@@ -25,7 +25,13 @@ const PUBLIC: [&str; 5] = ["/", "/health", "/ready", "/openapi.json", "/docs"];
 /// The scope a request needs, or `None` for a public path.
 #[must_use]
 pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Option<Scope> {
-    if PUBLIC.contains(&path) || path.starts_with("/docs/") || (path == "/metrics" && metrics_public) {
+    // The console signs browsers in with sessions, checked by its own gate
+    // ([`crate::ui::gate`]) with the same scopes.
+    if PUBLIC.contains(&path)
+        || path.starts_with("/docs/")
+        || (path == "/metrics" && metrics_public)
+        || crate::ui::is_console(path)
+    {
         return None;
     }
     if path == "/metrics"

@@ -20,4 +20,5 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod ui;
 pub mod webhooks;

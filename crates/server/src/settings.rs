@@ -133,6 +133,8 @@ pub struct AuthSettings {
     pub admin_key: Option<Secret>,
     /// Whether `/metrics` answers without a key.
     pub metrics_public: bool,
+    /// How long a console session lasts after signing in.
+    pub session_hours: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -349,6 +351,7 @@ impl Settings {
             .set_default("redis.lease_ms", 2000)?
             .set_default("redis.ack_timeout_ms", 100)?
             .set_default("auth.metrics_public", true)?
+            .set_default("auth.session_hours", 12)?
             .set_default("log.level", "info")?
             .set_default("labels.protected_by_default", vec!["production"])?
             .set_default("events.poll_ms", 250)?
@@ -420,6 +423,9 @@ impl Settings {
                 || url.starts_with("redis+unix://"))
         {
             anyhow::bail!("redis.url must start with redis://, got `{}`", redact_url(url));
+        }
+        if !(1..=720).contains(&self.auth.session_hours) {
+            anyhow::bail!("auth.session_hours must be between 1 and 720");
         }
         if let Some(key) = &self.auth.admin_key
             && key.expose().len() < 32

@@ -124,6 +124,7 @@ pub fn create_app(
                 .route(web::delete().to(mcp::serve))
                 .default_service(web::to(mcp_method_not_allowed)),
         )
+        .configure(crate::ui::configure)
         .default_service(web::to(not_found))
         // The last `wrap` runs first: the guard (request id, time limit,
         // panic containment), JSON line endings, the request span, metrics,
@@ -237,7 +238,12 @@ fn problem_body<B: MessageBody + 'static>(
     // The MCP transport's answers (JSON-RPC errors, 404 for an ended
     // session, 406 without the SSE media type) are what MCP clients act on.
     let from_mcp = res.request().extensions().contains::<mcp::TransportAnswer>();
-    if is_problem || from_mcp {
+    // The console answers its own errors as pages.
+    let is_page = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if is_problem || from_mcp || is_page {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
@@ -400,6 +406,14 @@ pub async fn compose(settings: &Settings, db: Db) -> anyhow::Result<(AppState, W
         runs,
         run_queue: queue,
         cache,
+        sessions: Arc::new(registry_domain::auth::session::SessionService::new(
+            Arc::new(registry_persistence::SeaOrmSessionRepository::new(db.clone())),
+            Duration::from_secs(u64::from(settings.auth.session_hours) * 3600),
+            settings.auth.admin_key.is_some(),
+        )),
+        console: crate::ui::ConsoleSettings {
+            secure_cookie: settings.env != AppEnv::Dev,
+        },
         auth,
         metrics: Arc::new(crate::metrics::Metrics::default()),
         bodies: Arc::new(crate::state::Bodies::new(10_000)),

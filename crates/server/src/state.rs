@@ -18,6 +18,8 @@ pub type Cache = registry_cache::Cache;
 
 pub type Prompts = PromptService<SeaOrmPromptRepository, Cache>;
 pub type Auth = AuthService<SeaOrmApiKeyRepository>;
+pub type Sessions =
+    registry_domain::auth::session::SessionService<registry_persistence::SeaOrmSessionRepository>;
 pub type Runs = RunService<SeaOrmRunRepository, SeaOrmPromptRepository, Cache, RunQueue>;
 
 /// A version's answer, computed once per (version, active flag): its JSON
@@ -80,6 +82,9 @@ pub struct AppState {
     pub run_queue: RunQueue,
     pub cache: Arc<Cache>,
     pub auth: Arc<Auth>,
+    /// The web console's sign-ins.
+    pub sessions: Arc<Sessions>,
+    pub console: crate::ui::ConsoleSettings,
     pub metrics: Arc<Metrics>,
     /// Serialized version bodies by version id and active flag. A version's
     /// content never changes, so its JSON is computed once per state of the

@@ -153,7 +153,11 @@ impl<S: SessionRepository> SessionService<S> {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn open(&self, who: &Principal, random: [u8; 32]) -> Result<(Session, SessionToken), SessionError> {
+    pub async fn open(
+        &self,
+        who: &Principal,
+        random: [u8; 32],
+    ) -> Result<(Session, SessionToken), SessionError> {
         let now = crate::time::now_utc();
         // Expired sessions are of no use to anyone; sign-ins are rare
         // enough to tidy up after.
@@ -253,10 +257,16 @@ mod tests {
         });
         let svc_repo = Arc::new(repo);
         let svc = SessionService::new(Arc::clone(&svc_repo), Duration::from_secs(60), false);
-        let (session, token) = svc.open(&Principal::Key(key(false)), [9; 32]).await.expect("opened");
+        let (session, token) = svc
+            .open(&Principal::Key(key(false)), [9; 32])
+            .await
+            .expect("opened");
         let (stored_session, hash) = inserted.lock().expect("lock").clone().expect("inserted");
         assert_eq!(stored_session, session);
-        assert!(hash.matches(&KeyHash::of(token.as_str())), "only the token's hash is stored");
+        assert!(
+            hash.matches(&KeyHash::of(token.as_str())),
+            "only the token's hash is stored"
+        );
         assert_eq!(session.key_id, Some(Uuid::from_u128(7)));
 
         for (key, good) in [(Some(key(false)), true), (Some(key(true)), false), (None, false)] {

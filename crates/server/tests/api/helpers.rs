@@ -152,6 +152,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         auth: AuthSettings {
             admin_key: Some(Secret::new(ADMIN_KEY)),
             metrics_public: false,
+            session_hours: 12,
         },
         log: LogSettings {
             level: "info".into(),
