@@ -42,6 +42,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // The last `wrap` runs first: headers on every answer, the gate's too.
             .wrap(actix_web::middleware::from_fn(gate))
             .wrap(actix_web::middleware::from_fn(headers))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(256 * 1024)
+                    .error_handler(|e, _| {
+                        PageError::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("The form could not be read: {e}."),
+                        )
+                        .into()
+                    }),
+            )
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("The address has a bad parameter: {e}."),
+                )
+                .into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|e, _| {
+                PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("The address is not understood: {e}."),
+                )
+                .into()
+            }))
             .route("/", web::get().to(pages::home))
             .route("/assets/{hash}/{file}", web::get().to(assets::serve))
             .route("/sign-in", web::get().to(pages::sign_in_form))
@@ -96,6 +121,10 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         .any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         return Some(Scope::Admin);
+    }
+    // Reviewing a move is part of making it.
+    if path.ends_with("/promote") || path.ends_with("/rollback") {
+        return Some(Scope::Write);
     }
     let reads = *method == Method::GET
         || *method == Method::HEAD

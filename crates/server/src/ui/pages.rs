@@ -187,6 +187,7 @@ pub async fn sign_in(state: web::Data<AppState>, form: web::Form<SignInForm>) ->
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -532,6 +533,7 @@ fn compact(v: &Value) -> String {
 
 #[derive(Debug, Deserialize)]
 pub struct TryForm {
+    #[serde(default)]
     csrf: String,
     version: i64,
     variables: String,
@@ -834,6 +836,7 @@ async fn confirm_page(
 
 #[derive(Debug, Deserialize)]
 pub struct ChangeForm {
+    #[serde(default)]
     csrf: String,
     to: Option<i64>,
     revision: Option<u32>,

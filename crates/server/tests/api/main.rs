@@ -4,6 +4,7 @@
 mod auth;
 mod authoring;
 mod coherence;
+mod console;
 mod durable;
 mod errors;
 mod faults;
