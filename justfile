@@ -45,6 +45,16 @@ bench *args:
 bench-ingest *args:
     python3 scripts/bench_ingest.py {{args}}
 
+# The web console: every page's time on 1,000 prompts, 10,000 versions and 1,000,000 runs, and the assets' size. --smoke for a quick run.
+bench-console *args:
+    python3 scripts/bench_console.py {{args}}
+
+# Screenshots of the console's main pages (docs/screenshots/), taken with Chromium from a demo database.
+screenshots:
+    cargo build --release -q -p prompt-registry
+    [ -x target/e2e-venv/bin/python ] || scripts/e2e.sh --collect-only -q
+    target/e2e-venv/bin/python scripts/screenshots.py
+
 # The change stream: move-to-client latency and idle connections per process. --smoke for a quick run.
 bench-stream *args:
     python3 scripts/bench_stream.py {{args}}
