@@ -80,8 +80,8 @@ CROSS JOIN LATERAL (SELECT now() - make_interval(secs => g * 2592000.0 / {runs})
 JOIN (SELECT row_number() OVER (ORDER BY p.name = '{HOT}' DESC, v.version DESC, v.id) - 1 AS i, v.id, v.prompt_id, v.version
       FROM prompt_versions v JOIN prompts p ON p.id = v.prompt_id) v
   ON v.i = CASE WHEN g % 10 = 0 THEN (g / 10) % 2 ELSE 10 + g % 9990 END;
-VACUUM ANALYZE;
 """)
+    psql(url, "VACUUM ANALYZE")
 
 
 def start(env):

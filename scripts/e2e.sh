@@ -19,6 +19,7 @@ requirements=(
   pytest==9.2.0 httpx==0.28.1 mcp==1.30.0 standardwebhooks==1.1.0
   openai==3.57.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2
   opentelemetry-instrumentation-openai==0.62.4 openinference-instrumentation-openai==0.1.66
+  playwright==1.65.2 axe-playwright-python==0.1.8
 )
 stamp="$venv/.requirements"
 if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "${requirements[*]}" ]]; then

@@ -1,5 +1,6 @@
 //! The prompt repository on SeaORM.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
@@ -1244,6 +1245,32 @@ impl PromptRepository for SeaOrmPromptRepository {
             return Err(PromptError::NotFound(name.clone()));
         }
         decode::<LabelRow, _>(&rows, db_error)
+    }
+
+    async fn labels_of(&self, prompt_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Label>>, PromptError> {
+        let q = Query::select()
+            .column(PromptLabels::PromptId)
+            .columns(LABEL_COLUMNS)
+            .from(PromptLabels::Table)
+            .and_where(Expr::col(PromptLabels::PromptId).is_in(prompt_ids.iter().copied()))
+            .and_where(
+                Expr::col(PromptLabels::Version)
+                    .is_not_null()
+                    .or(Expr::col(PromptLabels::Split).is_not_null()),
+            )
+            .order_by(PromptLabels::PromptId, Order::Asc)
+            .order_by(PromptLabels::Name, Order::Asc)
+            .to_owned();
+        let rows = self.db.conn().query_all(&q).await.map_err(db_error)?;
+        let mut found: HashMap<Uuid, Vec<Label>> = HashMap::new();
+        for row in &rows {
+            let prompt: Uuid = get(row, PromptLabels::PromptId).map_err(db_error)?;
+            found
+                .entry(prompt)
+                .or_default()
+                .push(decode_one::<LabelRow, _>(row, db_error)?);
+        }
+        Ok(found)
     }
 
     async fn find_label(&self, name: &PromptName, label: LabelName) -> Result<Option<Label>, PromptError> {

@@ -1537,6 +1537,47 @@ fn move_to(version: i64) -> LabelMove {
 
 /// A change and its audit event (and a label move and its history entry)
 /// are one transaction: when either insert fails, nothing is changed.
+async fn the_labels_of_a_page_of_prompts_are_read_at_once(backend: Backend) {
+    let (_db, repo) = repo(&backend).await;
+    let policy = LabelPolicy::default();
+    let mut ids = Vec::new();
+    for (prompt, activate) in [("a", true), ("b", false), ("c", false)] {
+        ids.push(
+            repo.create_prompt(&new_prompt(prompt, &[]), &ctx())
+                .await
+                .expect("created")
+                .id,
+        );
+        repo.create_version(&name(prompt), &new_version("t", activate), &policy, &ctx())
+            .await
+            .expect("v1");
+    }
+    let staging = LabelMove {
+        label: LabelName::new("staging").expect("valid"),
+        ..move_to(1)
+    };
+    repo.move_label(&name("b"), &staging, &policy, &ctx())
+        .await
+        .expect("moved");
+    repo.move_label(&name("a"), &staging, &policy, &ctx())
+        .await
+        .expect("moved");
+    let found = repo.labels_of(&ids).await.expect("read");
+    let names = |id| {
+        found.get(id).map(|labels: &Vec<registry_domain::prompt::Label>| {
+            labels.iter().map(|l| l.name.to_string()).collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        names(&ids[0]),
+        Some(vec!["production".to_owned(), "staging".to_owned()])
+    );
+    assert_eq!(names(&ids[1]), Some(vec!["staging".to_owned()]));
+    assert_eq!(names(&ids[2]), None, "a prompt without labels is absent");
+    assert_eq!(found[&ids[1]][0].target, Some(LabelTarget::Version(n(1))));
+    assert!(repo.labels_of(&ids[2..]).await.expect("read").is_empty());
+}
+
 async fn a_change_and_its_records_commit_together_or_not_at_all(backend: Backend) {
     let (_test_db, db) = TestDatabase::migrated(&backend).await;
     let repo = SeaOrmPromptRepository::new(db.clone());
@@ -1922,6 +1963,7 @@ backend_tests!(
     the_latency_migration_converts_stored_runs_down_and_up,
     the_labels_migration_turns_active_flags_into_production_labels_and_back,
     a_change_and_its_records_commit_together_or_not_at_all,
+    the_labels_of_a_page_of_prompts_are_read_at_once,
     the_history_and_the_audit_log_refuse_updates_and_deletes,
     a_created_prompt_can_be_found_by_name,
     a_second_prompt_with_the_same_name_is_a_duplicate,

@@ -173,6 +173,16 @@ pub trait PromptRepository: Send + Sync + 'static {
     /// MUST return [`PromptError::NotFound`] if no prompt has that name.
     async fn list_labels(&self, name: &PromptName) -> Result<Vec<Label>, PromptError>;
 
+    /// The labels that point somewhere of many prompts at once, by prompt
+    /// id and then by name; a prompt without any is absent.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn labels_of(
+        &self,
+        prompt_ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, Vec<Label>>, PromptError>;
+
     /// One label as stored, removed or not; `None` if it was never set.
     ///
     /// # Errors

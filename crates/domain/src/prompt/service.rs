@@ -418,6 +418,21 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
             .map(|r| r.choose(name, None, None).as_ref().clone())
     }
 
+    /// The labels of a page of prompts, in one read, by prompt id.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn labels_of(
+        &self,
+        prompts: &[Prompt],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, Vec<Label>>, PromptError> {
+        let ids: Vec<uuid::Uuid> = prompts.iter().map(|p| p.id).collect();
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        self.repo.labels_of(&ids).await
+    }
+
     /// # Errors
     /// [`PromptError::NotFound`].
     pub async fn list_labels(&self, name: &PromptName) -> Result<Vec<Label>, PromptError> {

@@ -233,9 +233,10 @@ pub async fn prompts(req: HttpRequest, state: web::Data<AppState>, query: web::Q
     };
     let found = state.prompts.list_prompts(filter, page).await?;
     let count = found.items.len();
+    let mut labels_of = state.prompts.labels_of(&found.items).await?;
     let mut folders: BTreeMap<String, Vec<view::PromptRow>> = BTreeMap::new();
     for prompt in found.items {
-        let labels = state.prompts.list_labels(&prompt.name).await?;
+        let labels = labels_of.remove(&prompt.id).unwrap_or_default();
         let name = prompt.name.as_str().to_owned();
         let folder = name
             .rsplit_once('/')
