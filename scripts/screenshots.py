@@ -18,9 +18,10 @@ Usage: target/e2e-venv/bin/python scripts/screenshots.py [--out DIR]
   default target/release/prompt-registry; the browser is CHROMIUM, by
   default /usr/bin/chromium (Debian's package: Playwright cannot download one).
 
-The stats bucket runs by the time they were logged (`created_at`), not by
-their `started_at`: runs seeded now all land in the current hour, whatever
-`started_at` says.
+The stats bucket runs by the time they were logged (`created_at`). The API
+stamps that as now, so after seeding, the demo database's runs are dated
+back to their `started_at` (a direct UPDATE of this scratch file only), for
+a week of history to chart.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import random
 import secrets
 import signal
 import socket
+import sqlite3
 import string
 import subprocess
 import sys
@@ -79,6 +81,7 @@ class Registry:
     """The binary on a scratch database, and its REST API."""
 
     def __init__(self, workdir: pathlib.Path) -> None:
+        self.workdir = workdir
         self.key = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
         self.base_url = f"http://127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("APP_") and k not in ("DATABASE_URL", "RUST_LOG")}
@@ -340,6 +343,9 @@ def seed_runs(reg: Registry) -> None:
         runs.append(run)
     runs.sort(key=lambda r: r["started_at"])
     reg.call("POST", "/v1/runs/batch", {"runs": runs})
+    # Logged as they ran: a week of history rather than one hour of it.
+    with sqlite3.connect(reg.workdir / "demo.db") as db:
+        db.execute("UPDATE prompt_runs SET created_at = started_at WHERE started_at IS NOT NULL")
     for version, label in [(1, "production"), (2, "production")]:
         reg.call("POST", "/v1/runs", {"prompt": SUBJECT, "version": version, "label": label, "status": "success",
                                       "latency_ms": 480.0, "cost_usd": "0.00012", "input": {"topic": "spring sale"}})

@@ -5,6 +5,14 @@
 (function () {
   const COLORS = ["#0a58ca", "#c2410c", "#15803d", "#7c3aed", "#b91c1c", "#0e7490", "#a16207", "#be185d"];
 
+  // Small figures (costs, error rates) keep three significant digits.
+  function tick(v) {
+    if (v === 0 || Math.abs(v) >= 100) {
+      return String(Math.round(v));
+    }
+    return String(Number(v.toPrecision(3)));
+  }
+
   function draw(container) {
     let data;
     try {
@@ -28,7 +36,15 @@
         columns.push(s[metric]);
       });
       const width = Math.max(320, el.clientWidth || 440);
-      const plot = new uPlot({ width: width, height: 200, series: series, axes: [{}, { size: 60 }] }, columns, el);
+      const opts = {
+        width: width,
+        height: 200,
+        series: series,
+        // The time axis spans the range asked for, however few buckets have runs.
+        scales: { x: { time: true, range: [data.from, data.to] } },
+        axes: [{}, { size: 70, values: function (u, ticks) { return ticks.map(tick); } }],
+      };
+      const plot = new uPlot(opts, columns, el);
       el.dataset.points = String(data.x.length);
       el.plot = plot;
     });

@@ -1026,8 +1026,12 @@ pub async fn runs(
         )
         .await?;
     let series_name = |s: &registry_domain::run::stats::VersionStats| {
+        // By label, one series per label and version: the arms of a rollout
+        // side by side, as the stats API groups them (percentiles of two
+        // versions cannot be merged).
         if by_label {
-            s.label.map_or_else(|| "(no label)".to_owned(), |l| l.to_string())
+            let label = s.label.map_or_else(|| "(no label)".to_owned(), |l| l.to_string());
+            format!("{label} · v{}", s.version)
         } else {
             format!("v{}", s.version)
         }
@@ -1058,6 +1062,8 @@ pub async fn runs(
     };
     #[allow(clippy::cast_precision_loss)]
     let chart = json!({
+        "from": from.unix_timestamp(),
+        "to": now.unix_timestamp(),
         "x": buckets,
         "series": series.iter().map(|(name, points)| json!({
             "name": name,

@@ -392,7 +392,9 @@ pub fn diff_lines(unified: &str) -> (Vec<UnifiedLine>, Vec<SideRow>) {
         added.clear();
     };
     for line in unified.lines() {
-        if line.starts_with("---") || line.starts_with("+++") {
+        // File headers, and "\ No newline at end of file", which is about
+        // the line before it.
+        if line.starts_with("---") || line.starts_with("+++") || line.starts_with('\\') {
             continue;
         }
         let (class, text) = if let Some(rest) = line.strip_prefix('+') {
@@ -442,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_unified_diff_is_paired_side_by_side() {
-        let unified = "--- v1\n+++ v2\n@@ -1,3 +1,3 @@\n same\n-old one\n-old two\n+new one\n tail\n";
+        let unified = "--- v1\n+++ v2\n@@ -1,3 +1,3 @@\n same\n-old one\n-old two\n\\ No newline at end of file\n+new one\n\\ No newline at end of file\n tail\n";
         let (lines, side) = diff_lines(unified);
         let classes: Vec<_> = lines.iter().map(|l| l.class).collect();
         assert_eq!(classes, ["hunk", "ctx", "del", "del", "add", "ctx"]);
