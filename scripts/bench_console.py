@@ -2,7 +2,8 @@
 """Console benchmark: the server time of every main page of the web console
 on a PostgreSQL database holding 1,000 prompts (in 20 folders), 10,000
 versions and 1,000,000 runs over 30 days, a tenth of them on one prompt
-whose pages are the ones measured; and the console's assets, compressed.
+whose pages are the ones measured (and, for the runs pages, a typical
+prompt's too, with about 1,000); and the console's assets, compressed.
 
 Each page is requested one at a time over a kept-alive connection from a
 signed-in session, after a warm-up; the time is taken at the client on
@@ -28,6 +29,7 @@ from benchlib import KEY, ROOT, SERVER, prepare, psql, run, scratch_database
 PORT = int(os.environ.get("BENCH_PORT", "18560"))
 BASE = f"http://127.0.0.1:{PORT}"
 HOT = "a-hot/support-chat"
+TYPICAL = "team-05/prompt-0105"
 
 
 def seed(url, runs):
@@ -142,8 +144,9 @@ def main():
         print(f"seeded 1,000 prompts, 10,000 versions, {runs:,} runs in {time.monotonic() - t0:.0f} s", flush=True)
         counts = psql(url, "SELECT (SELECT count(*) FROM prompts) || ' ' || (SELECT count(*) FROM prompt_versions)"
                            " || ' ' || (SELECT count(*) FROM prompt_runs) || ' ' || (SELECT count(*) FROM prompt_runs r"
-                           f" JOIN prompts p ON p.id = r.prompt_id WHERE p.name = '{HOT}')")
-        print(f"rows (prompts, versions, runs, runs of {HOT}): {counts}")
+                           f" JOIN prompts p ON p.id = r.prompt_id WHERE p.name = '{HOT}') || ' ' || (SELECT count(*)"
+                           f" FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id WHERE p.name = '{TYPICAL}')")
+        print(f"rows (prompts, versions, runs, runs of {HOT}, runs of {TYPICAL}): {counts}")
         proc = start(env)
         try:
             conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
@@ -151,6 +154,7 @@ def main():
             run_id = psql(url, f"SELECT r.id FROM prompt_runs r JOIN prompts p ON p.id = r.prompt_id"
                                f" WHERE p.name = '{HOT}' ORDER BY r.created_at DESC LIMIT 1")
             hot = "/ui/prompts/" + urllib.parse.quote(HOT, safe="")
+            typical = "/ui/prompts/" + urllib.parse.quote(TYPICAL, safe="")
             pages = [
                 ("sign-in form", "/ui/sign-in"),
                 ("prompts, first page", "/ui/prompts"),
@@ -164,6 +168,8 @@ def main():
                 ("runs, 7 days, by label", f"{hot}/runs?range=7d&by=label"),
                 ("runs, 30 days, by version", f"{hot}/runs?range=30d"),
                 ("runs, filtered (errors of v10)", f"{hot}/runs?range=24h&version=10&status=error"),
+                ("typical prompt: runs, 7 days", f"{typical}/runs?range=7d"),
+                ("typical prompt: runs, 30 days", f"{typical}/runs?range=30d"),
                 ("run detail", f"/ui/runs/{run_id}"),
                 ("keys", "/ui/keys"),
                 ("audit log", "/ui/audit"),
@@ -198,8 +204,9 @@ def main():
     total = sum(size for _, size, _ in sizes)
     print(f"| **total** | **{total:,}** |")
     worst = max(rows, key=lambda r: r[1]["p99"])
-    print(f"\ntarget: every page p99 ≤ 50 ms: {'met' if worst[1]['p99'] <= 50 else 'MISSED'}"
-          f" (slowest: {worst[0]}, {worst[1]['p99']:.1f} ms)")
+    over = [title for title, r in rows if r["p99"] > 50]
+    print(f"\ntarget: every page p99 ≤ 50 ms: {'met' if not over else 'MISSED'}"
+          f" (slowest: {worst[0]}, {worst[1]['p99']:.1f} ms{'; over: ' + ', '.join(over) if over else ''})")
     print(f"target: assets ≤ 150 KB compressed: {'met' if total <= 150 * 1024 else 'MISSED'} ({total / 1024:.1f} KB)")
 
 
