@@ -1011,9 +1011,44 @@ pub async fn runs(
     state.prompts.get_prompt(&name).await?;
     let now = registry_domain::time::now_utc();
     let from = bucket.start(now - span).unwrap_or(now - span);
-    let stats = state
-        .runs
-        .stats(
+    let version = given(query.version.as_ref())
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(|n| VersionNumber::new(n).ok())
+                .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, "version: a version number"))
+        })
+        .transpose()?;
+    let label = given(query.label.as_ref()).map(label_name).transpose()?;
+    let status = given(query.status.as_ref())
+        .map(|s| match s {
+            "success" => Ok(RunStatus::Success),
+            "error" => Ok(RunStatus::Error),
+            _ => Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "status: success or error",
+            )),
+        })
+        .transpose()?;
+    let model = given(query.model.as_ref()).map(str::to_owned);
+    let filter = RunFilter {
+        prompt: Some(name.clone()),
+        version,
+        label,
+        status,
+        model: model.clone(),
+        from: None,
+        to: None,
+    };
+    let page = PageRequest {
+        limit: registry_domain::page::Limit::new(50, 100).map_err(crate::problem::ApiError::from)?,
+        after: given(query.cursor.as_ref()).map(RunCursor::decode).transpose()?,
+    };
+    let listing =
+        RunListing::new(filter, RunSort::default(), page).map_err(crate::problem::ApiError::from)?;
+    // The chart's figures and the run list are read at once.
+    let (stats, found) = futures::join!(
+        state.runs.stats(
             &name,
             StatsQuery {
                 from: Some(from),
@@ -1023,8 +1058,10 @@ pub async fn runs(
                 label: None,
                 by_label,
             },
-        )
-        .await?;
+        ),
+        state.runs.list_for_prompt(listing),
+    );
+    let (stats, found) = (stats?, found?);
     let series_name = |s: &registry_domain::run::stats::VersionStats| {
         // By label, one series per label and version: the arms of a rollout
         // side by side, as the stats API groups them (percentiles of two
@@ -1089,42 +1126,6 @@ pub async fn runs(
         })
         .collect();
 
-    let version = given(query.version.as_ref())
-        .map(|v| {
-            v.parse::<i64>()
-                .ok()
-                .and_then(|n| VersionNumber::new(n).ok())
-                .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, "version: a version number"))
-        })
-        .transpose()?;
-    let label = given(query.label.as_ref()).map(label_name).transpose()?;
-    let status = given(query.status.as_ref())
-        .map(|s| match s {
-            "success" => Ok(RunStatus::Success),
-            "error" => Ok(RunStatus::Error),
-            _ => Err(PageError::new(
-                StatusCode::BAD_REQUEST,
-                "status: success or error",
-            )),
-        })
-        .transpose()?;
-    let model = given(query.model.as_ref()).map(str::to_owned);
-    let filter = RunFilter {
-        prompt: Some(name.clone()),
-        version,
-        label,
-        status,
-        model: model.clone(),
-        from: None,
-        to: None,
-    };
-    let page = PageRequest {
-        limit: registry_domain::page::Limit::new(50, 100).map_err(crate::problem::ApiError::from)?,
-        after: given(query.cursor.as_ref()).map(RunCursor::decode).transpose()?,
-    };
-    let listing =
-        RunListing::new(filter, RunSort::default(), page).map_err(crate::problem::ApiError::from)?;
-    let found = state.runs.list_for_prompt(listing).await?;
     let filters = format!(
         "range={}&by={}&version={}&label={}&status={}&model={}",
         encode(&range),
