@@ -103,29 +103,33 @@ impl FromRequest for Caller {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let extensions = req.extensions();
-        let request_id = extensions
-            .get::<crate::middleware::RequestId>()
-            .map(|r| r.0.clone());
-        let context = match extensions.get::<Principal>() {
-            Some(principal) => Ok(Context {
-                actor: match principal {
-                    Principal::Bootstrap => Actor::admin_key(),
-                    Principal::Key(k) => Actor {
-                        key_id: Some(k.id),
-                        name: k.name.as_str().to_owned(),
-                    },
-                },
-                scopes: principal.scopes(),
-                request_id,
-            }),
-            // Every route that changes something is behind the auth layer.
-            None => {
-                Err(ApiError::internal(anyhow::anyhow!("a change reached a handler without a caller")).into())
-            }
-        };
-        ready(context.map(Self))
+        // Every route that changes something is behind the auth layer.
+        let context = caller(req).map(Self).ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("a change reached a handler without a caller")).into()
+        });
+        ready(context)
     }
+}
+
+/// The caller of a request as the auth layer (or the console's gate)
+/// admitted it, with the request's id; `None` for a public request.
+#[must_use]
+pub fn caller(req: &HttpRequest) -> Option<Context> {
+    let extensions = req.extensions();
+    let principal = extensions.get::<Principal>()?;
+    Some(Context {
+        actor: match principal {
+            Principal::Bootstrap => Actor::admin_key(),
+            Principal::Key(k) => Actor {
+                key_id: Some(k.id),
+                name: k.name.as_str().to_owned(),
+            },
+        },
+        scopes: principal.scopes(),
+        request_id: extensions
+            .get::<crate::middleware::RequestId>()
+            .map(|r| r.0.clone()),
+    })
 }
 
 impl utoipa::IntoParams for SelectorInPath {

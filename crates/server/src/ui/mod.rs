@@ -20,7 +20,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, ResponseError, web};
-use registry_domain::audit::{Actor, Context};
 use registry_domain::auth::Scope;
 use registry_domain::auth::service::Principal;
 use registry_domain::auth::session::{Session, SessionError, SessionToken};
@@ -287,25 +286,6 @@ pub async fn headers(
         }
     }
     Ok(res)
-}
-
-/// The caller of a console change, as the API's handlers build it.
-fn context(req: &HttpRequest) -> Option<Context> {
-    let extensions = req.extensions();
-    let principal = extensions.get::<Principal>()?;
-    Some(Context {
-        actor: match principal {
-            Principal::Bootstrap => Actor::admin_key(),
-            Principal::Key(k) => Actor {
-                key_id: Some(k.id),
-                name: k.name.as_str().to_owned(),
-            },
-        },
-        scopes: principal.scopes(),
-        request_id: extensions
-            .get::<crate::middleware::RequestId>()
-            .map(|r| r.0.clone()),
-    })
 }
 
 /// An error page.

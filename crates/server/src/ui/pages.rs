@@ -92,6 +92,13 @@ fn prompt_href(name: &str) -> String {
     format!("/ui/prompts/{}", encode(name))
 }
 
+/// A page of `limit` items after `after`.
+fn page<C>(limit: i64, after: Option<C>) -> Result<PageRequest<C>, PageError> {
+    let limit = registry_domain::page::Limit::new(limit, crate::routes::params::MAX_LIMIT)
+        .map_err(crate::problem::ApiError::from)?;
+    Ok(PageRequest { limit, after })
+}
+
 fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location.to_owned()))
@@ -226,11 +233,10 @@ pub async fn prompts(req: HttpRequest, state: web::Data<AppState>, query: web::Q
         tag: (!tag.is_empty()).then(|| tag.clone()),
         ..PromptFilter::default()
     };
-    let page = PageRequest {
-        limit: registry_domain::page::Limit::new(PROMPTS_PER_PAGE, 100)
-            .map_err(crate::problem::ApiError::from)?,
-        after: given(query.cursor.as_ref()).map(TimeCursor::decode).transpose()?,
-    };
+    let page = page(
+        PROMPTS_PER_PAGE,
+        given(query.cursor.as_ref()).map(TimeCursor::decode).transpose()?,
+    )?;
     let found = state.prompts.list_prompts(filter, page).await?;
     let count = found.items.len();
     let mut labels_of = state.prompts.labels_of(&found.items).await?;
@@ -335,28 +341,14 @@ async fn prompt_page(
     let prompt = state.prompts.get_prompt(name).await?;
     let versions = state
         .prompts
-        .list_versions(
-            name,
-            PageRequest {
-                limit: registry_domain::page::Limit::new(100, 100).map_err(crate::problem::ApiError::from)?,
-                after: None::<VersionCursor>,
-            },
-        )
+        .list_versions(name, page(100, None::<VersionCursor>)?)
         .await?;
     let labels = state.prompts.list_labels(name).await?;
     let mut label_views = Vec::with_capacity(labels.len());
     for label in &labels {
         let history = state
             .prompts
-            .label_history(
-                name,
-                label.name,
-                PageRequest {
-                    limit: registry_domain::page::Limit::new(10, 100)
-                        .map_err(crate::problem::ApiError::from)?,
-                    after: None,
-                },
-            )
+            .label_history(name, label.name, page(10, None)?)
             .await?;
         let may_move = viewer.may(Scope::Write) && (!label.protected || viewer.may(Scope::Release));
         label_views.push(view::LabelView {
@@ -626,13 +618,7 @@ pub async fn diff(
     let diff = diff_view(&state, &name, from, to).await?;
     let versions = state
         .prompts
-        .list_versions(
-            &name,
-            PageRequest {
-                limit: registry_domain::page::Limit::new(100, 100).map_err(crate::problem::ApiError::from)?,
-                after: None::<VersionCursor>,
-            },
-        )
+        .list_versions(&name, page(100, None::<VersionCursor>)?)
         .await?;
     let page = view::DiffPage {
         chrome: viewer.chrome(format!("{name}: v{from} → v{to}")),
@@ -777,18 +763,7 @@ async fn confirm_page(
         Some(to) => to,
         None => {
             // A rollback goes back to where the last change came from.
-            let history = state
-                .prompts
-                .label_history(
-                    name,
-                    label,
-                    PageRequest {
-                        limit: registry_domain::page::Limit::new(1, 100)
-                            .map_err(crate::problem::ApiError::from)?,
-                        after: None,
-                    },
-                )
-                .await?;
+            let history = state.prompts.label_history(name, label, page(1, None)?).await?;
             match history.items.first().and_then(|c| c.from.clone()) {
                 Some(LabelTarget::Version(v)) => v,
                 Some(other) => {
@@ -895,8 +870,8 @@ async fn change(
 ) -> Page {
     let viewer = Viewer::of(&req)?;
     viewer.check_csrf(&form.csrf)?;
-    let ctx =
-        super::context(&req).ok_or_else(|| PageError::new(StatusCode::UNAUTHORIZED, "Sign in first."))?;
+    let ctx = crate::routes::params::caller(&req)
+        .ok_or_else(|| PageError::new(StatusCode::UNAUTHORIZED, "Sign in first."))?;
     let (name, label) = path.into_inner();
     let name = prompt_name(&name)?;
     let label = label_name(&label)?;
@@ -1040,10 +1015,10 @@ pub async fn runs(
         from: None,
         to: None,
     };
-    let page = PageRequest {
-        limit: registry_domain::page::Limit::new(50, 100).map_err(crate::problem::ApiError::from)?,
-        after: given(query.cursor.as_ref()).map(RunCursor::decode).transpose()?,
-    };
+    let page = page(
+        50,
+        given(query.cursor.as_ref()).map(RunCursor::decode).transpose()?,
+    )?;
     let listing =
         RunListing::new(filter, RunSort::default(), page).map_err(crate::problem::ApiError::from)?;
     // The chart's figures and the run list are read at once.
@@ -1302,10 +1277,10 @@ pub async fn audit(req: HttpRequest, state: web::Data<AppState>, query: web::Que
         target: (!target.is_empty()).then(|| target.clone()),
         ..registry_domain::audit::AuditFilter::default()
     };
-    let page = PageRequest {
-        limit: registry_domain::page::Limit::new(50, 100).map_err(crate::problem::ApiError::from)?,
-        after: given(query.cursor.as_ref()).map(TimeCursor::decode).transpose()?,
-    };
+    let page = page(
+        50,
+        given(query.cursor.as_ref()).map(TimeCursor::decode).transpose()?,
+    )?;
     let found = state.audit.list(&filter, &page).await?;
     let page = view::AuditPage {
         chrome: viewer.chrome("Audit log"),
