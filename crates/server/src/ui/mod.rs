@@ -45,11 +45,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::FormConfig::default()
                     .limit(256 * 1024)
                     .error_handler(|e, _| {
-                        PageError::new(
-                            StatusCode::BAD_REQUEST,
-                            format!("The form could not be read: {e}."),
-                        )
-                        .into()
+                        let status = match e {
+                            actix_web::error::UrlencodedError::Overflow { .. } => {
+                                StatusCode::PAYLOAD_TOO_LARGE
+                            }
+                            _ => StatusCode::BAD_REQUEST,
+                        };
+                        PageError::new(status, format!("The form could not be read: {e}.")).into()
                     }),
             )
             .app_data(web::QueryConfig::default().error_handler(|e, _| {

@@ -387,6 +387,9 @@ async fn try_it_shows_strict_render_errors_inline(backend: Backend) {
     let not_json = send("nope").await;
     assert_eq!(not_json.status, 422);
     assert!(not_json.text.contains("not a JSON object"), "{}", not_json.text);
+    let huge = send(&"a".repeat(300 * 1024)).await;
+    assert_eq!(huge.status, 413, "{}", huge.text);
+    assert!(huge.content_type().starts_with("text/html"));
 }
 
 async fn promoting_a_protected_label_goes_through_the_breaking_change_gate(backend: Backend) {
