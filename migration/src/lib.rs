@@ -18,6 +18,7 @@ mod m20261203_000009_webhooks;
 mod m20261204_000010_run_trace_link;
 mod m20261205_000011_partition_runs;
 mod m20261206_000012_console_sessions;
+mod m20261207_000013_run_stats_rollups;
 
 /// The monthly partitions of `prompt_runs` on PostgreSQL, which the server
 /// keeps ahead of time (see migration 11).
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_run_trace_link::Migration),
             Box::new(m20261205_000011_partition_runs::Migration),
             Box::new(m20261206_000012_console_sessions::Migration),
+            Box::new(m20261207_000013_run_stats_rollups::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ mod events;
 mod keys;
 mod nul;
 mod prompts;
+mod rollups;
 mod runs;
 mod schema;
 mod sessions;

@@ -391,6 +391,11 @@ impl SeaOrmRunRepository {
                 inserted.push(get::<Uuid>(&row, PromptRuns::Id)?);
             }
         }
+        crate::rollups::forget_prompts(
+            &txn,
+            &crate::rollups::late_prompts(runs, registry_domain::time::now_utc()),
+        )
+        .await?;
         txn.commit().await?;
         Ok(inserted)
     }
@@ -407,6 +412,23 @@ impl SeaOrmRunRepository {
             .acquire()
             .await
             .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e))))?;
+        let late = crate::rollups::late_prompts(runs, registry_domain::time::now_utc());
+        if !late.is_empty() {
+            // Rare (runs held through an outage): the kept figures of their
+            // prompts are forgotten in the same transaction.
+            drop(conn);
+            use sea_orm::TransactionTrait;
+            let txn = self.db.conn().begin().await?;
+            let mut inserted = Vec::with_capacity(runs.len());
+            for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+                for row in txn.query_all(&insert_statement(&self.db, chunk)).await? {
+                    inserted.push(get::<Uuid>(&row, PromptRuns::Id)?);
+                }
+            }
+            crate::rollups::forget_prompts(&txn, &late).await?;
+            txn.commit().await?;
+            return Ok(inserted);
+        }
         let c = Columns::of(runs);
         let rows = sea_orm::sqlx::query(UNNEST_INSERT)
             .bind(c.id)
@@ -435,6 +457,18 @@ impl SeaOrmRunRepository {
         rows.iter()
             .map(|row| row.try_get::<Uuid, _>(0).map_err(sqlx_err))
             .collect()
+    }
+
+    /// Stats computed from the runs alone.
+    async fn live_stats(
+        &self,
+        prompt: &PromptName,
+        query: &StatsQuery,
+    ) -> Result<Vec<VersionStats>, RunError> {
+        match self.db.backend() {
+            DbBackend::Postgres => self.stats_postgres(prompt, query).await,
+            _ => self.stats_in_process(prompt, query).await,
+        }
     }
 
     async fn stats_postgres(
@@ -527,9 +561,20 @@ impl SeaOrmRunRepository {
 impl RunRepository for SeaOrmRunRepository {
     async fn insert(&self, run: &Run) -> Result<Logged, RunError> {
         let stmt = insert_statement(&self.db, std::slice::from_ref(run));
+        let late = crate::rollups::late_prompts(std::slice::from_ref(run), registry_domain::time::now_utc());
         let inserted = self
             .db
-            .write(|| async { self.db.conn().query_all(&stmt).await })
+            .write(|| async {
+                if late.is_empty() {
+                    return self.db.conn().query_all(&stmt).await;
+                }
+                use sea_orm::TransactionTrait;
+                let txn = self.db.conn().begin().await?;
+                let rows = txn.query_all(&stmt).await?;
+                crate::rollups::forget_prompts(&txn, &late).await?;
+                txn.commit().await?;
+                Ok(rows)
+            })
             .await
             .map_err(db_error)?;
         if inserted.is_empty() {
@@ -632,10 +677,47 @@ impl RunRepository for SeaOrmRunRepository {
     }
 
     async fn stats(&self, prompt: &PromptName, query: &StatsQuery) -> Result<Vec<VersionStats>, RunError> {
-        match self.db.backend() {
-            DbBackend::Postgres => self.stats_postgres(prompt, query).await,
-            _ => self.stats_in_process(prompt, query).await,
-        }
+        let now = registry_domain::time::now_utc();
+        let plan = match crate::rollups::prompt_id(&self.db, prompt)
+            .await
+            .map_err(db_error)?
+        {
+            Some(id) => crate::rollups::Plan::of(query, id, now),
+            None => None,
+        };
+        let Some(plan) = plan else {
+            return self.live_stats(prompt, query).await;
+        };
+        // The closed buckets from what is kept (kept now if it was not),
+        // the rest from the runs.
+        let mut rows = match crate::rollups::read(&self.db, &plan).await.map_err(db_error)? {
+            Some(kept) => kept,
+            None => {
+                let seen = crate::rollups::epoch(&self.db).await.map_err(db_error)?;
+                let closed = StatsQuery {
+                    to: Some(plan.sealed_end),
+                    ..query.clone()
+                };
+                let rows = self.live_stats(prompt, &closed).await?;
+                if let Err(e) = crate::rollups::keep(&self.db, &plan, &rows, seen).await {
+                    tracing::warn!(error = %e, "could not keep the figures of closed stats buckets");
+                }
+                rows
+            }
+        };
+        let open = StatsQuery {
+            from: Some(plan.sealed_end),
+            ..query.clone()
+        };
+        rows.extend(self.live_stats(prompt, &open).await?);
+        rows.sort_by(|a, b| {
+            (a.version, a.label.map(|l| l.as_str().to_owned()), a.bucket).cmp(&(
+                b.version,
+                b.label.map(|l| l.as_str().to_owned()),
+                b.bucket,
+            ))
+        });
+        Ok(rows)
     }
 }
 
@@ -743,6 +825,11 @@ impl RunRetention for SeaOrmRunRepository {
                 dropped += 1;
             }
         }
+        if dropped > 0 {
+            crate::rollups::forget_before(&self.db, cutoff)
+                .await
+                .map_err(db_error)?;
+        }
         Ok(dropped)
     }
 
@@ -757,7 +844,14 @@ impl RunRetention for SeaOrmRunRepository {
                  (SELECT id FROM prompt_runs WHERE created_at < ? ORDER BY created_at LIMIT ?)"
             }
         };
-        self.execute(sql, vec![self.db.time(cutoff), i64::from(limit).into()])
-            .await
+        let deleted = self
+            .execute(sql, vec![self.db.time(cutoff), i64::from(limit).into()])
+            .await?;
+        if deleted > 0 {
+            crate::rollups::forget_before(&self.db, cutoff)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(deleted)
     }
 }

@@ -1152,6 +1152,123 @@ fn figures(s: &VersionStats) -> (u32, Option<OffsetDateTime>, u64, u64, [i64; 4]
     )
 }
 
+/// How many closed buckets have their figures kept.
+async fn kept_buckets(db: &registry_persistence::Db) -> i64 {
+    use sea_orm::ConnectionTrait as _;
+    let row = db
+        .conn()
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.backend(),
+            "SELECT count(*) AS n FROM run_stats_sealed",
+        ))
+        .await
+        .expect("counted")
+        .expect("a row");
+    row.try_get::<i64>("", "n").expect("n")
+}
+
+async fn kept_stats_of_closed_buckets_equal_those_computed_from_the_runs(backend: Backend) {
+    let (test_db, prompts, runs) = run_repos(&backend).await;
+    let db = test_db.connect().await;
+    let p = versions_of(&prompts, "p", 2).await;
+    let now = registry_domain::time::now_utc();
+    let labelled = |i: i64| NewRunBuilder {
+        label: ["production", "staging"]
+            .get(usize::try_from(i % 3).expect("small"))
+            .map(|l| (*l).to_owned()),
+        cost_usd: Some(format!("0.00{}", i % 7)),
+        prompt_tokens: Some(i % 50),
+        ..if i % 11 == 0 {
+            failure(f64::from(u32::try_from(i % 37).expect("small")) + 0.5)
+        } else {
+            success(f64::from(u32::try_from(i * 7 % 101).expect("small")))
+        }
+    };
+    // Three days of runs, up to a minute ago: closed buckets and open ones.
+    let batch: Vec<Run> = (1..400)
+        .map(|i| {
+            run(
+                &p[usize::try_from(i % 2).expect("small")],
+                now - Duration::minutes(i * 11),
+                labelled(i),
+            )
+        })
+        .collect();
+    runs.insert_batch(&batch).await.expect("stored");
+    let live = |query: &StatsQuery| {
+        // An end makes the stats come from the runs alone.
+        StatsQuery {
+            to: Some(now + Duration::hours(1)),
+            ..query.clone()
+        }
+    };
+    let check = |query: StatsQuery, what: &'static str| {
+        let runs = &runs;
+        async move {
+            let expected = runs.stats(&name("p"), &live(&query)).await.expect("live");
+            assert!(!expected.is_empty(), "{what}");
+            for pass in ["computed and kept", "from what was kept"] {
+                let got = runs.stats(&name("p"), &query).await.expect("stats");
+                assert_eq!(got, expected, "{what}, {pass}");
+            }
+        }
+    };
+    let queries = [
+        (Bucket::Hour, false, "by hour"),
+        (Bucket::Hour, true, "by hour and label"),
+        (Bucket::Day, false, "by day"),
+        (Bucket::Day, true, "by day and label"),
+    ];
+    for (bucket, by_label, what) in queries {
+        let from = bucket.start(now - Duration::days(3)).expect("a bucket");
+        let query = StatsQuery {
+            from: Some(from),
+            to: None,
+            bucket,
+            version: None,
+            label: None,
+            by_label,
+        };
+        check(query, what).await;
+    }
+    assert!(kept_buckets(&db).await > 72, "the closed buckets are kept");
+
+    // A run logged late into a closed bucket is counted at once.
+    let late = run(&p[0], now - Duration::hours(30), success(5000.0));
+    runs.insert(&late).await.expect("stored");
+    for (bucket, by_label, what) in queries {
+        let from = bucket.start(now - Duration::days(3)).expect("a bucket");
+        let query = StatsQuery {
+            from: Some(from),
+            to: None,
+            bucket,
+            version: None,
+            label: None,
+            by_label,
+        };
+        check(query, what).await;
+    }
+
+    // Expired runs deleted: their buckets' kept figures go with them.
+    use registry_domain::run::ports::RunRetention as _;
+    let deleted = runs
+        .delete_expired(now - Duration::hours(36), 10_000)
+        .await
+        .expect("deleted");
+    assert!(deleted > 0);
+    for (bucket, by_label, what) in queries {
+        let query = StatsQuery {
+            from: Some(bucket.start(now - Duration::days(3)).expect("a bucket")),
+            to: None,
+            bucket,
+            version: None,
+            label: None,
+            by_label,
+        };
+        check(query, what).await;
+    }
+}
+
 async fn stats_sum_up_each_version_of_the_prompt_in_range_and_bucket(backend: Backend) {
     let (_db, prompts, runs) = run_repos(&backend).await;
     let p = versions_of(&prompts, "p", 2).await;
@@ -1964,6 +2081,7 @@ backend_tests!(
     the_labels_migration_turns_active_flags_into_production_labels_and_back,
     a_change_and_its_records_commit_together_or_not_at_all,
     the_labels_of_a_page_of_prompts_are_read_at_once,
+    kept_stats_of_closed_buckets_equal_those_computed_from_the_runs,
     the_history_and_the_audit_log_refuse_updates_and_deletes,
     a_created_prompt_can_be_found_by_name,
     a_second_prompt_with_the_same_name_is_a_duplicate,
