@@ -103,11 +103,6 @@ struct Epoch {
 }
 
 #[derive(Debug, FromQueryResult)]
-struct Count {
-    n: i64,
-}
-
-#[derive(Debug, FromQueryResult)]
 struct RollupRow {
     version: i32,
     label: Option<String>,
@@ -196,6 +191,30 @@ impl Plan {
     fn range(&self) -> (OffsetDateTime, OffsetDateTime) {
         (self.starts[0], self.sealed_end)
     }
+
+    /// The plan's buckets from the `k`th on.
+    pub(crate) fn from_bucket(&self, k: usize) -> Self {
+        Self {
+            prompt_id: self.prompt_id,
+            kind: self.kind,
+            by_label: self.by_label,
+            starts: self.starts[k..].to_vec(),
+            sealed_end: self.sealed_end,
+        }
+    }
+
+    pub(crate) fn start(&self, k: usize) -> OffsetDateTime {
+        self.starts.get(k).copied().unwrap_or(self.sealed_end)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Sealed {
+    bucket_start: OffsetDateTime,
 }
 
 /// The rows of `plan`'s closed buckets, in either table.
@@ -218,20 +237,27 @@ fn select_in_range(table: &str, plan: &Plan, db: &Db) -> sea_orm::sea_query::Sel
     q
 }
 
-/// The kept figures of every closed bucket of `plan`, or `None` unless all
-/// of them are kept.
-pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<Option<Vec<VersionStats>>, DbErr> {
+/// How many of `plan`'s buckets, from the first, have their figures kept,
+/// and those figures. Buckets close one after the other, so the ones not
+/// kept yet are usually the newest.
+pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<(usize, Vec<VersionStats>), DbErr> {
     let q = select_in_range("run_stats_sealed", plan, db)
-        .expr_as(Expr::cust("count(*)"), Alias::new("n"))
+        .column(Alias::new("bucket_start"))
+        .order_by(Alias::new("bucket_start"), sea_orm::sea_query::Order::Asc)
         .to_owned();
-    let sealed = match db.conn().query_one(&q).await? {
-        Some(row) => Count::from_query_result(&row, "")?.n,
-        None => 0,
-    };
-    if usize::try_from(sealed).ok() != Some(plan.starts.len()) {
-        return Ok(None);
+    let mut kept = 0;
+    for (row, start) in db.conn().query_all(&q).await?.iter().zip(&plan.starts) {
+        if Sealed::from_query_result(row, "")?.bucket_start != *start {
+            break;
+        }
+        kept += 1;
     }
-    let q = select_in_range("run_stats_rollups", plan, db)
+    if kept == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let mut q = select_in_range("run_stats_rollups", plan, db);
+    q.and_where(Expr::col(Alias::new("bucket_start")).lt(db.time(plan.start(kept))));
+    let q = q
         .columns(
             [
                 "version",
@@ -256,7 +282,7 @@ pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<Option<Vec<VersionStats
         let row = RollupRow::from_query_result(&row, "")?;
         found.push(row.into_domain().map_err(|e| DbErr::Custom(format!("{e:#}")))?);
     }
-    Ok(Some(found))
+    Ok((kept, found))
 }
 
 /// The counter as it is now, read before the figures to keep are computed.

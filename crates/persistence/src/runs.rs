@@ -688,23 +688,23 @@ impl RunRepository for SeaOrmRunRepository {
         let Some(plan) = plan else {
             return self.live_stats(prompt, query).await;
         };
-        // The closed buckets from what is kept (kept now if it was not),
-        // the rest from the runs.
-        let mut rows = match crate::rollups::read(&self.db, &plan).await.map_err(db_error)? {
-            Some(kept) => kept,
-            None => {
-                let seen = crate::rollups::epoch(&self.db).await.map_err(db_error)?;
-                let closed = StatsQuery {
-                    to: Some(plan.sealed_end),
-                    ..query.clone()
-                };
-                let rows = self.live_stats(prompt, &closed).await?;
-                if let Err(e) = crate::rollups::keep(&self.db, &plan, &rows, seen).await {
-                    tracing::warn!(error = %e, "could not keep the figures of closed stats buckets");
-                }
-                rows
+        // The closed buckets from what is kept (those not kept yet are
+        // computed and kept now), the open ones from the runs.
+        let (kept, mut rows) = crate::rollups::read(&self.db, &plan).await.map_err(db_error)?;
+        if kept < plan.len() {
+            let seen = crate::rollups::epoch(&self.db).await.map_err(db_error)?;
+            let closed = StatsQuery {
+                from: Some(plan.start(kept)),
+                to: Some(plan.sealed_end),
+                ..query.clone()
+            };
+            let computed = self.live_stats(prompt, &closed).await?;
+            let rest = plan.from_bucket(kept);
+            if let Err(e) = crate::rollups::keep(&self.db, &rest, &computed, seen).await {
+                tracing::warn!(error = %e, "could not keep the figures of closed stats buckets");
             }
-        };
+            rows.extend(computed);
+        }
         let open = StatsQuery {
             from: Some(plan.sealed_end),
             ..query.clone()
