@@ -192,8 +192,8 @@ impl Plan {
         (self.starts[0], self.sealed_end)
     }
 
-    /// The plan's buckets from the `k`th on.
-    pub(crate) fn from_bucket(&self, k: usize) -> Self {
+    /// The plan without its first `k` buckets.
+    pub(crate) fn skipping(&self, k: usize) -> Self {
         Self {
             prompt_id: self.prompt_id,
             kind: self.kind,

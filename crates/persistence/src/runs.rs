@@ -699,7 +699,7 @@ impl RunRepository for SeaOrmRunRepository {
                 ..query.clone()
             };
             let computed = self.live_stats(prompt, &closed).await?;
-            let rest = plan.from_bucket(kept);
+            let rest = plan.skipping(kept);
             if let Err(e) = crate::rollups::keep(&self.db, &rest, &computed, seen).await {
                 tracing::warn!(error = %e, "could not keep the figures of closed stats buckets");
             }
