@@ -569,7 +569,7 @@ impl Application {
         }
         if settings.env == AppEnv::Dev {
             eprintln!(
-                "  Database: {}\n  Swagger UI: http://{address}/docs/\n",
+                "  Database: {}\n  Swagger UI: http://{address}/docs/\n  Console: http://{address}/ui/ (sign in with an API key)\n",
                 describe_database(&settings.database.url)
             );
         }
