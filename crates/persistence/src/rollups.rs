@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
-use anyhow::anyhow;
 use registry_domain::prompt::PromptName;
 use registry_domain::run::Run;
+use registry_domain::run::ports::RunError;
 use registry_domain::run::stats::{Bucket, StatsQuery, VersionStats};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
@@ -100,48 +100,6 @@ pub(crate) async fn forget_before(db: &Db, cutoff: OffsetDateTime) -> Result<(),
 #[derive(Debug, FromQueryResult)]
 struct Epoch {
     epoch: i64,
-}
-
-#[derive(Debug, FromQueryResult)]
-struct RollupRow {
-    version: i32,
-    label: Option<String>,
-    bucket_start: OffsetDateTime,
-    count: i64,
-    error_count: i64,
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    latency_max: f64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cost_total: i64,
-}
-
-impl RollupRow {
-    fn into_domain(self) -> anyhow::Result<VersionStats> {
-        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(VersionStats {
-            version: registry_domain::prompt::VersionNumber::new(i64::from(self.version))
-                .map_err(|e| anyhow!("kept version: {e}"))?,
-            label: self
-                .label
-                .map(|l| registry_domain::prompt::LabelName::new(&l))
-                .transpose()
-                .map_err(|e| anyhow!("kept label: {e}"))?,
-            bucket: Some(self.bucket_start),
-            count: unsigned(self.count),
-            error_count: unsigned(self.error_count),
-            latency_p50: self.p50,
-            latency_p95: self.p95,
-            latency_p99: self.p99,
-            latency_max: self.latency_max,
-            prompt_tokens: unsigned(self.prompt_tokens),
-            completion_tokens: unsigned(self.completion_tokens),
-            cost_total: registry_domain::run::cost::Cost::from_nanos(self.cost_total)
-                .map_err(|e| anyhow!("kept cost: {e}"))?,
-        })
-    }
 }
 
 /// Which kept figures a request can use: the prompt, the bucket kind and
@@ -240,14 +198,22 @@ fn select_in_range(table: &str, plan: &Plan, db: &Db) -> sea_orm::sea_query::Sel
 /// How many of `plan`'s buckets, from the first, have their figures kept,
 /// and those figures. Buckets close one after the other, so the ones not
 /// kept yet are usually the newest.
-pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<(usize, Vec<VersionStats>), DbErr> {
+pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<(usize, Vec<VersionStats>), RunError> {
+    use crate::runs::db_error;
     let q = select_in_range("run_stats_sealed", plan, db)
         .column(Alias::new("bucket_start"))
         .order_by(Alias::new("bucket_start"), sea_orm::sea_query::Order::Asc)
         .to_owned();
     let mut kept = 0;
-    for (row, start) in db.conn().query_all(&q).await?.iter().zip(&plan.starts) {
-        if Sealed::from_query_result(row, "")?.bucket_start != *start {
+    for (row, start) in db
+        .conn()
+        .query_all(&q)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .zip(&plan.starts)
+    {
+        if Sealed::from_query_result(row, "").map_err(db_error)?.bucket_start != *start {
             break;
         }
         kept += 1;
@@ -258,11 +224,11 @@ pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<(usize, Vec<VersionStat
     let mut q = select_in_range("run_stats_rollups", plan, db);
     q.and_where(Expr::col(Alias::new("bucket_start")).lt(db.time(plan.start(kept))));
     let q = q
+        .column(Alias::new("version"))
+        .column(Alias::new("label"))
+        .expr_as(Expr::col(Alias::new("bucket_start")), Alias::new("bucket"))
         .columns(
             [
-                "version",
-                "label",
-                "bucket_start",
                 "count",
                 "error_count",
                 "p50",
@@ -276,12 +242,9 @@ pub(crate) async fn read(db: &Db, plan: &Plan) -> Result<(usize, Vec<VersionStat
             .map(Alias::new),
         )
         .to_owned();
-    let rows = db.conn().query_all(&q).await?;
-    let mut found = Vec::with_capacity(rows.len());
-    for row in rows {
-        let row = RollupRow::from_query_result(&row, "")?;
-        found.push(row.into_domain().map_err(|e| DbErr::Custom(format!("{e:#}")))?);
-    }
+    let rows = db.conn().query_all(&q).await.map_err(db_error)?;
+    // The same rows as the stats query's, read back the same way.
+    let found = crate::schema::decode::<crate::runs::StatsRow, _>(&rows, db_error)?;
     Ok((kept, found))
 }
 

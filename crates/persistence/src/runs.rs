@@ -61,7 +61,7 @@ impl SeaOrmRunRepository {
     }
 }
 
-fn db_error(err: DbErr) -> RunError {
+pub(crate) fn db_error(err: DbErr) -> RunError {
     crate::db::classify(err, RunError::Unavailable, RunError::Unknown)
 }
 
@@ -201,7 +201,7 @@ impl StoredRow for RunRow {
 /// One group of the PostgreSQL stats query, its fields named as the SQL
 /// names them.
 #[derive(Debug, FromQueryResult)]
-struct StatsRow {
+pub(crate) struct StatsRow {
     version: i32,
     label: Option<String>,
     bucket: Option<OffsetDateTime>,
@@ -690,7 +690,7 @@ impl RunRepository for SeaOrmRunRepository {
         };
         // The closed buckets from what is kept (those not kept yet are
         // computed and kept now), the open ones from the runs.
-        let (kept, mut rows) = crate::rollups::read(&self.db, &plan).await.map_err(db_error)?;
+        let (kept, mut rows) = crate::rollups::read(&self.db, &plan).await?;
         if kept < plan.len() {
             let seen = crate::rollups::epoch(&self.db).await.map_err(db_error)?;
             let closed = StatsQuery {

@@ -1219,18 +1219,21 @@ async fn kept_stats_of_closed_buckets_equal_those_computed_from_the_runs(backend
         (Bucket::Day, false, "by day"),
         (Bucket::Day, true, "by day and label"),
     ];
-    for (bucket, by_label, what) in queries {
-        let from = bucket.start(now - Duration::days(3)).expect("a bucket");
-        let query = StatsQuery {
-            from: Some(from),
-            to: None,
-            bucket,
-            version: None,
-            label: None,
-            by_label,
-        };
-        check(query, what).await;
-    }
+    // Every grouping over the last three days, from the start of a bucket.
+    let check_all = || async {
+        for (bucket, by_label, what) in queries {
+            let query = StatsQuery {
+                from: Some(bucket.start(now - Duration::days(3)).expect("a bucket")),
+                to: None,
+                bucket,
+                version: None,
+                label: None,
+                by_label,
+            };
+            check(query, what).await;
+        }
+    };
+    check_all().await;
     let all_kept = kept_buckets(&db).await;
     assert!(all_kept > 72, "the closed buckets are kept");
 
@@ -1249,35 +1252,13 @@ async fn kept_stats_of_closed_buckets_equal_those_computed_from_the_runs(backend
         db.conn().execute(&newest).await.expect("deleted");
     }
     assert!(kept_buckets(&db).await < all_kept);
-    for (bucket, by_label, what) in queries {
-        let from = bucket.start(now - Duration::days(3)).expect("a bucket");
-        let query = StatsQuery {
-            from: Some(from),
-            to: None,
-            bucket,
-            version: None,
-            label: None,
-            by_label,
-        };
-        check(query, what).await;
-    }
+    check_all().await;
     assert_eq!(kept_buckets(&db).await, all_kept, "kept again");
 
     // A run logged late into a closed bucket is counted at once.
     let late = run(&p[0], now - Duration::hours(30), success(5000.0));
     runs.insert(&late).await.expect("stored");
-    for (bucket, by_label, what) in queries {
-        let from = bucket.start(now - Duration::days(3)).expect("a bucket");
-        let query = StatsQuery {
-            from: Some(from),
-            to: None,
-            bucket,
-            version: None,
-            label: None,
-            by_label,
-        };
-        check(query, what).await;
-    }
+    check_all().await;
 
     // Expired runs deleted: their buckets' kept figures go with them.
     use registry_domain::run::ports::RunRetention as _;
@@ -1286,17 +1267,7 @@ async fn kept_stats_of_closed_buckets_equal_those_computed_from_the_runs(backend
         .await
         .expect("deleted");
     assert!(deleted > 0);
-    for (bucket, by_label, what) in queries {
-        let query = StatsQuery {
-            from: Some(bucket.start(now - Duration::days(3)).expect("a bucket")),
-            to: None,
-            bucket,
-            version: None,
-            label: None,
-            by_label,
-        };
-        check(query, what).await;
-    }
+    check_all().await;
 }
 
 async fn stats_sum_up_each_version_of_the_prompt_in_range_and_bucket(backend: Backend) {

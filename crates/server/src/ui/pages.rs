@@ -1051,7 +1051,7 @@ pub async fn runs(
     // One point per bucket and series; buckets without runs are gaps.
     let mut buckets: Vec<i64> = stats
         .iter()
-        .filter_map(|s| s.bucket.map(OffsetDateTimeExt::unix))
+        .filter_map(|s| s.bucket.map(time::OffsetDateTime::unix_timestamp))
         .collect();
     buckets.sort_unstable();
     buckets.dedup();
@@ -1146,16 +1146,6 @@ pub async fn runs(
         filter_model: model.unwrap_or_default(),
     };
     Ok(html(StatusCode::OK, &page))
-}
-
-trait OffsetDateTimeExt {
-    fn unix(self) -> i64;
-}
-
-impl OffsetDateTimeExt for time::OffsetDateTime {
-    fn unix(self) -> i64 {
-        self.unix_timestamp()
-    }
 }
 
 pub async fn run(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Page {
