@@ -58,20 +58,20 @@ pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Opti
 }
 
 /// The key a request carries: `Authorization: Bearer <key>` or `X-API-Key`.
-fn presented(req: &ServiceRequest) -> Option<String> {
+fn presented(req: &ServiceRequest) -> Option<&str> {
     let headers = req.headers();
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim().to_owned());
+        .map(|(_, key)| key.trim());
     bearer
         .or_else(|| {
             headers
                 .get("x-api-key")
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_owned())
+                .map(str::trim)
         })
         .filter(|k| !k.is_empty())
 }
@@ -103,7 +103,7 @@ pub async fn authenticate(
             ),
         );
     };
-    let principal = match state.auth.authenticate(&key).await {
+    let principal = match state.auth.authenticate(key).await {
         Ok(p) => p,
         Err(e) => return refuse(req, e.into()),
     };

@@ -4,7 +4,7 @@
 //!
 //! One task per process tails the outbox and broadcasts each event once,
 //! whatever the number of listeners. It reads when woken (a write through
-//! this process just returned, see [`wake_after_writes`]) and otherwise every
+//! this process just returned, see [`crate::middleware::envelope`]) and otherwise every
 //! poll interval, which is how writes made through other replicas arrive.
 //! Sequence numbers are taken in commit order (see the outbox adapter), so
 //! reading "after the last one seen" misses nothing.
@@ -13,15 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
-use actix_web::middleware::Next;
-use actix_web::web;
 use registry_domain::events::{ChangeEvent, EventError, EventLog};
 use tokio::sync::{Notify, broadcast, watch};
-
-use crate::state::AppState;
 
 /// How many events a slow listener may fall behind before it is told it
 /// lagged (it then reads the gap from the outbox).
@@ -124,27 +117,4 @@ impl EventHub {
             let _ = tokio::time::timeout(poll, self.wake.notified()).await;
         }
     }
-}
-
-/// Wakes the hub after every successful write through this process, so its
-/// listeners hear of the change within milliseconds rather than a poll
-/// interval. Reads pass straight through.
-///
-/// # Errors
-/// Only what the inner service returns.
-pub async fn wake_after_writes(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    // MCP's POSTs are JSON-RPC reads of prompts, not changes.
-    let write =
-        !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && req.path() != "/mcp";
-    let res = next.call(req).await?;
-    if write
-        && res.status().is_success()
-        && let Some(state) = res.request().app_data::<web::Data<AppState>>()
-    {
-        state.hub.wake();
-    }
-    Ok(res)
 }

@@ -6,10 +6,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, HttpResponse, get, web};
+use actix_web::dev::ServiceResponse;
+use actix_web::{HttpResponse, get, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::state::AppState;
@@ -132,35 +130,23 @@ impl Metrics {
     }
 }
 
-/// Records every request under its route *pattern* (low cardinality).
-///
-/// # Errors
-/// Only what the inner service returns.
-pub async fn record(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let registry = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| std::sync::Arc::clone(&s.metrics));
-    let method = method_label(req.method());
-    let res = next.call(req).await?;
-    if let Some(registry) = registry {
-        let found = res
+impl Metrics {
+    /// Records a request under its route *pattern* (low cardinality), its
+    /// method and status, and the time since `started`.
+    pub fn observe_response<B>(&self, res: &ServiceResponse<B>, method: &'static str, started: Instant) {
+        // After routing, the pattern is read from the matched resource, not
+        // found by matching the path against the routes again.
+        let route = res
             .request()
-            .extensions()
-            .get::<crate::telemetry::RoutePattern>()
-            .map(|r| r.0.clone());
-        let route = found.unwrap_or_else(|| "unmatched".to_owned());
-        registry.observe(
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        self.observe(
             route,
             method,
             res.status().as_u16(),
             started.elapsed().as_secs_f64(),
         );
     }
-    Ok(res)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! The layers around every handler: request ids, time limits and panic
-//! containment, and JSON line endings.
+//! The layer around every handler: request ids, time limits and panic
+//! containment, response headers and JSON line endings, metrics.
 
 use std::panic::AssertUnwindSafe;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderName, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, ResponseError as _};
 use futures::FutureExt as _;
@@ -39,9 +40,14 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The outermost layer of the application: gives the request its
-/// [`RequestId`] (echoed in the response), bounds its time, and contains a
-/// panic in a handler, so the worker carries on.
+/// The one layer of our own around every request, inside the request span:
+/// gives the request its [`RequestId`] (echoed in the response), bounds its
+/// time, contains a panic in a handler so the worker carries on, and on the
+/// way out marks the response `nosniff`, ends a JSON body with a newline,
+/// records the request in the metrics and wakes the event hub after a write.
+///
+/// One layer rather than one per concern: every layer costs the hot path a
+/// boxed future and a poll per request (see docs/performance.md).
 ///
 /// A request that panics or runs over its [`RequestTimeout`] has been
 /// consumed by the layers inside, and actix-web builds a response only from a
@@ -51,31 +57,49 @@ fn acceptable(id: &str) -> bool {
 ///
 /// # Errors
 /// What the inner service returns, or the 500/504 problem.
-pub async fn guard(
+pub async fn envelope(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
     let id = req
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable(v))
         .map_or_else(new_request_id, str::to_owned);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("request_id", id.as_str());
+    }
+    let header = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
     let limit = req
         .app_data::<RequestTimeout>()
         .map_or(std::time::Duration::from_secs(30), |t| t.0);
-    let metrics = req
+    let state = req
         .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .map(|s| std::sync::Arc::clone(&s.metrics));
+        .cloned();
+    let method = crate::metrics::method_label(req.method());
+    // MCP's POSTs are JSON-RPC reads of prompts, not changes.
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && req.path() != crate::startup::MCP_PATH;
     let outcome = tokio::time::timeout(limit, AssertUnwindSafe(next.call(req)).catch_unwind()).await;
     let error = match outcome {
         Ok(Ok(result)) => {
             let mut res = result?;
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                res.headers_mut().insert(REQUEST_ID, value);
+            let headers = res.headers_mut();
+            if let Some(value) = header {
+                headers.insert(REQUEST_ID, value);
             }
-            return Ok(res);
+            headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+            if let Some(state) = &state {
+                state.metrics.observe_response(&res, method, started);
+                if write && res.status().is_success() {
+                    state.hub.wake();
+                }
+            }
+            return Ok(with_newline(res));
         }
         Ok(Err(panic)) => {
             let message = panic
@@ -83,16 +107,17 @@ pub async fn guard(
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a handler panicked".to_owned());
-            if let Some(m) = &metrics {
-                m.count_panic();
+            if let Some(s) = &state {
+                s.metrics.count_panic();
             }
+            let id = header.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
             ApiError::internal(anyhow::anyhow!("panic in a handler (request {id}): {message}"))
         }
         Err(_) => {
-            if let Some(m) = &metrics {
-                m.count_timeout();
+            if let Some(s) = &state {
+                s.metrics.count_timeout();
             }
-            tracing::warn!(request_id = %id, limit_s = limit.as_secs(), "request timed out");
+            tracing::warn!(limit_s = limit.as_secs(), "request timed out");
             ApiError::new(
                 crate::problem::ErrorCode::Timeout,
                 format!("the request took longer than {} s", limit.as_secs()),
@@ -101,27 +126,21 @@ pub async fn guard(
     };
     let mut response = error.error_response();
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some(value) = header {
         headers.insert(REQUEST_ID, value);
     }
-    headers.insert(
-        actix_web::http::header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     Err(actix_web::error::InternalError::from_response(error, response).into())
 }
+
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// Ends every JSON body with a newline, so `curl` output does not run into
 /// the shell prompt. Bodies that already end with one (the cached version
 /// bodies of the hot path) are passed through without a copy.
-///
-/// # Errors
-/// Only what the inner service returns.
-pub async fn json_newline(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let res = next.call(req).await?;
+fn with_newline<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> ServiceResponse<EitherBody<B, actix_web::web::Bytes>> {
     let is_json = res
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -130,9 +149,9 @@ pub async fn json_newline(
             v.starts_with(b"application/json") || v.starts_with(b"application/problem+json")
         });
     if !is_json {
-        return Ok(res.map_into_left_body());
+        return res.map_into_left_body();
     }
-    Ok(res.map_body(|_, body| match body.try_into_bytes() {
+    res.map_body(|_, body| match body.try_into_bytes() {
         Ok(bytes) if bytes.last() == Some(&b'\n') => EitherBody::right(bytes),
         Ok(bytes) => {
             let mut line = Vec::with_capacity(bytes.len() + 1);
@@ -141,7 +160,7 @@ pub async fn json_newline(
             EitherBody::right(actix_web::web::Bytes::from(line))
         }
         Err(body) => EitherBody::left(body),
-    }))
+    })
 }
 
 /// The longest a request may take.
@@ -170,7 +189,7 @@ mod tests {
         let app = test::init_service(
             App::new()
                 .app_data(RequestTimeout(std::time::Duration::from_millis(50)))
-                .wrap(from_fn(guard))
+                .wrap(from_fn(envelope))
                 .route(
                     "/slow",
                     web::get().to(|| async {
@@ -194,7 +213,7 @@ mod tests {
     async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         let app = test::init_service(
             App::new()
-                .wrap(from_fn(guard))
+                .wrap(from_fn(envelope))
                 .route(
                     "/boom",
                     web::get().to(|| async {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, from_fn};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context as _;
 use registry_cache::{Cache, CacheConfig, CacheMode, LeaseSettings, RedisSettings};
@@ -34,7 +34,7 @@ use crate::run_writer::{self, WriterConfig, WriterTask};
 use crate::settings::{AppEnv, Settings};
 use crate::state::{AppState, Auth};
 use crate::telemetry::RequestSpan;
-use crate::{auth, hub, mcp, metrics, middleware};
+use crate::{auth, mcp, metrics, middleware};
 
 /// Limits the app enforces on requests.
 #[derive(Debug, Clone, Copy)]
@@ -126,18 +126,14 @@ pub fn create_app(
         )
         .configure(crate::ui::configure)
         .default_service(web::to(not_found))
-        // The last `wrap` runs first: the guard (request id, time limit,
-        // panic containment), JSON line endings, the request span, metrics,
-        // authentication, waking the event hub after writes, and error bodies.
+        // The last `wrap` runs first: the request span, then our envelope
+        // (request id, time limit, panic containment, headers, line endings,
+        // metrics, waking the event hub after writes), authentication, and
+        // error bodies.
         .wrap(ErrorHandlers::new().default_handler(problem_body))
-        .wrap(from_fn(hub::wake_after_writes))
         .wrap(from_fn(auth::authenticate))
-        .wrap(from_fn(metrics::record))
+        .wrap(from_fn(middleware::envelope))
         .wrap(TracingLogger::<RequestSpan>::new())
-        .wrap(from_fn(middleware::json_newline))
-        .wrap(from_fn(middleware::guard))
-        // Outermost, so every response the app makes carries it.
-        .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
 }
 
 /// Where MCP clients connect (see [`crate::mcp`]).

@@ -31,10 +31,6 @@ pub fn init(default_filter: &str, json: bool) {
     };
 }
 
-/// The route pattern a request matched, found once per request.
-#[derive(Debug, Clone)]
-pub struct RoutePattern(pub String);
-
 /// When the request arrived, for its latency.
 #[derive(Debug, Clone, Copy)]
 pub struct Started(pub Instant);
@@ -47,25 +43,25 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        request.extensions_mut().insert(Started(Instant::now()));
-        // Matching the pattern costs a walk of the router: do it once and
-        // leave it for the metrics middleware.
-        let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-        request.extensions_mut().insert(RoutePattern(route.clone()));
-        tracing::info_span!(
+        // The route is known only once the request has been routed; it is
+        // recorded at the end. Fields are formatted only when the span is on.
+        let span = tracing::info_span!(
             "request",
-            method = %request.method(),
-            route = %route,
-            request_id = %id,
+            method = tracing::field::Empty,
+            route = tracing::field::Empty,
+            request_id = tracing::field::Empty,
             key_id = tracing::field::Empty,
             status = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
-        )
+        );
+        if !span.is_disabled() {
+            request.extensions_mut().insert(Started(Instant::now()));
+            span.record("method", tracing::field::display(request.method()));
+            if let Some(id) = request.extensions().get::<RequestId>() {
+                span.record("request_id", id.0.as_str());
+            }
+        }
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
@@ -79,6 +75,13 @@ impl RootSpanBuilder for RequestSpan {
             ),
             Err(e) => (e.as_response_error().status_code().as_u16(), None),
         };
+        if !span.is_disabled()
+            && let Ok(res) = outcome
+        {
+            // Routed by now: the pattern is found without matching again.
+            let route = res.request().match_pattern();
+            span.record("route", route.as_deref().unwrap_or("unmatched"));
+        }
         span.record("status", status);
         if let Some(ms) = latency {
             span.record("latency_ms", ms);

@@ -1,13 +1,14 @@
 //! Parsing path and query parameters into domain types.
 
+use std::borrow::Cow;
+
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use futures::future::{Ready, ready};
 use registry_domain::audit::{Actor, Context};
 use registry_domain::auth::service::Principal;
 use registry_domain::page::{Cursor, Limit, PageRequest};
 use registry_domain::prompt::{LabelName, PromptName, VersionNumber, VersionSelector};
-use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
@@ -36,21 +37,22 @@ pub struct LabelInPath(pub LabelName);
 #[derive(Debug)]
 pub struct Caller(pub Context);
 
-#[derive(Deserialize)]
-struct Segments {
-    name: Option<String>,
-    version: Option<String>,
-    selector: Option<String>,
-    label: Option<String>,
+thread_local! {
+    /// Decodes every percent-escape, as `web::Path` does.
+    static DECODE: actix_router::Quoter = actix_router::Quoter::new(b"", b"");
 }
 
-/// The path's segments, percent-decoded as `web::Path` decodes them (so
-/// `support%2Ftriage` is `support/triage`).
-fn segments(req: &HttpRequest) -> Result<Segments, ApiError> {
-    web::Path::<Segments>::extract(req)
-        .into_inner()
-        .map(web::Path::into_inner)
-        .map_err(|e| ApiError::parameter("path", e))
+/// The path segment `key`, percent-decoded as `web::Path` decodes it (so
+/// `support%2Ftriage` is `support/triage`); empty when the route has none.
+/// Read straight from the match, without a deserializer: this runs on
+/// every fetch.
+fn segment<'a>(req: &'a HttpRequest, key: &str) -> Cow<'a, str> {
+    let raw = req.match_info().query(key);
+    DECODE
+        .with(|q| q.requote(raw.as_bytes()))
+        .map_or(Cow::Borrowed(raw), |bytes| {
+            Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
+        })
 }
 
 impl FromRequest for NameInPath {
@@ -58,7 +60,7 @@ impl FromRequest for NameInPath {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let name = segments(req).and_then(|s| prompt_name(&s.name.unwrap_or_default()));
+        let name = prompt_name(&segment(req, "name"));
         ready(name.map(Self).map_err(Into::into))
     }
 }
@@ -68,7 +70,7 @@ impl FromRequest for VersionInPath {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let number = segments(req).and_then(|s| version_number(&s.version.unwrap_or_default()));
+        let number = version_number(&segment(req, "version"));
         ready(number.map(Self).map_err(Into::into))
     }
 }
@@ -78,10 +80,8 @@ impl FromRequest for SelectorInPath {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let selector = segments(req).and_then(|s| {
-            let raw = s.selector.unwrap_or_default();
-            VersionSelector::parse(&raw).map_err(|e| ApiError::parameter("selector", e))
-        });
+        let selector =
+            VersionSelector::parse(&segment(req, "selector")).map_err(|e| ApiError::parameter("selector", e));
         ready(selector.map(Self).map_err(Into::into))
     }
 }
@@ -91,9 +91,7 @@ impl FromRequest for LabelInPath {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let label = segments(req).and_then(|s| {
-            LabelName::new(&s.label.unwrap_or_default()).map_err(|e| ApiError::parameter("label", e))
-        });
+        let label = LabelName::new(&segment(req, "label")).map_err(|e| ApiError::parameter("label", e));
         ready(label.map(Self).map_err(Into::into))
     }
 }
