@@ -255,6 +255,42 @@ store_tests!(
     without_stale_if_error_an_outage_is_an_error,
 );
 
+// One thread, so every lookup after the first meets the thread's own copy
+// of the entry in front of the shared cache.
+#[tokio::test(flavor = "current_thread")]
+async fn an_entry_past_its_ttl_is_loaded_again_on_the_same_thread() {
+    let cache = Store::InProcess.cache_with_ttl(&prefix(), Duration::from_millis(100));
+    let loads = AtomicU32::new(0);
+    let key = active("p");
+    assert_eq!(lookup(&cache, &key, &loads, 1).await.ok(), Some(1));
+    assert_eq!(
+        lookup(&cache, &key, &loads, 2).await.ok(),
+        Some(1),
+        "within its TTL"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        lookup(&cache, &key, &loads, 3).await.ok(),
+        Some(3),
+        "past its TTL"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_caches_on_one_thread_never_answer_with_each_others_entries() {
+    let (a, b) = (
+        Store::InProcess.cache(&prefix()),
+        Store::InProcess.cache(&prefix()),
+    );
+    let loads = AtomicU32::new(0);
+    let key = active("p");
+    assert_eq!(lookup(&a, &key, &loads, 1).await.ok(), Some(1));
+    assert_eq!(lookup(&b, &key, &loads, 2).await.ok(), Some(2));
+    assert_eq!(lookup(&a, &key, &loads, 3).await.ok(), Some(1));
+    assert_eq!(lookup(&b, &key, &loads, 4).await.ok(), Some(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(redis_tests), ignore = "TEST_REDIS_URL is not set")]
 async fn replicas_sharing_redis_see_each_others_invalidations() {
