@@ -117,7 +117,8 @@ pub async fn envelope(
             if let Some(s) = &state {
                 s.metrics.count_timeout();
             }
-            tracing::warn!(limit_s = limit.as_secs(), "request timed out");
+            let id = header.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
+            tracing::warn!(request_id = id, limit_s = limit.as_secs(), "request timed out");
             ApiError::new(
                 crate::problem::ErrorCode::Timeout,
                 format!("the request took longer than {} s", limit.as_secs()),
