@@ -1,7 +1,8 @@
 //! Caches for the domain's `VersionCache` port.
 //!
 //! Both implementations keep version bodies in this process (moka, bounded,
-//! with single flight on misses) under a key that includes a *generation*.
+//! with single flight on misses, and a per-thread copy of recent hits in
+//! front of it) under a key that includes a *generation*.
 //! Invalidating a prompt moves to a new generation, so entries loaded before
 //! the invalidation are never answered again — even one whose load was still
 //! in flight when the write committed. They differ in where the generation
