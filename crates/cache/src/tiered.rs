@@ -307,7 +307,7 @@ impl TieredCache {
             Err(e) => {
                 if matches!(*e, PromptError::Unavailable(_))
                     && let Some(last_good) = &self.last_good
-                    && let Some((resolution, loaded_at)) = last_good.get(&front_key.1).await
+                    && let Some((resolution, loaded_at)) = last_good.get(entry_key).await
                 {
                     // Same generation: no write has happened since this was
                     // loaded, so it is still the current answer.

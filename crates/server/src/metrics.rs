@@ -79,6 +79,23 @@ impl Metrics {
         self.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Records a request under its route *pattern* (low cardinality), its
+    /// method and status, and the time since `started`.
+    pub fn observe_response<B>(&self, res: &ServiceResponse<B>, method: &'static str, started: Instant) {
+        // After routing, the pattern is read from the matched resource, not
+        // found by matching the path against the routes again.
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        self.observe(
+            route,
+            method,
+            res.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
     fn observe(&self, route: String, method: &'static str, status: u16, seconds: f64) {
         if let Ok(mut series) = self.series.lock() {
             let s = series.entry((route, method, status)).or_default();
@@ -127,25 +144,6 @@ impl Metrics {
             let _ = writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
             let _ = writeln!(out, "http_request_duration_seconds_count{{{labels}}} {}", s.count);
         }
-    }
-}
-
-impl Metrics {
-    /// Records a request under its route *pattern* (low cardinality), its
-    /// method and status, and the time since `started`.
-    pub fn observe_response<B>(&self, res: &ServiceResponse<B>, method: &'static str, started: Instant) {
-        // After routing, the pattern is read from the matched resource, not
-        // found by matching the path against the routes again.
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
-        self.observe(
-            route,
-            method,
-            res.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
     }
 }
 

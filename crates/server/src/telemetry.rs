@@ -10,8 +10,6 @@ use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
 
-use crate::middleware::RequestId;
-
 /// Installs the global subscriber: JSON lines when `json`, human-readable
 /// otherwise. `RUST_LOG` wins over `default_filter`. A second call is a no-op.
 pub fn init(default_filter: &str, json: bool) {
@@ -44,7 +42,8 @@ pub struct RequestSpan;
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         // The route is known only once the request has been routed; it is
-        // recorded at the end. Fields are formatted only when the span is on.
+        // recorded at the end, the request id by the envelope inside this
+        // span. Fields are formatted only when the span is on.
         let span = tracing::info_span!(
             "request",
             method = tracing::field::Empty,
@@ -57,9 +56,6 @@ impl RootSpanBuilder for RequestSpan {
         if !span.is_disabled() {
             request.extensions_mut().insert(Started(Instant::now()));
             span.record("method", tracing::field::display(request.method()));
-            if let Some(id) = request.extensions().get::<RequestId>() {
-                span.record("request_id", id.0.as_str());
-            }
         }
         span
     }
