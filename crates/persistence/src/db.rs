@@ -47,6 +47,9 @@ pub struct Db {
     sqlite_writer: Option<Arc<Mutex<()>>>,
 }
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Attempts for a transaction that fails with a transient error.
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -85,6 +88,12 @@ impl Db {
             .min_connections(if in_memory { 1 } else { 0 })
             .connect_timeout(options.connect_timeout)
             .acquire_timeout(options.acquire_timeout)
+            // A connection that served a query a moment ago is not pinged
+            // again before the next: that was one more round trip per query
+            // (sqlx already pings each connection as it comes back to the
+            // pool). One that has sat idle is, so the first requests after
+            // a database restart find live connections.
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(move |o| {
                 o.journal_mode(SqliteJournalMode::Wal)
