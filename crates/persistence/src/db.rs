@@ -1,10 +1,12 @@
 //! Connections, migrations and the transaction discipline shared by the
 //! repositories.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,6 +25,10 @@ pub struct DbOptions {
     pub acquire_timeout: Duration,
     /// How long SQLite waits for another process's write lock.
     pub sqlite_busy_timeout: Duration,
+    /// PostgreSQL: how many threads may take a pool of their own (see
+    /// [`Db::bind_thread`]), within `max_connections` in all; 0 for one
+    /// shared pool.
+    pub thread_pools: usize,
 }
 
 impl Default for DbOptions {
@@ -32,6 +38,7 @@ impl Default for DbOptions {
             connect_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
             sqlite_busy_timeout: Duration::from_secs(5),
+            thread_pools: 0,
         }
     }
 }
@@ -39,12 +46,42 @@ impl Default for DbOptions {
 /// An open database, with what every repository needs to write safely.
 #[derive(Debug, Clone)]
 pub struct Db {
+    /// The shared pool; on PostgreSQL, the one for threads not bound to a
+    /// pool of their own.
     conn: DatabaseConnection,
+    /// PostgreSQL: pools for one thread each, see [`Db::bind_thread`].
+    bound: Option<Arc<ThreadPools>>,
     /// SQLite allows one writer at a time. Queuing this process's writers here
     /// means they never race for the file lock (which SQLite would answer
     /// with "database is locked" for a transaction that read first); the busy
     /// timeout still covers writers in other processes.
     sqlite_writer: Option<Arc<Mutex<()>>>,
+}
+
+/// Pools that each serve the threads bound to them.
+#[derive(Debug)]
+struct ThreadPools {
+    /// Tells this `Db`'s pools from another's on the same thread.
+    id: usize,
+    pools: Vec<DatabaseConnection>,
+    next: AtomicUsize,
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The pool this thread takes its connections from: a `Db`'s id and
+    /// the pool's index in it.
+    static BOUND: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+/// How `max` connections are shared when `threads` threads have a pool of
+/// their own beside the shared one: (the shared pool's, each thread pool's).
+/// `None` when that would leave a pool fewer than two.
+fn split_connections(max: u32, threads: usize) -> Option<(u32, u32)> {
+    let threads = u32::try_from(threads).ok().filter(|&t| t > 0)?;
+    let each = max / (threads + 1);
+    (each >= 2).then(|| (max - each * threads, each))
 }
 
 /// A pooled connection idle this long is pinged before it is handed out.
@@ -83,8 +120,11 @@ impl Db {
         } else {
             options.max_connections.max(1)
         };
+        let split = (!is_sqlite)
+            .then(|| split_connections(max, options.thread_pools))
+            .flatten();
         let busy = options.sqlite_busy_timeout;
-        opts.max_connections(max)
+        opts.max_connections(split.map_or(max, |(shared, _)| shared))
             .min_connections(if in_memory { 1 } else { 0 })
             .connect_timeout(options.connect_timeout)
             .acquire_timeout(options.acquire_timeout)
@@ -101,16 +141,63 @@ impl Db {
                     .busy_timeout(busy)
                     .foreign_keys(true)
             });
+        let bound = match split {
+            Some((_, each)) => {
+                let mut pools = Vec::with_capacity(options.thread_pools);
+                for _ in 0..options.thread_pools {
+                    let mut opts = opts.clone();
+                    // Opened by the thread that uses them, on first use.
+                    opts.max_connections(each).connect_lazy(true);
+                    pools.push(
+                        Database::connect(opts)
+                            .await
+                            .context("cannot connect to the database")?,
+                    );
+                }
+                Some(Arc::new(ThreadPools {
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    pools,
+                    next: AtomicUsize::new(0),
+                }))
+            }
+            None => None,
+        };
         let conn = Database::connect(opts)
             .await
             .context("cannot connect to the database")?;
         let sqlite_writer = is_sqlite.then(|| Arc::new(Mutex::new(())));
-        Ok(Self { conn, sqlite_writer })
+        Ok(Self {
+            conn,
+            bound,
+            sqlite_writer,
+        })
     }
 
+    /// The pool to use on this thread: its own when it is bound to one,
+    /// else the shared one.
     #[must_use]
     pub fn conn(&self) -> &DatabaseConnection {
+        if let Some(bound) = &self.bound
+            && let Some((id, i)) = BOUND.get()
+            && id == bound.id
+        {
+            return &bound.pools[i];
+        }
         &self.conn
+    }
+
+    /// Gives this thread a pool of its own (shared with other threads only
+    /// when there are more threads than pools). For the threads of
+    /// single-threaded runtimes that query on every request, the HTTP
+    /// workers: a connection's socket is driven by the runtime that opened
+    /// it, so a connection opened on one thread and used on another wakes
+    /// the first on every round trip. Nothing on SQLite, whose connections
+    /// each run on a thread of their own anyway.
+    pub fn bind_thread(&self) {
+        if let Some(bound) = &self.bound {
+            let i = bound.next.fetch_add(1, Ordering::Relaxed) % bound.pools.len();
+            BOUND.set(Some((bound.id, i)));
+        }
     }
 
     #[must_use]
@@ -194,16 +281,21 @@ impl Db {
     /// Connections open and connections idle in the pool.
     #[must_use]
     pub fn pool_usage(&self) -> (u32, usize) {
-        match self.backend() {
+        let usage = |conn: &DatabaseConnection| match self.backend() {
             DbBackend::Postgres => {
-                let pool = self.conn.get_postgres_connection_pool();
+                let pool = conn.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             _ => {
-                let pool = self.conn.get_sqlite_connection_pool();
+                let pool = conn.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
-        }
+        };
+        let bound = self.bound.iter().flat_map(|b| b.pools.iter());
+        std::iter::once(&self.conn)
+            .chain(bound)
+            .map(usage)
+            .fold((0, 0), |(size, idle), (s, i)| (size + s, idle + i))
     }
 
     /// Answers whether the database responds to a trivial query.
@@ -211,7 +303,7 @@ impl Db {
     /// # Errors
     /// The failure, when it does not.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.conn.ping().await.context("database ping failed")
+        self.conn().ping().await.context("database ping failed")
     }
 
     /// Runs a write `op` (which opens and commits its own transaction) with
@@ -423,6 +515,19 @@ pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_pools_share_the_connections_and_never_get_fewer_than_two() {
+        assert_eq!(split_connections(16, 2), Some((6, 5)));
+        assert_eq!(split_connections(16, 0), None);
+        assert_eq!(split_connections(5, 2), None, "1 each is too few");
+        assert_eq!(split_connections(6, 2), Some((2, 2)));
+        for (max, threads) in [(16, 1), (16, 3), (100, 7), (9, 2)] {
+            let (shared, each) = split_connections(max, threads).unwrap();
+            assert_eq!(shared + each * u32::try_from(threads).unwrap(), max);
+            assert!(shared >= each && each >= 2);
+        }
+    }
 
     #[test]
     fn fixed_width_timestamps_sort_as_time_does() {

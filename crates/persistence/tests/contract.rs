@@ -22,8 +22,9 @@ use registry_domain::run::{
 };
 use registry_persistence::testing::{Backend, TestDatabase};
 use registry_persistence::{
-    SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository, backend_tests,
+    Db, DbOptions, SeaOrmApiKeyRepository, SeaOrmPromptRepository, SeaOrmRunRepository, backend_tests,
 };
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde_json::{Map, Value, json};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -632,6 +633,70 @@ async fn down_to_before(db: &registry_persistence::Db, name: &str) {
         .expect("a known migration");
     let steps = u32::try_from(all.len() - at).expect("few migrations");
     db.migrate_down(Some(steps)).await.expect("down");
+}
+
+/// The connection a query runs on: PostgreSQL's backend pid; 0 on SQLite
+/// (one file, no pids).
+async fn connection_pid(db: &Db) -> i64 {
+    let sql = match db.backend() {
+        DbBackend::Postgres => "SELECT pg_backend_pid()::bigint AS pid",
+        _ => "SELECT 0 AS pid",
+    };
+    let row = db
+        .conn()
+        .query_one_raw(Statement::from_string(db.backend(), sql))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get::<i64>("", "pid").expect("pid")
+}
+
+/// HTTP workers query through pools of their own on PostgreSQL: a thread
+/// bound to one (with a runtime of its own, as a worker has) never borrows
+/// a connection of the shared pool, even an idle one, and two bound threads
+/// never share a connection. On SQLite binding changes nothing.
+async fn a_bound_thread_queries_through_a_pool_of_its_own(backend: Backend) {
+    let test_db = TestDatabase::new(&backend).await;
+    let options = DbOptions {
+        thread_pools: 2,
+        ..DbOptions::default()
+    };
+    let db = Db::connect(&test_db.url, &options).await.expect("connect");
+    // Three queries; the connections go back to the pool (after sqlx's ping)
+    // and sit idle there, ready to be borrowed by mistake.
+    let mut shared = BTreeSet::new();
+    for _ in 0..3 {
+        shared.insert(connection_pid(&db).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let bound_thread = || {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            db.bind_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut pids = BTreeSet::new();
+                for _ in 0..3 {
+                    pids.insert(connection_pid(&db).await);
+                }
+                pids
+            })
+        })
+        .join()
+        .expect("thread")
+    };
+    let first = bound_thread();
+    let second = bound_thread();
+    if db.backend() == DbBackend::Postgres {
+        assert!(first.is_disjoint(&shared), "{first:?} borrowed from {shared:?}");
+        assert!(second.is_disjoint(&shared), "{second:?} borrowed from {shared:?}");
+        assert!(first.is_disjoint(&second), "{first:?} and {second:?} share");
+    } else {
+        assert_eq!(first, shared, "SQLite keeps one shared pool");
+    }
 }
 
 async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
@@ -2098,6 +2163,7 @@ backend_tests!(
     updating_a_prompt_changes_only_what_the_patch_names,
     deleting_a_prompt_deletes_its_versions,
     migrations_go_all_the_way_down_and_up_again,
+    a_bound_thread_queries_through_a_pool_of_its_own,
     a_logged_run_is_found_with_every_field_as_logged,
     a_repeated_run_id_is_reported_as_existing_and_changes_nothing,
     a_batch_stores_its_new_runs_and_reports_the_ids_already_stored,

@@ -281,6 +281,11 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
         max_connections: settings.database.max_connections,
         connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        // A pool per HTTP worker, as many as actix-web starts.
+        thread_pools: match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
         ..DbOptions::default()
     };
     let db = Db::connect(&settings.database.url, &options).await?;
@@ -554,12 +559,17 @@ impl Application {
         }
         let limits = Limits::from_settings(&settings);
         let hub = Arc::clone(&state.hub);
-        let mut server = HttpServer::new(move || create_app(state.clone(), limits))
-            .shutdown_timeout(settings.server.shutdown_timeout_secs)
-            // Signals are handled in `run_until_stopped`, which ends event
-            // streams before the graceful stop waits for connections.
-            .disable_signals()
-            .listen(listener)?;
+        // Called on each worker's own thread, which then queries through
+        // connections it opened itself.
+        let mut server = HttpServer::new(move || {
+            state.db.bind_thread();
+            create_app(state.clone(), limits)
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Signals are handled in `run_until_stopped`, which ends event
+        // streams before the graceful stop waits for connections.
+        .disable_signals()
+        .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
