@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use registry_domain::audit::{Action, Actor, AuditError, AuditEvent, AuditFilter, AuditLog};
 use registry_domain::page::{Page, PageRequest, TimeCursor};
 use registry_domain::prompt::{LabelChange, LabelName, LabelTarget, Split, VersionNumber};
-use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, LikeExpr, Order, Query};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -17,7 +17,12 @@ use crate::schema::{AuditEvents, LabelHistory, StoredRow, decode};
 
 /// Appends `event` through `conn` (a transaction, so it commits with its change).
 pub(crate) async fn append<C: ConnectionTrait>(conn: &C, db: &Db, event: &AuditEvent) -> Result<(), DbErr> {
-    let q = Query::insert()
+    conn.execute(&insert(db, event)).await.map(drop)
+}
+
+/// The statement that appends `event`, for [`crate::events::append_with`].
+pub(crate) fn insert(db: &Db, event: &AuditEvent) -> InsertStatement {
+    Query::insert()
         .into_table(AuditEvents::Table)
         .columns([
             AuditEvents::Id,
@@ -41,8 +46,7 @@ pub(crate) async fn append<C: ConnectionTrait>(conn: &C, db: &Db, event: &AuditE
             event.after.clone().into(),
             event.request_id.clone().into(),
         ])
-        .to_owned();
-    conn.execute(&q).await.map(drop)
+        .to_owned()
 }
 
 /// A target as two nullable columns: `(version, split)`.
@@ -67,16 +71,11 @@ pub(crate) fn target_of(version: Option<i32>, split: Option<Value>) -> anyhow::R
     }
 }
 
-/// Appends one entry to a label's history through `conn`.
-pub(crate) async fn append_history<C: ConnectionTrait>(
-    conn: &C,
-    db: &Db,
-    prompt_id: Uuid,
-    change: &LabelChange,
-) -> Result<(), DbErr> {
+/// The statement that appends one entry to a label's history.
+pub(crate) fn history_insert(db: &Db, prompt_id: Uuid, change: &LabelChange) -> InsertStatement {
     let (from_version, from_split) = target_columns(change.from.as_ref());
     let (to_version, to_split) = target_columns(change.to.as_ref());
-    let q = Query::insert()
+    Query::insert()
         .into_table(LabelHistory::Table)
         .columns([
             LabelHistory::Id,
@@ -110,8 +109,7 @@ pub(crate) async fn append_history<C: ConnectionTrait>(
                 .then(|| Value::from(change.overrides.clone()))
                 .into(),
         ])
-        .to_owned();
-    conn.execute(&q).await.map(drop)
+        .to_owned()
 }
 
 /// A history entry as stored.

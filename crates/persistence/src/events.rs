@@ -5,7 +5,9 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use registry_domain::events::{ChangeEvent, EventError, EventKind, EventLog};
 use registry_domain::prompt::PromptName;
-use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, Order, Query, WithClause,
+};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -29,36 +31,85 @@ const ORDER_LOCK: i64 = 0x7072_5f65_7665_6e74; // "pr_event"
 /// lock is taken at the end of a change's transaction, so the changes
 /// themselves still run concurrently.
 pub(crate) async fn append<C: ConnectionTrait>(conn: &C, db: &Db, event: &ChangeEvent) -> Result<(), DbErr> {
-    if db.backend() == sea_orm::DbBackend::Postgres {
-        conn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [ORDER_LOCK.into()],
-        ))
-        .await?;
-    }
-    let q = Query::insert()
-        .into_table(Events::Table)
-        .columns([
-            Events::Id,
-            Events::Kind,
-            Events::Prompt,
-            Events::Data,
-            Events::CreatedAt,
-        ])
-        .values_panic([
-            event.id.into(),
-            event.kind.as_str().into(),
-            event.prompt.as_str().into(),
-            event.data.clone().into(),
-            db.time(event.at).into(),
-        ])
-        .returning_col(Events::Seq)
-        .to_owned();
-    let row = conn
-        .query_one(&q)
-        .await?
-        .ok_or_else(|| DbErr::Custom("the event insert returned no sequence number".into()))?;
+    append_with(conn, db, event, Vec::new()).await
+}
+
+/// As [`append`], with the change's other records (its audit event, its
+/// history entry) inserted too: on PostgreSQL in the same statement as the
+/// lock and the event, one round trip instead of one each.
+pub(crate) async fn append_with<C: ConnectionTrait>(
+    conn: &C,
+    db: &Db,
+    event: &ChangeEvent,
+    also: Vec<InsertStatement>,
+) -> Result<(), DbErr> {
+    let columns = [
+        Events::Id,
+        Events::Kind,
+        Events::Prompt,
+        Events::Data,
+        Events::CreatedAt,
+    ];
+    let values: [sea_orm::Value; 5] = [
+        event.id.into(),
+        event.kind.as_str().into(),
+        event.prompt.as_str().into(),
+        event.data.clone().into(),
+        db.time(event.at),
+    ];
+    let row = if db.backend() == sea_orm::DbBackend::Postgres {
+        // WITH also_0 AS (INSERT …), …, ordered AS MATERIALIZED (SELECT
+        // pg_advisory_xact_lock(…)) INSERT INTO events … SELECT … FROM
+        // ordered RETURNING seq: the number is drawn for the row that the
+        // locked CTE yields, so after the lock.
+        let mut with = WithClause::new();
+        for (i, insert) in also.into_iter().enumerate() {
+            with.cte(
+                CommonTableExpression::new()
+                    .query(insert)
+                    .table_name(Alias::new(format!("also_{i}")))
+                    .to_owned(),
+            );
+        }
+        let lock = Query::select()
+            .expr_as(
+                Expr::cust_with_values("pg_advisory_xact_lock($1)", [ORDER_LOCK]),
+                Alias::new("locked"),
+            )
+            .to_owned();
+        with.cte(
+            CommonTableExpression::new()
+                .query(lock)
+                .table_name(Alias::new("ordered"))
+                .materialized(true)
+                .to_owned(),
+        );
+        let insert = Query::insert()
+            .into_table(Events::Table)
+            .columns(columns)
+            .select_from(
+                Query::select()
+                    .exprs(values.map(Expr::val))
+                    .from(Alias::new("ordered"))
+                    .to_owned(),
+            )
+            .map_err(|e| DbErr::Custom(format!("the event insert: {e}")))?
+            .returning_col(Events::Seq)
+            .to_owned();
+        conn.query_one(&with.query(insert)).await?
+    } else {
+        for insert in &also {
+            conn.execute(insert).await?;
+        }
+        let q = Query::insert()
+            .into_table(Events::Table)
+            .columns(columns)
+            .values_panic(values.map(Expr::val))
+            .returning_col(Events::Seq)
+            .to_owned();
+        conn.query_one(&q).await?
+    };
+    let row = row.ok_or_else(|| DbErr::Custom("the event insert returned no sequence number".into()))?;
     let seq: i64 = crate::schema::get(&row, Events::Seq)?;
     // The endpoints' deliveries commit (or not) with the event.
     crate::webhooks::fan_out(conn, db, event, seq).await

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::audit::{HISTORY_COLUMNS, HistoryRow, append, append_history, target_columns, target_of};
+use crate::audit::{HISTORY_COLUMNS, HistoryRow, append, history_insert, target_columns, target_of};
 use crate::db::{Db, is_unique_violation};
 use crate::events;
 use crate::schema::{
@@ -585,7 +585,7 @@ impl SeaOrmPromptRepository {
             at: now,
             overrides: overrides.clone(),
         };
-        append_history(txn, &self.db, prompt_id, &entry).await?;
+        let history = history_insert(&self.db, prompt_id, &entry);
         let event = AuditEvent::new(
             ctx,
             change.action,
@@ -604,9 +604,9 @@ impl SeaOrmPromptRepository {
                 after
             }),
         );
-        append(txn, &self.db, &event).await?;
         let change_event = ChangeEvent::label_changed(name, label, from.as_ref(), change.target.as_ref());
-        events::append(txn, &self.db, &change_event).await?;
+        let also = vec![history, crate::audit::insert(&self.db, &event)];
+        events::append_with(txn, &self.db, &change_event, also).await?;
         Ok(Ok(written))
     }
 
