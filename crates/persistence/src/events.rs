@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use registry_domain::events::{ChangeEvent, EventError, EventKind, EventLog};
 use registry_domain::prompt::PromptName;
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, Order, Query, WithClause,
+    Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, Order, Query, UpdateStatement, WithClause,
 };
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 use serde_json::Value;
@@ -34,14 +34,35 @@ pub(crate) async fn append<C: ConnectionTrait>(conn: &C, db: &Db, event: &Change
     append_with(conn, db, event, Vec::new()).await
 }
 
-/// As [`append`], with the change's other records (its audit event, its
-/// history entry) inserted too: on PostgreSQL in the same statement as the
-/// lock and the event, one round trip instead of one each.
+/// A write to run with a change event, see [`append_with`].
+#[derive(Debug)]
+pub(crate) enum Also {
+    Insert(InsertStatement),
+    Update(UpdateStatement),
+}
+
+impl From<InsertStatement> for Also {
+    fn from(q: InsertStatement) -> Self {
+        Self::Insert(q)
+    }
+}
+
+impl From<UpdateStatement> for Also {
+    fn from(q: UpdateStatement) -> Self {
+        Self::Update(q)
+    }
+}
+
+/// As [`append`], with the change's other writes (a label's row, its
+/// history entry, the audit event): on PostgreSQL in the same statement as
+/// the lock and the event, one round trip instead of one each. They touch
+/// other tables than each other and read nothing, so running them as CTEs
+/// of one statement changes nothing but the count of round trips.
 pub(crate) async fn append_with<C: ConnectionTrait>(
     conn: &C,
     db: &Db,
     event: &ChangeEvent,
-    also: Vec<InsertStatement>,
+    also: Vec<Also>,
 ) -> Result<(), DbErr> {
     let columns = [
         Events::Id,
@@ -63,13 +84,13 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
         // ordered RETURNING seq: the number is drawn for the row that the
         // locked CTE yields, so after the lock.
         let mut with = WithClause::new();
-        for (i, insert) in also.into_iter().enumerate() {
-            with.cte(
-                CommonTableExpression::new()
-                    .query(insert)
-                    .table_name(Alias::new(format!("also_{i}")))
-                    .to_owned(),
-            );
+        for (i, write) in also.into_iter().enumerate() {
+            let mut cte = CommonTableExpression::new();
+            match write {
+                Also::Insert(q) => cte.query(q),
+                Also::Update(q) => cte.query(q),
+            };
+            with.cte(cte.table_name(Alias::new(format!("also_{i}"))).to_owned());
         }
         let lock = Query::select()
             .expr_as(
@@ -98,8 +119,11 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
             .to_owned();
         conn.query_one(&with.query(insert)).await?
     } else {
-        for insert in &also {
-            conn.execute(insert).await?;
+        for write in &also {
+            match write {
+                Also::Insert(q) => conn.execute(q).await?,
+                Also::Update(q) => conn.execute(q).await?,
+            };
         }
         let q = Query::insert()
             .into_table(Events::Table)

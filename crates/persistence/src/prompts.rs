@@ -532,7 +532,9 @@ impl SeaOrmPromptRepository {
             _ => Vec::new(),
         };
         let (version, split) = target_columns(change.target.as_ref());
-        let written = if let Some(current) = &current {
+        // The label's row is written with its records, in one statement on
+        // PostgreSQL (see `events::append_with`).
+        let (written, write) = if let Some(current) = &current {
             let q = Query::update()
                 .table(PromptLabels::Table)
                 .value(PromptLabels::Version, version)
@@ -542,14 +544,16 @@ impl SeaOrmPromptRepository {
                 .and_where(Expr::col(PromptLabels::PromptId).eq(prompt_id))
                 .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
                 .to_owned();
-            txn.execute(&q).await?;
-            Label {
-                name: label,
-                target: change.target.clone(),
-                protected: current.protected,
-                revision: current.revision + 1,
-                updated_at: now,
-            }
+            (
+                Label {
+                    name: label,
+                    target: change.target.clone(),
+                    protected: current.protected,
+                    revision: current.revision + 1,
+                    updated_at: now,
+                },
+                q.into(),
+            )
         } else {
             let protected = policy.protects(label);
             let q = Query::insert()
@@ -565,14 +569,16 @@ impl SeaOrmPromptRepository {
                     prompt_id.into(),
                 ])
                 .to_owned();
-            txn.execute(&q).await?;
-            Label {
-                name: label,
-                target: change.target.clone(),
-                protected,
-                revision: 1,
-                updated_at: now,
-            }
+            (
+                Label {
+                    name: label,
+                    target: change.target.clone(),
+                    protected,
+                    revision: 1,
+                    updated_at: now,
+                },
+                q.into(),
+            )
         };
         let entry = LabelChange {
             id: Uuid::now_v7(),
@@ -605,7 +611,11 @@ impl SeaOrmPromptRepository {
             }),
         );
         let change_event = ChangeEvent::label_changed(name, label, from.as_ref(), change.target.as_ref());
-        let also = vec![history, crate::audit::insert(&self.db, &event)];
+        let also = vec![
+            write,
+            history.into(),
+            crate::audit::insert(&self.db, &event).into(),
+        ];
         events::append_with(txn, &self.db, &change_event, also).await?;
         Ok(Ok(written))
     }
