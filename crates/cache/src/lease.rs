@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use deadpool_redis::redis;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
 /// How leases are held and invalidations awaited.
@@ -118,6 +119,11 @@ pub(crate) struct Lease {
     /// Wakes the renewer when a subscription is in place, so the first
     /// lease is taken at once.
     resubscribed: Notify,
+    /// The connection invalidations and acknowledgements are sent on: one
+    /// multiplexed connection kept open, since a connection taken from the
+    /// pool is pinged first, one more round trip on the path every write
+    /// waits for.
+    publisher: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Lease {
@@ -146,7 +152,43 @@ impl Lease {
             ping_seen: AtomicU64::new(0),
             reconnect: Notify::new(),
             resubscribed: Notify::new(),
+            publisher: Mutex::new(None),
         })
+    }
+
+    /// Runs `command` on the publishing connection; once more on a new
+    /// connection when it fails (Redis restarted since, say). Both kinds of
+    /// command it sends may safely be sent twice: an invalidation only
+    /// moves generations on, an acknowledgement names its write.
+    async fn publish<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> anyhow::Result<T> {
+        let mut last = None;
+        for _ in 0..2 {
+            let held = self.publisher.lock().ok().and_then(|c| c.clone());
+            let mut conn = match held {
+                Some(conn) => conn,
+                None => {
+                    let conn = self
+                        .client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .context("no Redis connection")?;
+                    if let Ok(mut slot) = self.publisher.lock() {
+                        *slot = Some(conn.clone());
+                    }
+                    conn
+                }
+            };
+            match command.query_async::<T>(&mut conn).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    if let Ok(mut slot) = self.publisher.lock() {
+                        *slot = None;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.map_or_else(|| anyhow::anyhow!("Redis failed"), anyhow::Error::new))
     }
 
     fn now(&self) -> u64 {
@@ -269,15 +311,10 @@ impl Lease {
         if writer == self.id {
             return;
         }
-        let ack = async {
-            let mut conn = self.pool.get().await.context("no Redis connection")?;
-            redis::cmd("PUBLISH")
-                .arg(self.ack_channel(writer))
-                .arg(format!("{sequence} {}", self.id))
-                .query_async::<()>(&mut conn)
-                .await
-                .context("PUBLISH failed")
-        };
+        let mut ack = redis::cmd("PUBLISH");
+        ack.arg(self.ack_channel(writer))
+            .arg(format!("{sequence} {}", self.id));
+        let ack = async { self.publish::<()>(&ack).await.context("PUBLISH failed") };
         if let Err(e) = tokio::time::timeout(self.timeout * 10, ack)
             .await
             .context("Redis did not answer in time")
@@ -414,17 +451,17 @@ impl Lease {
     }
 
     async fn reach_all(&self, name: &str, sequence: u64, notify: &Notify) -> anyhow::Result<()> {
+        let mut publish = redis::cmd("EVAL");
+        publish
+            .arg(PUBLISH)
+            .arg(1)
+            .arg(self.holders_key())
+            .arg(self.lease_prefix())
+            .arg(self.channel())
+            .arg(format!("{} {sequence} {name}", self.id))
+            .arg(&self.id);
         let publish = async {
-            let mut conn = self.pool.get().await.context("no Redis connection")?;
-            redis::cmd("EVAL")
-                .arg(PUBLISH)
-                .arg(1)
-                .arg(self.holders_key())
-                .arg(self.lease_prefix())
-                .arg(self.channel())
-                .arg(format!("{} {sequence} {name}", self.id))
-                .arg(&self.id)
-                .query_async::<Vec<String>>(&mut conn)
+            self.publish::<Vec<String>>(&publish)
                 .await
                 .context("publishing the invalidation failed")
         };
