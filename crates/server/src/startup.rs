@@ -531,6 +531,10 @@ pub struct Application {
     hub: Arc<EventHub>,
     /// How long the writer may keep trying to flush at shutdown.
     flush_grace: Duration,
+    /// The webhook dispatcher, stopped once the server has: it runs on the
+    /// main thread's local task set, which would otherwise drop it (and a
+    /// database connection it may hold) after the runtime has gone.
+    dispatcher: Option<actix_web::rt::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -552,11 +556,11 @@ impl Application {
         let listener = TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let (state, writer) = compose(&settings, db).await?;
-        if settings.webhooks.dispatch {
+        let dispatcher = settings.webhooks.dispatch.then(|| {
             let dispatcher =
                 crate::webhooks::Dispatcher::new(Arc::clone(&state.webhooks), (*state.delivery).clone());
-            actix_web::rt::spawn(dispatcher.run(Arc::clone(&state.hub)));
-        }
+            actix_web::rt::spawn(dispatcher.run(Arc::clone(&state.hub)))
+        });
         let limits = Limits::from_settings(&settings);
         let hub = Arc::clone(&state.hub);
         // Called on each worker's own thread, which then queries through
@@ -586,6 +590,7 @@ impl Application {
             writer,
             hub,
             flush_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
+            dispatcher,
         })
     }
 
@@ -617,6 +622,10 @@ impl Application {
         let served = self.server.await;
         tracing::info!("server stopped; flushing accepted runs");
         self.writer.shutdown(self.flush_grace).await;
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher.abort();
+            let _ = dispatcher.await;
+        }
         served
     }
 }
