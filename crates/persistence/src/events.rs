@@ -55,9 +55,9 @@ impl From<UpdateStatement> for Also {
 
 /// As [`append`], with the change's other writes (a label's row, its
 /// history entry, the audit event): on PostgreSQL in the same statement as
-/// the lock and the event, one round trip instead of one each. They touch
-/// other tables than each other and read nothing, so running them as CTEs
-/// of one statement changes nothing but the count of round trips.
+/// the lock and the event, one round trip instead of one each. Each writes
+/// a table none of the others touches, so running them as CTEs of one
+/// statement changes nothing but the count of round trips.
 pub(crate) async fn append_with<C: ConnectionTrait>(
     conn: &C,
     db: &Db,

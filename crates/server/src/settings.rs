@@ -251,6 +251,17 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
 }
 
+impl ServerSettings {
+    /// How many HTTP workers run: `workers`, or one per core when it is 0.
+    #[must_use]
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 pub struct DatabaseSettings {
     /// `sqlite://path` or `postgres://user:password@host/db`.

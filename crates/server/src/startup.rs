@@ -281,11 +281,8 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
         max_connections: settings.database.max_connections,
         connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
-        // A pool per HTTP worker, as many as actix-web starts.
-        thread_pools: match settings.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        },
+        // A pool per HTTP worker.
+        thread_pools: settings.server.worker_count(),
         ..DbOptions::default()
     };
     let db = Db::connect(&settings.database.url, &options).await?;
@@ -565,7 +562,7 @@ impl Application {
         let hub = Arc::clone(&state.hub);
         // Called on each worker's own thread, which then queries through
         // connections it opened itself.
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             state.db.bind_thread();
             create_app(state.clone(), limits)
         })
@@ -573,10 +570,8 @@ impl Application {
         // Signals are handled in `run_until_stopped`, which ends event
         // streams before the graceful stop waits for connections.
         .disable_signals()
+        .workers(settings.server.worker_count())
         .listen(listener)?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
         if settings.env == AppEnv::Dev {
             eprintln!(
                 "  Database: {}\n  Swagger UI: http://{address}/docs/\n  Console: http://{address}/ui/ (sign in with an API key)\n",
