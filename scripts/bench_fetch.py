@@ -101,19 +101,24 @@ def measure_label_moves(args, base_env, tmp):
         writer = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         took, stale = [], 0
-        for i in range(50 if args.smoke else 1000):
+        # The first moves open each worker's database connections (about
+        # 100 ms each here, see docs/performance.md): a warm-up, not timed
+        # (its reads of the other replica still count towards the stale ones).
+        warm = 5 if args.smoke else 20
+        for i in range(warm + (50 if args.smoke else 1000)):
             target = VERSIONS - i % 2
             t0 = time.perf_counter()
             writer.request("PUT", "/v1/prompts/bench-1/labels/canary", json.dumps({"version": target}), headers)
             res = writer.getresponse()
             res.read()
-            took.append((time.perf_counter() - t0) * 1000)
+            if i >= warm:
+                took.append((time.perf_counter() - t0) * 1000)
             if res.status not in (200, 201):
                 sys.exit(f"label move: {res.status}")
             other.request("GET", "/v1/prompts/bench-1/versions/canary", headers=headers)
             got = json.loads(other.getresponse().read())
             stale += got.get("version") != target
-        return {"took": took, "stale": stale}
+        return {"took": took, "stale": stale, "reads": warm + len(took)}
     finally:
         for proc in procs:
             proc.terminate()
@@ -184,15 +189,23 @@ def measure(args, warmup, url, tmp):
         for key in ("RUST_LOG", "REDIS_URL", "DATABASE_URL"):
             base_env.pop(key, None)
         prefix = f"bench:{uuid.uuid4().hex}:"
+        # One real answer of the cached fetch, for the bare route to serve.
+        answer = os.path.join(tmp, "active.json")
+        active_path = "/v1/prompts/bench-1/versions/active"
+        bare_name = "(g) bare actix-web route, no middleware, same JSON"
+        # name, environment, script, and how to start it (the bare route: the
+        # framework alone, on the same port, the server stopped; the same
+        # requests, the key sent and ignored, the same answer bytes).
         cases = [
-            ("(a) active version, cache off", {"APP__CACHE__MODE": "off"}, active),
-            ("(b) active version, in-process cache", {"APP__CACHE__MODE": "memory"}, active),
-            ("(c) active version, Redis cache (lease)", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}, active),
+            ("(a) active version, cache off", {"APP__CACHE__MODE": "off"}, active, {}),
+            ("(b) active version, in-process cache", {"APP__CACHE__MODE": "memory"}, active, {}),
+            ("(c) active version, Redis cache (lease)", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS, "APP__REDIS__PREFIX": prefix}, active, {}),
             ("(c2) active version, Redis cache (check per read)", {"APP__CACHE__MODE": "redis", "APP__REDIS__URL": REDIS,
-                                                                  "APP__REDIS__PREFIX": prefix, "APP__REDIS__COHERENCE": "check"}, active),
-            ("(e) plain label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, plain),
-            ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split),
-            ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health),
+                                                                  "APP__REDIS__PREFIX": prefix, "APP__REDIS__COHERENCE": "check"}, active, {}),
+            ("(e) plain label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, plain, {}),
+            ("(f) 90/10 split label + subject, in-process cache", {"APP__CACHE__MODE": "memory"}, split, {}),
+            ("(d) ceiling: GET /health, same binary", {"APP__CACHE__MODE": "memory"}, health, {}),
+            (bare_name, {}, active, {"cmd": (BARE, str(PORT), answer), "ready": active_path}),
         ]
         def measure_case(extra, lua, duration, connections=None, setup=None, cmd=(SERVER,), ready="/ready"):
             nonlocal proc
@@ -210,40 +223,37 @@ def measure(args, warmup, url, tmp):
                 proc = None
             return r
 
-        # One real answer of the cached fetch, for the bare route to serve.
-        answer = os.path.join(tmp, "active.json")
-        active_path = "/v1/prompts/bench-1/versions/active"
-
         def capture():
+            if os.path.exists(answer):
+                return
             req = urllib.request.Request(BASE + active_path, headers={"Authorization": f"Bearer {KEY}"})
             with urllib.request.urlopen(req, timeout=10) as res, open(answer, "wb") as f:
                 if res.status != 200 or res.headers.get_content_type() != "application/json":
                     sys.exit(f"GET {active_path}: {res.status} {res.headers.get_content_type()}")
                 f.write(res.read())
 
-        # The plain and split label cases differ by a few hundred nanoseconds
-        # a request, less than this machine's run-to-run noise: they are run
-        # alternately, several times, and each is reported by its median run.
-        pair = [c for c in cases if c[0].startswith(("(e)", "(f)"))]
+        # The targets are ratios between cases, and this machine's load
+        # drifts over a run by more than the margins: the cases compared are
+        # run alternately, several rounds, and each is reported by its
+        # median run. The plain and split label cases differ by a few
+        # hundred nanoseconds a request; the cached fetch, Redis mode,
+        # /health and the bare route are the other group.
+        groups = [("(b)", "(c)", "(d)", "(g)"), ("(e)", "(f)")]
         rounds = 1 if args.smoke else 3
-        runs = {name: [] for name, _, _ in pair}
+        runs = {}
+        for group in groups:
+            members = [c for c in cases if c[0].startswith(group)]
+            for _ in range(rounds):
+                for name, extra, lua, how in members:
+                    setup = capture if name.startswith("(b)") else None
+                    runs.setdefault(name, []).append(measure_case(extra, lua, args.duration, setup=setup, **how))
         results = []
-        for name, extra, lua in cases:
-            if name.startswith("(e)"):
-                for _ in range(rounds):
-                    for pname, pextra, plua in pair:
-                        runs[pname].append(measure_case(pextra, plua, args.duration))
+        for name, extra, lua, how in cases:
             if name in runs:
                 ordered = sorted(runs[name], key=lambda r: r["rps"])
                 results.append((name, ordered[len(ordered) // 2]))
             else:
-                setup = capture if name.startswith("(b)") else None
-                results.append((name, measure_case(extra, lua, args.duration, setup=setup)))
-        # The framework alone, on the same port, the server stopped: the same
-        # requests (the key is sent and ignored), the same answer bytes.
-        bare_name = "(g) bare actix-web route, no middleware, same JSON"
-        results.append((bare_name, measure_case({}, active, args.duration, cmd=(BARE, str(PORT), answer),
-                                                ready=active_path)))
+                results.append((name, measure_case(extra, lua, args.duration, **how)))
         moves = measure_label_moves(args, base_env, tmp)
         # Two 50 KB templates, about one line in twenty changed.
         lines = [f"Line {i}: answer politely, cite the policy, and keep it short please." for i in range(760)]
@@ -293,13 +303,15 @@ def measure(args, warmup, url, tmp):
         print(f"\nRedis (lease) mode ÷ in-process: {c['rps'] / b_rps:.0%}, p99 {c['p99']:.2f} ms (targets: at least 90 %, "
               f"p99 at most 10 ms); in-process ÷ bare: {b_rps / bare:.0%} (target: at least 70 %)")
         took = sorted(moves["took"])
-        print(f"\nlabel move (PUT, one connection) with two replicas in the Redis lease mode, {len(took)} moves: "
+        print(f"\nlabel move (PUT, one connection) with two replicas in the Redis lease mode, {len(took)} moves timed "
+              f"after {moves['reads'] - len(took)} untimed: "
               f"p50 {took[len(took) // 2]:.2f} ms, p99 {took[int(len(took) * 0.99) - 1]:.2f} ms, max {took[-1]:.2f} ms "
-              f"(target: p99 at most 5 ms); the other replica read right after each move: {moves['stale']} stale")
-        spread = {k: ", ".join(f"{r['rps']:.0f}" for r in v) for k, v in runs.items()}
-        print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request, medians of "
-              f"{rounds} alternating run(s) each (plain: {spread[pair[0][0]]}; split: {spread[pair[1][0]]} req/s; "
-              f"target: at most +10 %)")
+              f"(target: p99 at most 5 ms); the other replica read right after each of the {moves['reads']} moves: "
+              f"{moves['stale']} stale")
+        spread = {k[:k.index(")") + 1]: ", ".join(f"{r['rps']:.0f}" for r in v) for k, v in runs.items()}
+        print(f"\nsplit label vs plain label: {e['rps'] / f['rps'] - 1:+.1%} cost per request (target: at most +10 %)")
+        print(f"\n(b), (c), (d), (g) and (e), (f): medians of {rounds} alternating run(s) each; every run's req/s: "
+              + "; ".join(f"{k} {v}" for k, v in spread.items()))
     finally:
         if proc:
             proc.kill()
