@@ -17,14 +17,14 @@ use crate::schema::{AuditEvents, LabelHistory, StoredRow, decode};
 
 /// Appends `event` through `conn` (a transaction, so it commits with its change).
 pub(crate) async fn append<C: ConnectionTrait>(conn: &C, db: &Db, event: &AuditEvent) -> Result<(), DbErr> {
-    conn.execute(&insert(db, event)).await.map(drop)
+    conn.execute(&insert(db, event, None)).await.map(drop)
 }
 
 /// The statement that appends `event`, for [`crate::events::append_with`].
-pub(crate) fn insert(db: &Db, event: &AuditEvent) -> InsertStatement {
-    Query::insert()
-        .into_table(AuditEvents::Table)
-        .columns([
+pub(crate) fn insert(db: &Db, event: &AuditEvent, guard: Option<&str>) -> InsertStatement {
+    crate::events::insert_row(
+        AuditEvents::Table,
+        [
             AuditEvents::Id,
             AuditEvents::CreatedAt,
             AuditEvents::ActorId,
@@ -34,8 +34,8 @@ pub(crate) fn insert(db: &Db, event: &AuditEvent) -> InsertStatement {
             AuditEvents::Before,
             AuditEvents::After,
             AuditEvents::RequestId,
-        ])
-        .values_panic([
+        ],
+        [
             event.id.into(),
             db.time(event.at).into(),
             event.actor.key_id.into(),
@@ -45,8 +45,9 @@ pub(crate) fn insert(db: &Db, event: &AuditEvent) -> InsertStatement {
             event.before.clone().into(),
             event.after.clone().into(),
             event.request_id.clone().into(),
-        ])
-        .to_owned()
+        ],
+        guard,
+    )
 }
 
 /// A target as two nullable columns: `(version, split)`.
@@ -72,12 +73,17 @@ pub(crate) fn target_of(version: Option<i32>, split: Option<Value>) -> anyhow::R
 }
 
 /// The statement that appends one entry to a label's history.
-pub(crate) fn history_insert(db: &Db, prompt_id: Uuid, change: &LabelChange) -> InsertStatement {
+pub(crate) fn history_insert(
+    db: &Db,
+    prompt_id: Uuid,
+    change: &LabelChange,
+    guard: Option<&str>,
+) -> InsertStatement {
     let (from_version, from_split) = target_columns(change.from.as_ref());
     let (to_version, to_split) = target_columns(change.to.as_ref());
-    Query::insert()
-        .into_table(LabelHistory::Table)
-        .columns([
+    crate::events::insert_row(
+        LabelHistory::Table,
+        [
             LabelHistory::Id,
             LabelHistory::PromptId,
             LabelHistory::Label,
@@ -91,8 +97,8 @@ pub(crate) fn history_insert(db: &Db, prompt_id: Uuid, change: &LabelChange) -> 
             LabelHistory::RequestId,
             LabelHistory::CreatedAt,
             LabelHistory::Overrides,
-        ])
-        .values_panic([
+        ],
+        [
             change.id.into(),
             prompt_id.into(),
             change.label.as_str().into(),
@@ -108,8 +114,9 @@ pub(crate) fn history_insert(db: &Db, prompt_id: Uuid, change: &LabelChange) -> 
             (!change.overrides.is_empty())
                 .then(|| Value::from(change.overrides.clone()))
                 .into(),
-        ])
-        .to_owned()
+        ],
+        guard,
+    )
 }
 
 /// A history entry as stored.

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use registry_domain::events::{ChangeEvent, EventError, EventKind, EventLog};
 use registry_domain::prompt::PromptName;
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, Order, Query, UpdateStatement, WithClause,
+    Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, IntoIden, IntoTableRef, Order, Query,
+    UpdateStatement, WithClause,
 };
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 use serde_json::Value;
@@ -32,6 +33,34 @@ const ORDER_LOCK: i64 = 0x7072_5f65_7665_6e74; // "pr_event"
 /// themselves still run concurrently.
 pub(crate) async fn append<C: ConnectionTrait>(conn: &C, db: &Db, event: &ChangeEvent) -> Result<(), DbErr> {
     append_with(conn, db, event, Vec::new()).await
+}
+
+/// `INSERT INTO table (columns) VALUES (values)`; with a guard, `INSERT INTO
+/// table (columns) SELECT values FROM guard`: the row is written only if the
+/// CTE named `guard`, in the statement this one joins, yields a row.
+pub(crate) fn insert_row<T, C, const N: usize>(
+    table: T,
+    columns: [C; N],
+    values: [Expr; N],
+    guard: Option<&str>,
+) -> InsertStatement
+where
+    T: IntoTableRef,
+    C: IntoIden,
+{
+    let mut q = Query::insert();
+    q.into_table(table).columns(columns);
+    match guard {
+        None => {
+            q.values_panic(values);
+        }
+        Some(guard) => {
+            let select = Query::select().exprs(values).from(Alias::new(guard)).to_owned();
+            // As many values as columns, by the array lengths.
+            q.select_from(select).expect("one value per column");
+        }
+    }
+    q
 }
 
 /// A write to run with a change event, see [`append_with`].
@@ -137,6 +166,107 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
     let seq: i64 = crate::schema::get(&row, Events::Seq)?;
     // The endpoints' deliveries commit (or not) with the event.
     crate::webhooks::fan_out(conn, db, event, seq).await
+}
+
+/// The name of the CTE that locks the row a guarded change serialises on,
+/// see [`append_if`].
+pub(crate) const LOCKED: &str = "prompt_lock";
+/// The name of a guarded change's compare-and-set CTE, see [`append_if`].
+pub(crate) const GUARD: &str = "guard";
+
+/// As [`append_with`], as one statement outside any transaction, on
+/// PostgreSQL: a change read, decided and written in two round trips.
+///
+/// In the statement, in this order:
+/// - `lock`, named [`LOCKED`]: a `SELECT … FOR UPDATE` of the row the
+///   change serialises on (the prompt's), so writers take their locks in the
+///   same order as in a transaction;
+/// - `guard`, named [`GUARD`]: the change's compare-and-set, a write that
+///   returns a row only if what the caller read is still so;
+/// - `also`, built to select from the guard (see [`insert_row`]), the
+///   ordering lock, the event and its deliveries to `endpoints`: written
+///   only if the guard returned a row.
+///
+/// A statement is a transaction of its own: all of it commits, or none.
+/// `Ok(false)`: the guard returned nothing, and nothing was written.
+///
+/// # Errors
+/// The statement's; a foreign-key violation when an endpoint was deleted
+/// since it was read (read again and retry).
+pub(crate) async fn append_if<C: ConnectionTrait>(
+    conn: &C,
+    db: &Db,
+    event: &ChangeEvent,
+    lock: sea_orm::sea_query::SelectStatement,
+    guard: Also,
+    also: Vec<Also>,
+    endpoints: &[Uuid],
+) -> Result<bool, DbErr> {
+    let cte = |name: &str, write: Also| {
+        let mut cte = CommonTableExpression::new();
+        match write {
+            Also::Insert(q) => cte.query(q),
+            Also::Update(q) => cte.query(q),
+        };
+        cte.table_name(Alias::new(name)).to_owned()
+    };
+    let mut with = WithClause::new();
+    with.cte(
+        CommonTableExpression::new()
+            .query(lock)
+            .table_name(Alias::new(LOCKED))
+            .materialized(true)
+            .to_owned(),
+    );
+    with.cte(cte(GUARD, guard));
+    for (i, write) in also.into_iter().enumerate() {
+        with.cte(cte(&format!("also_{i}"), write));
+    }
+    let ordered = Query::select()
+        .expr_as(
+            Expr::cust_with_values("pg_advisory_xact_lock($1)", [ORDER_LOCK]),
+            Alias::new("locked"),
+        )
+        .from(Alias::new(GUARD))
+        .to_owned();
+    with.cte(
+        CommonTableExpression::new()
+            .query(ordered)
+            .table_name(Alias::new("ordered"))
+            .materialized(true)
+            .to_owned(),
+    );
+    let row = insert_row(
+        Events::Table,
+        [
+            Events::Id,
+            Events::Kind,
+            Events::Prompt,
+            Events::Data,
+            Events::CreatedAt,
+        ],
+        [
+            event.id.into(),
+            event.kind.as_str().into(),
+            event.prompt.as_str().into(),
+            event.data.clone().into(),
+            db.time(event.at).into(),
+        ],
+        Some("ordered"),
+    )
+    .returning_col(Events::Seq)
+    .to_owned();
+    with.cte(cte("event", Also::Insert(row)));
+    let seq = Expr::col((Alias::new("event"), Events::Seq));
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let delivery = crate::webhooks::delivery_insert(db, event, *endpoint, seq.clone(), Some("event"));
+        with.cte(cte(&format!("delivery_{i}"), Also::Insert(delivery)));
+    }
+    let written = Query::select()
+        .column(Events::Seq)
+        .from(Alias::new("event"))
+        .to_owned();
+    Ok(conn.query_one(&with.query(written)).await?.is_some())
 }
 
 #[derive(Debug, FromQueryResult)]

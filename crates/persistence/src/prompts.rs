@@ -16,7 +16,8 @@ use registry_domain::prompt::{
     Template, TemplateKind, VariableSpec, Variables, VersionCursor, VersionNumber, VersionSelector,
 };
 use sea_orm::sea_query::{
-    Cond, Expr, ExprTrait, JoinType, LikeExpr, Order, Query, SelectStatement, SimpleExpr,
+    Alias, Cond, Expr, ExprTrait, JoinType, LikeExpr, LockType, OnConflict, Order, Query, SelectStatement,
+    SimpleExpr,
 };
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, FromQueryResult, TransactionTrait};
 use serde_json::{Value, json};
@@ -341,6 +342,46 @@ pub(crate) fn of_prompt<C: sea_orm::sea_query::IntoColumnRef>(col: C, name: &Pro
 /// (rolled back, nothing changed).
 type Decided<T> = Result<T, PromptError>;
 
+/// How many times a label move on PostgreSQL reads and tries its
+/// compare-and-set before it runs as a transaction instead.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// A label change decided on, see `plan_label`.
+struct LabelPlan {
+    /// The label as the change leaves it.
+    written: Label,
+    /// The label's row as read (`None`: the change creates it).
+    current: Option<Label>,
+    entry: LabelChange,
+    audit: AuditEvent,
+    event: ChangeEvent,
+}
+
+/// What a label move depends on, see `read_for_move`.
+struct MoveRead {
+    prompt_id: Uuid,
+    current: Option<Label>,
+    found: Vec<i32>,
+    endpoints: Vec<(Uuid, String, Option<String>)>,
+}
+
+/// The versions of `target` that are not among `found`, as field errors.
+fn missing_versions(target: &LabelTarget, found: &[i32]) -> Vec<FieldError> {
+    target
+        .versions()
+        .map(VersionNumber::as_i32)
+        .enumerate()
+        .filter(|(_, n)| !found.contains(n))
+        .map(|(i, n)| {
+            let field = match target {
+                LabelTarget::Version(_) => "version".to_owned(),
+                LabelTarget::Split(_) => format!("split[{i}].version"),
+            };
+            FieldError::new(field, format!("the prompt has no version {n}"))
+        })
+        .collect()
+}
+
 fn tag_condition(backend: DbBackend, tag: &str) -> Expr {
     match backend {
         DbBackend::Postgres => Expr::cust_with_values(
@@ -445,35 +486,24 @@ impl SeaOrmPromptRepository {
         Ok(versions)
     }
 
-    /// The target versions that `prompt_id` does not have, as field errors.
-    async fn missing_versions<C: ConnectionTrait>(
+    /// Which of the versions `target` serves `prompt_id` has.
+    async fn found_versions<C: ConnectionTrait>(
         conn: &C,
         prompt_id: Uuid,
         target: &LabelTarget,
-    ) -> Result<Vec<FieldError>, DbErr> {
+    ) -> Result<Vec<i32>, DbErr> {
         let wanted: Vec<i32> = target.versions().map(VersionNumber::as_i32).collect();
         let q = Query::select()
             .column(PromptVersions::Version)
             .from(PromptVersions::Table)
             .and_where(Expr::col(PromptVersions::PromptId).eq(prompt_id))
-            .and_where(Expr::col(PromptVersions::Version).is_in(wanted.clone()))
+            .and_where(Expr::col(PromptVersions::Version).is_in(wanted))
             .to_owned();
         let mut found = Vec::new();
         for row in conn.query_all(&q).await? {
             found.push(get::<i32>(&row, PromptVersions::Version)?);
         }
-        Ok(wanted
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| !found.contains(n))
-            .map(|(i, n)| {
-                let field = match target {
-                    LabelTarget::Version(_) => "version".to_owned(),
-                    LabelTarget::Split(_) => format!("split[{i}].version"),
-                };
-                FieldError::new(field, format!("the prompt has no version {n}"))
-            })
-            .collect())
+        Ok(found)
     }
 
     /// Points `label` at `to` (or nowhere) after the checks, with its
@@ -489,8 +519,199 @@ impl SeaOrmPromptRepository {
         ctx: &Context,
         now: OffsetDateTime,
     ) -> Result<Decided<Label>, DbErr> {
+        let current = Self::read_label(txn, prompt_id, change.label).await?;
+        let found = match &change.target {
+            Some(target) => Self::found_versions(txn, prompt_id, target).await?,
+            None => Vec::new(),
+        };
+        let plan =
+            match Self::plan_label(txn, name, prompt_id, current, &found, change, policy, ctx, now).await? {
+                Ok(plan) => plan,
+                Err(refused) => return Ok(Err(refused)),
+            };
+        // The label's row is written with its records, in one statement on
+        // PostgreSQL (see `events::append_with`).
+        let also = vec![
+            self.label_row(prompt_id, &plan, false),
+            history_insert(&self.db, prompt_id, &plan.entry, None).into(),
+            crate::audit::insert(&self.db, &plan.audit, None).into(),
+        ];
+        events::append_with(txn, &self.db, &plan.event, also).await?;
+        Ok(Ok(plan.written))
+    }
+
+    /// A label move on PostgreSQL in two round trips and no transaction:
+    /// one read of all it depends on, then one statement that writes it
+    /// with its records if the label is still as read (compare-and-set on
+    /// its revision and protection, under the prompt's row lock; see
+    /// `events::append_if`). A move that lost the race to another reads
+    /// again; after a few such losses it runs as a transaction, which
+    /// waits for the prompt's lock instead.
+    async fn move_label_at_once(
+        &self,
+        name: &PromptName,
+        change: &LabelMove,
+        policy: &LabelPolicy,
+        ctx: &Context,
+    ) -> Result<Option<Decided<Label>>, DbErr> {
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let now = registry_domain::time::now_utc();
+            let Some(read) = self.read_for_move(name, change).await? else {
+                return Ok(None);
+            };
+            let conn = self.db.conn();
+            let plan = match Self::plan_label(
+                conn,
+                name,
+                read.prompt_id,
+                read.current,
+                &read.found,
+                change,
+                policy,
+                ctx,
+                now,
+            )
+            .await?
+            {
+                Ok(plan) => plan,
+                Err(refused) => return Ok(Some(Err(refused))),
+            };
+            let endpoints = crate::webhooks::subscribed(read.endpoints, &plan.event);
+            let lock = Query::select()
+                .column(Prompts::Id)
+                .from(Prompts::Table)
+                .and_where(Expr::col(Prompts::Id).eq(read.prompt_id))
+                .lock(LockType::Update)
+                .to_owned();
+            let touch = Query::update()
+                .table(Prompts::Table)
+                .value(Prompts::UpdatedAt, self.db.time(now))
+                .and_where(
+                    Expr::col(Prompts::Id).in_subquery(
+                        Query::select()
+                            .expr(Expr::val(read.prompt_id))
+                            .from(Alias::new(events::GUARD))
+                            .to_owned(),
+                    ),
+                )
+                .to_owned();
+            let also = vec![
+                touch.into(),
+                history_insert(&self.db, read.prompt_id, &plan.entry, Some(events::GUARD)).into(),
+                crate::audit::insert(&self.db, &plan.audit, Some(events::GUARD)).into(),
+            ];
+            let guard = self.label_row(read.prompt_id, &plan, true);
+            match events::append_if(conn, &self.db, &plan.event, lock, guard, also, &endpoints).await {
+                Ok(true) => return Ok(Some(Ok(plan.written))),
+                // Moved (or its prompt deleted, or an endpoint) since it
+                // was read: read again.
+                Ok(false) => {}
+                Err(e)
+                    if matches!(
+                        e.sql_err(),
+                        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.db
+            .write(|| self.try_move_label(name, change, policy, ctx))
+            .await
+    }
+
+    /// What a label move depends on, in one query: the prompt's id, the
+    /// label's row, which of the target's versions exist, and the enabled
+    /// webhook endpoints. `None` when there is no such prompt.
+    async fn read_for_move(&self, name: &PromptName, change: &LabelMove) -> Result<Option<MoveRead>, DbErr> {
+        let l = |c| (TableAlias::L, c);
+        let wanted: Vec<i32> = change
+            .target
+            .iter()
+            .flat_map(LabelTarget::versions)
+            .map(VersionNumber::as_i32)
+            .collect();
+        let found = Query::select()
+            .expr(Expr::cust("json_agg(version)"))
+            .from(PromptVersions::Table)
+            .and_where(Expr::col(PromptVersions::PromptId).equals(p(Prompts::Id)))
+            .and_where(Expr::col(PromptVersions::Version).is_in(wanted))
+            .to_owned();
+        let endpoints = Query::select()
+            .expr(Expr::cust(
+                "json_agg(json_build_array(id, event_types, prompt_prefix))",
+            ))
+            .from_subquery(crate::webhooks::enabled_endpoints(), Alias::new("e"))
+            .to_owned();
+        let q = Query::select()
+            .expr_as(Expr::col(p(Prompts::Id)), Alias::new("prompt_id"))
+            .columns(LABEL_COLUMNS.map(l))
+            .expr_as(
+                SimpleExpr::SubQuery(None, Box::new(found.into())),
+                Alias::new("found"),
+            )
+            .expr_as(
+                SimpleExpr::SubQuery(None, Box::new(endpoints.into())),
+                Alias::new("endpoints"),
+            )
+            .from_as(Prompts::Table, TableAlias::P)
+            .join_as(
+                JoinType::LeftJoin,
+                PromptLabels::Table,
+                TableAlias::L,
+                Cond::all()
+                    .add(Expr::col(l(PromptLabels::PromptId)).equals(p(Prompts::Id)))
+                    .add(Expr::col(l(PromptLabels::Name)).eq(change.label.as_str())),
+            )
+            .and_where(Expr::col(p(Prompts::Name)).eq(name.as_str()))
+            .to_owned();
+        let Some(row) = self.db.conn().query_one(&q).await? else {
+            return Ok(None);
+        };
+        let has_label: Option<String> = row.try_get("", "name")?;
+        let current = match has_label {
+            Some(_) => Some(
+                LabelRow::from_query_result(&row, "")?
+                    .into_domain()
+                    .map_err(|e| DbErr::Custom(format!("{e:#}")))?,
+            ),
+            None => None,
+        };
+        let json = |column: &str| -> Result<Value, DbErr> {
+            Ok(row.try_get::<Option<Value>>("", column)?.unwrap_or(Value::Null))
+        };
+        let found = serde_json::from_value::<Option<Vec<i32>>>(json("found")?)
+            .map_err(|e| DbErr::Custom(format!("the versions found: {e}")))?
+            .unwrap_or_default();
+        let endpoints =
+            serde_json::from_value::<Option<Vec<(Uuid, String, Option<String>)>>>(json("endpoints")?)
+                .map_err(|e| DbErr::Custom(format!("the webhook endpoints: {e}")))?
+                .unwrap_or_default();
+        Ok(Some(MoveRead {
+            prompt_id: row.try_get("", "prompt_id")?,
+            current,
+            found,
+            endpoints,
+        }))
+    }
+
+    /// The checks of a label change, given the label's row as read
+    /// (`current`) and which of the target's versions exist (`found`): the
+    /// caller's right to move it, the expected revision, the versions, and
+    /// for a protected label whether the change breaks callers (the two
+    /// sides' versions read through `conn`). What to write if they pass.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_label<C: ConnectionTrait>(
+        conn: &C,
+        name: &PromptName,
+        prompt_id: Uuid,
+        current: Option<Label>,
+        found: &[i32],
+        change: &LabelMove,
+        policy: &LabelPolicy,
+        ctx: &Context,
+        now: OffsetDateTime,
+    ) -> Result<Decided<LabelPlan>, DbErr> {
         let label = change.label;
-        let current = Self::read_label(txn, prompt_id, label).await?;
         if let Err(e) = LabelPolicy::authorize(ctx, label, current.as_ref()) {
             return Ok(Err(e));
         }
@@ -511,7 +732,7 @@ impl SeaOrmPromptRepository {
             }
             None => {}
             Some(target) => {
-                let missing = Self::missing_versions(txn, prompt_id, target).await?;
+                let missing = missing_versions(target, found);
                 if !missing.is_empty() {
                     return Ok(Err(PromptError::Invalid(missing)));
                 }
@@ -521,8 +742,8 @@ impl SeaOrmPromptRepository {
             (Some(current), Some(to), Some(from)) if current.protected && to != from => {
                 let prompt = || Expr::col(v(PromptVersions::PromptId)).eq(prompt_id);
                 let reasons = diff::breaking_between(
-                    &Self::load_versions(txn, prompt(), from).await?,
-                    &Self::load_versions(txn, prompt(), to).await?,
+                    &Self::load_versions(conn, prompt(), from).await?,
+                    &Self::load_versions(conn, prompt(), to).await?,
                 );
                 if !reasons.is_empty() && !change.allow_breaking {
                     return Ok(Err(PromptError::Breaking { label, reasons }));
@@ -531,54 +752,21 @@ impl SeaOrmPromptRepository {
             }
             _ => Vec::new(),
         };
-        let (version, split) = target_columns(change.target.as_ref());
-        // The label's row is written with its records, in one statement on
-        // PostgreSQL (see `events::append_with`).
-        let (written, write) = if let Some(current) = &current {
-            let q = Query::update()
-                .table(PromptLabels::Table)
-                .value(PromptLabels::Version, version)
-                .value(PromptLabels::Split, split)
-                .value(PromptLabels::Revision, Expr::col(PromptLabels::Revision).add(1))
-                .value(PromptLabels::UpdatedAt, self.db.time(now))
-                .and_where(Expr::col(PromptLabels::PromptId).eq(prompt_id))
-                .and_where(Expr::col(PromptLabels::Name).eq(label.as_str()))
-                .to_owned();
-            (
-                Label {
-                    name: label,
-                    target: change.target.clone(),
-                    protected: current.protected,
-                    revision: current.revision + 1,
-                    updated_at: now,
-                },
-                q.into(),
-            )
-        } else {
-            let protected = policy.protects(label);
-            let q = Query::insert()
-                .into_table(PromptLabels::Table)
-                .columns(LABEL_COLUMNS.into_iter().chain([PromptLabels::PromptId]))
-                .values_panic([
-                    label.as_str().into(),
-                    version.into(),
-                    split.into(),
-                    protected.into(),
-                    1.into(),
-                    self.db.time(now).into(),
-                    prompt_id.into(),
-                ])
-                .to_owned();
-            (
-                Label {
-                    name: label,
-                    target: change.target.clone(),
-                    protected,
-                    revision: 1,
-                    updated_at: now,
-                },
-                q.into(),
-            )
+        let written = match &current {
+            Some(current) => Label {
+                name: label,
+                target: change.target.clone(),
+                protected: current.protected,
+                revision: current.revision + 1,
+                updated_at: now,
+            },
+            None => Label {
+                name: label,
+                target: change.target.clone(),
+                protected: policy.protects(label),
+                revision: 1,
+                updated_at: now,
+            },
         };
         let entry = LabelChange {
             id: Uuid::now_v7(),
@@ -591,8 +779,7 @@ impl SeaOrmPromptRepository {
             at: now,
             overrides: overrides.clone(),
         };
-        let history = history_insert(&self.db, prompt_id, &entry);
-        let event = AuditEvent::new(
+        let audit = AuditEvent::new(
             ctx,
             change.action,
             audit::label_target(name, label),
@@ -610,14 +797,85 @@ impl SeaOrmPromptRepository {
                 after
             }),
         );
-        let change_event = ChangeEvent::label_changed(name, label, from.as_ref(), change.target.as_ref());
-        let also = vec![
-            write,
-            history.into(),
-            crate::audit::insert(&self.db, &event).into(),
-        ];
-        events::append_with(txn, &self.db, &change_event, also).await?;
-        Ok(Ok(written))
+        let event = ChangeEvent::label_changed(name, label, from.as_ref(), change.target.as_ref());
+        Ok(Ok(LabelPlan {
+            written,
+            current,
+            entry,
+            audit,
+            event,
+        }))
+    }
+
+    /// The write of the label's own row: an update, or an insert for a new
+    /// label. As a compare-and-set (`cas`, for `events::append_if`) it
+    /// returns a row only if the label is still as read: the same revision
+    /// and protection, or still absent; and a new row takes its prompt id
+    /// from the locked prompt row.
+    fn label_row(&self, prompt_id: Uuid, plan: &LabelPlan, cas: bool) -> events::Also {
+        let (version, split) = target_columns(plan.written.target.as_ref());
+        let now = self.db.time(plan.written.updated_at);
+        if let Some(current) = &plan.current {
+            let mut q = Query::update();
+            q.table(PromptLabels::Table)
+                .value(PromptLabels::Version, version)
+                .value(PromptLabels::Split, split)
+                .value(PromptLabels::Revision, Expr::col(PromptLabels::Revision).add(1))
+                .value(PromptLabels::UpdatedAt, now)
+                .and_where(Expr::col(PromptLabels::PromptId).eq(prompt_id))
+                .and_where(Expr::col(PromptLabels::Name).eq(plan.written.name.as_str()));
+            if cas {
+                let revision = i32::try_from(current.revision).unwrap_or(i32::MAX);
+                q.and_where(Expr::col(PromptLabels::Revision).eq(revision))
+                    .and_where(Expr::col(PromptLabels::Protected).eq(current.protected))
+                    .and_where(
+                        Expr::col(PromptLabels::PromptId).in_subquery(
+                            Query::select()
+                                .column(Prompts::Id)
+                                .from(Alias::new(events::LOCKED))
+                                .to_owned(),
+                        ),
+                    )
+                    .returning_col(PromptLabels::Revision);
+            }
+            return q.into();
+        }
+        let prompt: Expr = if cas {
+            Expr::col((Alias::new(events::LOCKED), Prompts::Id))
+        } else {
+            prompt_id.into()
+        };
+        let mut q = events::insert_row(
+            PromptLabels::Table,
+            [
+                PromptLabels::Name,
+                PromptLabels::Version,
+                PromptLabels::Split,
+                PromptLabels::Protected,
+                PromptLabels::Revision,
+                PromptLabels::UpdatedAt,
+                PromptLabels::PromptId,
+            ],
+            [
+                plan.written.name.as_str().into(),
+                version.into(),
+                split.into(),
+                plan.written.protected.into(),
+                1.into(),
+                now.into(),
+                prompt,
+            ],
+            cas.then_some(events::LOCKED),
+        );
+        if cas {
+            q.on_conflict(
+                OnConflict::columns([PromptLabels::PromptId, PromptLabels::Name])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col(PromptLabels::Revision);
+        }
+        q.into()
     }
 
     async fn try_create_version(
@@ -1304,9 +1562,14 @@ impl PromptRepository for SeaOrmPromptRepository {
         policy: &LabelPolicy,
         ctx: &Context,
     ) -> Result<Label, PromptError> {
-        self.db
-            .write(|| self.try_move_label(name, change, policy, ctx))
-            .await
+        let moved = if self.db.backend() == DbBackend::Postgres {
+            self.move_label_at_once(name, change, policy, ctx).await
+        } else {
+            self.db
+                .write(|| self.try_move_label(name, change, policy, ctx))
+                .await
+        };
+        moved
             .map_err(db_error)?
             .ok_or_else(|| PromptError::NotFound(name.clone()))?
     }

@@ -120,6 +120,72 @@ fn audit_shape(w: &Webhook) -> Value {
     })
 }
 
+/// The enabled endpoints, as [`subscribed`] reads them.
+pub(crate) fn enabled_endpoints() -> SelectStatement {
+    Query::select()
+        .columns([Webhooks::Id, Webhooks::EventTypes, Webhooks::PromptPrefix])
+        .from(Webhooks::Table)
+        .and_where(Expr::col(Webhooks::Enabled).eq(true))
+        .to_owned()
+}
+
+/// Which of `endpoints` (id, stored event types, prompt prefix: the
+/// columns of [`enabled_endpoints`]) want `event`.
+pub(crate) fn subscribed(
+    endpoints: impl IntoIterator<Item = (Uuid, String, Option<String>)>,
+    event: &ChangeEvent,
+) -> Vec<Uuid> {
+    endpoints
+        .into_iter()
+        .filter(|(_, types, prefix)| {
+            Subscription {
+                // An unreadable stored type list is treated as "every type":
+                // delivering too much is visible, dropping silently is not.
+                kinds: parse_kinds(types).unwrap_or_default(),
+                prompt_prefix: prefix.clone(),
+            }
+            .wants(event.kind, &event.prompt)
+        })
+        .map(|(id, _, _)| id)
+        .collect()
+}
+
+/// The pending delivery of `event` (numbered `seq`) to `endpoint`:
+/// `INSERT … VALUES`, or with a guard `INSERT … SELECT … FROM guard`, see
+/// [`crate::events::insert_row`].
+pub(crate) fn delivery_insert(
+    db: &Db,
+    event: &ChangeEvent,
+    endpoint: Uuid,
+    seq: Expr,
+    guard: Option<&str>,
+) -> sea_orm::sea_query::InsertStatement {
+    crate::events::insert_row(
+        WebhookDeliveries::Table,
+        [
+            WebhookDeliveries::Id,
+            WebhookDeliveries::WebhookId,
+            WebhookDeliveries::EventSeq,
+            WebhookDeliveries::EventType,
+            WebhookDeliveries::Status,
+            WebhookDeliveries::Attempts,
+            WebhookDeliveries::NextAttemptAt,
+            WebhookDeliveries::CreatedAt,
+        ],
+        [
+            Uuid::now_v7().into(),
+            endpoint.into(),
+            seq,
+            event.kind.as_str().into(),
+            DeliveryStatus::Pending.as_str().into(),
+            0i32.into(),
+            db.time(event.at).into(),
+            db.time(event.at).into(),
+        ],
+        guard,
+    )
+}
+
 /// Creates the deliveries of `event` (numbered `seq`) for every enabled
 /// endpoint that wants it, through `conn`: the transaction of the change.
 pub(crate) async fn fan_out<C: ConnectionTrait>(
@@ -128,48 +194,17 @@ pub(crate) async fn fan_out<C: ConnectionTrait>(
     event: &ChangeEvent,
     seq: i64,
 ) -> Result<(), DbErr> {
-    let q = Query::select()
-        .columns([Webhooks::Id, Webhooks::EventTypes, Webhooks::PromptPrefix])
-        .from(Webhooks::Table)
-        .and_where(Expr::col(Webhooks::Enabled).eq(true))
-        .to_owned();
-    let rows = conn.query_all(&q).await?;
-    for row in rows {
-        let id: Uuid = get(&row, Webhooks::Id)?;
-        let types: String = get(&row, Webhooks::EventTypes)?;
-        let subscription = Subscription {
-            // An unreadable stored type list is treated as "every type":
-            // delivering too much is visible, dropping silently is not.
-            kinds: parse_kinds(&types).unwrap_or_default(),
-            prompt_prefix: get(&row, Webhooks::PromptPrefix)?,
-        };
-        if !subscription.wants(event.kind, &event.prompt) {
-            continue;
-        }
-        let insert = Query::insert()
-            .into_table(WebhookDeliveries::Table)
-            .columns([
-                WebhookDeliveries::Id,
-                WebhookDeliveries::WebhookId,
-                WebhookDeliveries::EventSeq,
-                WebhookDeliveries::EventType,
-                WebhookDeliveries::Status,
-                WebhookDeliveries::Attempts,
-                WebhookDeliveries::NextAttemptAt,
-                WebhookDeliveries::CreatedAt,
-            ])
-            .values_panic([
-                Uuid::now_v7().into(),
-                id.into(),
-                seq.into(),
-                event.kind.as_str().into(),
-                DeliveryStatus::Pending.as_str().into(),
-                0i32.into(),
-                db.time(event.at).into(),
-                db.time(event.at).into(),
-            ])
-            .to_owned();
-        conn.execute(&insert).await?;
+    let mut endpoints = Vec::new();
+    for row in conn.query_all(&enabled_endpoints()).await? {
+        endpoints.push((
+            get(&row, Webhooks::Id)?,
+            get(&row, Webhooks::EventTypes)?,
+            get(&row, Webhooks::PromptPrefix)?,
+        ));
+    }
+    for endpoint in subscribed(endpoints, event) {
+        conn.execute(&delivery_insert(db, event, endpoint, seq.into(), None))
+            .await?;
     }
     Ok(())
 }

@@ -403,6 +403,84 @@ async fn concurrent_activations_leave_exactly_one_active_version(backend: Backen
     assert_eq!(page.items.iter().filter(|v| v.is_active).count(), 1);
 }
 
+/// Concurrent moves of one label, each to a version of its own: every
+/// move is recorded once, from where the move before it left the label, so
+/// the history is one chain from creation to where the label points. A
+/// move that read the label and lost the race to another must read again
+/// rather than record a stale `from` (PostgreSQL moves a label by
+/// compare-and-set, without a transaction).
+async fn concurrent_moves_of_a_label_record_one_unbroken_chain(backend: Backend) {
+    let (_db, repo) = repo(&backend).await;
+    let repo = Arc::new(repo);
+    let policy = LabelPolicy::default();
+    let count = 24;
+    repo.create_prompt(&new_prompt("chain", &[]), &ctx())
+        .await
+        .expect("created");
+    for i in 0..count {
+        repo.create_version(
+            &name("chain"),
+            &new_version(&format!("v{i}"), false),
+            &policy,
+            &ctx(),
+        )
+        .await
+        .expect("version");
+    }
+    let canary = LabelName::new("canary").expect("valid");
+    let tasks: Vec<_> = (1..=count)
+        .map(|i| {
+            let repo = Arc::clone(&repo);
+            let change = LabelMove {
+                label: canary,
+                ..move_to(i)
+            };
+            tokio::spawn(async move {
+                repo.move_label(&name("chain"), &change, &LabelPolicy::default(), &ctx())
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task ran").expect("every move succeeds");
+    }
+    let history = repo
+        .label_history(
+            &name("chain"),
+            canary,
+            &PageRequest {
+                limit: limit(100),
+                after: None,
+            },
+        )
+        .await
+        .expect("history")
+        .items;
+    assert_eq!(history.len(), usize::try_from(count).expect("small"));
+    let froms: BTreeSet<_> = history.iter().map(|c| format!("{:?}", c.from)).collect();
+    assert_eq!(
+        froms.len(),
+        history.len(),
+        "two moves recorded the same from: {history:?}"
+    );
+    // Walk the chain from the creation; every entry is visited once.
+    let mut at = None;
+    for _ in 0..history.len() {
+        let next = history
+            .iter()
+            .find(|c| c.from == at)
+            .unwrap_or_else(|| panic!("no move from {at:?}: {history:?}"));
+        at.clone_from(&next.to);
+    }
+    let label = repo
+        .find_label(&name("chain"), canary)
+        .await
+        .expect("read")
+        .expect("the label");
+    assert_eq!(label.target, at, "the chain ends where the label points");
+    assert_eq!(label.revision, u32::try_from(count).expect("small"));
+}
+
 async fn prompts_are_listed_in_creation_order_across_pages(backend: Backend) {
     let (_db, repo) = repo(&backend).await;
     let mut expected = Vec::new();
@@ -2157,6 +2235,7 @@ backend_tests!(
     missing_prompts_and_versions_are_told_apart,
     fifty_concurrent_creates_give_versions_one_to_fifty_with_one_active,
     concurrent_activations_leave_exactly_one_active_version,
+    concurrent_moves_of_a_label_record_one_unbroken_chain,
     prompts_are_listed_in_creation_order_across_pages,
     prompt_listings_filter_by_prefix_tag_and_time,
     versions_are_listed_newest_first_across_pages,
