@@ -87,6 +87,12 @@ fn split_connections(max: u32, threads: usize) -> Option<(u32, u32)> {
 /// A pooled connection idle this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// How many connections a thread's own pool opens, at once, as it is bound:
+/// a request that reads and then writes uses two, as sqlx pings a
+/// connection that comes back to the pool before it lends it again, and
+/// the next request may start while that ping is under way.
+pub const WARM_CONNECTIONS: usize = 3;
+
 /// Attempts for a transaction that fails with a transient error.
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -193,10 +199,36 @@ impl Db {
     /// it, so a connection opened on one thread and used on another wakes
     /// the first on every round trip. Nothing on SQLite, whose connections
     /// each run on a thread of their own anyway.
+    ///
+    /// Called on a thread that runs a single-threaded runtime, it also
+    /// opens the pool's first [`WARM_CONNECTIONS`] connections on that
+    /// runtime at once, so the thread's first requests do not wait for them
+    /// (with TLS, about 100 ms each on loopback here: see
+    /// docs/performance.md).
     pub fn bind_thread(&self) {
         if let Some(bound) = &self.bound {
             let i = bound.next.fetch_add(1, Ordering::Relaxed) % bound.pools.len();
             BOUND.set(Some((bound.id, i)));
+            if let Ok(runtime) = tokio::runtime::Handle::try_current()
+                && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+            {
+                let pool = bound.pools[i].get_postgres_connection_pool().clone();
+                let count = WARM_CONNECTIONS.min(pool.options().get_max_connections() as usize);
+                // Each held until all are open, so each is one of its own.
+                let opened = Arc::new(tokio::sync::Barrier::new(count));
+                for _ in 0..count {
+                    let (pool, opened) = (pool.clone(), Arc::clone(&opened));
+                    runtime.spawn(async move {
+                        let conn = pool.acquire().await;
+                        if let Err(e) = &conn {
+                            // Unreachable now: requests open them instead.
+                            tracing::debug!(error = %e, "could not open a worker's first database connections");
+                        }
+                        opened.wait().await;
+                        drop(conn);
+                    });
+                }
+            }
         }
     }
 

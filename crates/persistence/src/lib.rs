@@ -19,7 +19,7 @@ pub mod testing;
 mod webhooks;
 
 pub use audit::SeaOrmAuditLog;
-pub use db::{Db, DbOptions};
+pub use db::{Db, DbOptions, WARM_CONNECTIONS};
 pub use events::SeaOrmEventLog;
 pub use keys::SeaOrmApiKeyRepository;
 pub use prompts::SeaOrmPromptRepository;

@@ -774,7 +774,39 @@ async fn a_bound_thread_queries_through_a_pool_of_its_own(backend: Backend) {
         assert!(first.is_disjoint(&second), "{first:?} and {second:?} share");
     } else {
         assert_eq!(first, shared, "SQLite keeps one shared pool");
+        return;
     }
+    // Bound from inside its runtime, as an HTTP worker is, a thread's pool
+    // opens its first connection before anything is asked of it.
+    let db = Db::connect(&test_db.url, &options).await.expect("connect");
+    let warmed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            db.bind_thread();
+            let pool = db.conn().get_postgres_connection_pool();
+            let expected = registry_persistence::WARM_CONNECTIONS
+                .min(usize::try_from(pool.options().get_max_connections()).expect("small"));
+            for _ in 0..500 {
+                if pool.size() as usize >= expected && pool.num_idle() >= expected {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            (expected, pool.size() as usize, pool.num_idle())
+        })
+    })
+    .join()
+    .expect("thread");
+    let (expected, opened, idle) = warmed;
+    assert!(expected >= 1, "{warmed:?}");
+    assert_eq!(
+        (opened, idle),
+        (expected, expected),
+        "opened and idle, none asked for"
+    );
 }
 
 async fn migrations_go_all_the_way_down_and_up_again(backend: Backend) {
