@@ -121,19 +121,7 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
             };
             with.cte(cte.table_name(Alias::new(format!("also_{i}"))).to_owned());
         }
-        let lock = Query::select()
-            .expr_as(
-                Expr::cust_with_values("pg_advisory_xact_lock($1)", [ORDER_LOCK]),
-                Alias::new("locked"),
-            )
-            .to_owned();
-        with.cte(
-            CommonTableExpression::new()
-                .query(lock)
-                .table_name(Alias::new("ordered"))
-                .materialized(true)
-                .to_owned(),
-        );
+        with.cte(ordering_lock(None));
         let insert = Query::insert()
             .into_table(Events::Table)
             .columns(columns)
@@ -166,6 +154,25 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
     let seq: i64 = crate::schema::get(&row, Events::Seq)?;
     // The endpoints' deliveries commit (or not) with the event.
     crate::webhooks::fan_out(conn, db, event, seq).await
+}
+
+/// The CTE `ordered`: the advisory lock that orders event writers, taken
+/// once (or, with a guard, once per row the CTE `guard` yields), for the
+/// event's insert to select from so its number is drawn after the lock.
+fn ordering_lock(guard: Option<&str>) -> CommonTableExpression {
+    let mut lock = Query::select();
+    lock.expr_as(
+        Expr::cust_with_values("pg_advisory_xact_lock($1)", [ORDER_LOCK]),
+        Alias::new("locked"),
+    );
+    if let Some(guard) = guard {
+        lock.from(Alias::new(guard));
+    }
+    CommonTableExpression::new()
+        .query(lock)
+        .table_name(Alias::new("ordered"))
+        .materialized(true)
+        .to_owned()
 }
 
 /// The name of the CTE that locks the row a guarded change serialises on,
@@ -222,20 +229,7 @@ pub(crate) async fn append_if<C: ConnectionTrait>(
     for (i, write) in also.into_iter().enumerate() {
         with.cte(cte(&format!("also_{i}"), write));
     }
-    let ordered = Query::select()
-        .expr_as(
-            Expr::cust_with_values("pg_advisory_xact_lock($1)", [ORDER_LOCK]),
-            Alias::new("locked"),
-        )
-        .from(Alias::new(GUARD))
-        .to_owned();
-    with.cte(
-        CommonTableExpression::new()
-            .query(ordered)
-            .table_name(Alias::new("ordered"))
-            .materialized(true)
-            .to_owned(),
-    );
+    with.cte(ordering_lock(Some(GUARD)));
     let row = insert_row(
         Events::Table,
         [
