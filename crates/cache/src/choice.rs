@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use registry_domain::prompt::ports::{CacheKey, Cached, Load, VersionCache};
-use registry_domain::prompt::{PromptError, PromptName, Resolution};
+use registry_domain::prompt::{PromptError, PromptName, Resolution, VersionSelector};
 
 use crate::generation::RedisSettings;
 use crate::tiered::{CacheCounters, TieredCache};
@@ -116,6 +116,13 @@ impl Cache {
 
 #[async_trait]
 impl VersionCache for Cache {
+    fn peek(&self, name: &PromptName, selector: VersionSelector) -> Option<Resolution> {
+        match self {
+            Self::Off => None,
+            Self::Tiered(c) => c.peek(name, selector),
+        }
+    }
+
     async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Resolution, PromptError> {
         match self {
             Self::Off => load.await,

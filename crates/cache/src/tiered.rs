@@ -1,13 +1,12 @@
 //! Version bodies in this process, keyed by generation.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use registry_domain::prompt::ports::{CacheKey, Cached, Load, VersionCache};
-use registry_domain::prompt::{PromptError, PromptName, Resolution};
+use registry_domain::prompt::{PromptError, PromptName, Resolution, VersionSelector};
 
 use crate::generation::{Generations, RedisSettings};
 
@@ -37,15 +36,46 @@ type Key = (bool, u64, CacheKey);
 /// Entries one worker thread keeps, at most, in front of the shared cache.
 const FRONT_CAPACITY: usize = 4096;
 
+/// A [`FRONT`] entry's key: the cache it belongs to and its [`Key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FrontKey {
+    cache: u64,
+    leased: bool,
+    generation: u64,
+    name: PromptName,
+    selector: VersionSelector,
+}
+
+/// A [`FrontKey`] with the name borrowed, to look one up without building
+/// it. Its fields hash in the same order as `FrontKey`'s (both derived).
+#[derive(Hash)]
+struct FrontRef<'a> {
+    cache: u64,
+    leased: bool,
+    generation: u64,
+    name: &'a PromptName,
+    selector: VersionSelector,
+}
+
+impl hashbrown::Equivalent<FrontKey> for FrontRef<'_> {
+    fn equivalent(&self, key: &FrontKey) -> bool {
+        self.cache == key.cache
+            && self.leased == key.leased
+            && self.generation == key.generation
+            && self.selector == key.selector
+            && *self.name == key.name
+    }
+}
+
 thread_local! {
     /// A copy of the entries this thread served lately, by cache and key,
-    /// with when each was loaded: a hit here costs one hash and no atomic
-    /// or lock, where the shared cache records every read for its eviction
-    /// policy (about a tenth of the cached fetch). Keys carry the
+    /// with when each was loaded: a hit here costs one hash and no atomic,
+    /// lock or allocation, where the shared cache records every read for its
+    /// eviction policy (about a tenth of the cached fetch). Keys carry the
     /// generation, so an entry a write superseded is never found here
     /// either; and an entry past its TTL is not served. Cleared when full.
-    static FRONT: std::cell::RefCell<HashMap<(u64, Key), (Resolution, Instant)>> =
-        std::cell::RefCell::new(HashMap::new());
+    static FRONT: std::cell::RefCell<hashbrown::HashMap<FrontKey, (Resolution, Instant)>> =
+        std::cell::RefCell::new(hashbrown::HashMap::new());
 }
 
 /// Tells each cache's entries in [`FRONT`] apart.
@@ -224,6 +254,22 @@ impl VersionCache for TieredCache {
         self.lookup(key, load).await.map(|c| c.resolution)
     }
 
+    fn peek(&self, name: &PromptName, selector: VersionSelector) -> Option<Resolution> {
+        let (leased, generation) = match &*self.generations {
+            Generations::Local(g) => (false, g.load(Ordering::Acquire)),
+            Generations::Redis { lease, .. } => (true, lease.as_ref()?.generation()?),
+        };
+        let resolution = self.front(&FrontRef {
+            cache: self.id,
+            leased,
+            generation,
+            name,
+            selector,
+        })?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(resolution)
+    }
+
     async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
         if let Some(generation) = self.generations.lease().and_then(|l| l.generation()) {
             return self.lookup_at((true, generation, key.clone()), load).await;
@@ -260,19 +306,30 @@ impl VersionCache for TieredCache {
 }
 
 impl TieredCache {
-    async fn lookup_at(&self, entry_key: Key, load: Load<'_>) -> Result<Cached, PromptError> {
-        let front_key = (self.id, entry_key);
-        let in_front = FRONT.with_borrow(|front| {
+    /// This thread's copy of an entry, unless it is past its TTL.
+    fn front(&self, key: &FrontRef<'_>) -> Option<Resolution> {
+        FRONT.with_borrow(|front| {
             front
-                .get(&front_key)
+                .get(key)
                 .filter(|(_, loaded_at)| loaded_at.elapsed() < self.ttl)
                 .map(|(resolution, _)| resolution.clone())
-        });
-        if let Some(resolution) = in_front {
+        })
+    }
+
+    async fn lookup_at(&self, entry_key: Key, load: Load<'_>) -> Result<Cached, PromptError> {
+        let (leased, generation, ref key) = entry_key;
+        let front_ref = FrontRef {
+            cache: self.id,
+            leased,
+            generation,
+            name: &key.name,
+            selector: key.selector,
+        };
+        if let Some(resolution) = self.front(&front_ref) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Cached::fresh(resolution));
         }
-        let (_, entry_key) = &front_key;
+        let entry_key = &entry_key;
         let loaded = AtomicBool::new(false);
         let result = self
             .entries
@@ -300,6 +357,13 @@ impl TieredCache {
                     if front.len() >= FRONT_CAPACITY {
                         front.clear();
                     }
+                    let front_key = FrontKey {
+                        cache: self.id,
+                        leased,
+                        generation,
+                        name: key.name.clone(),
+                        selector: key.selector,
+                    };
                     front.insert(front_key, (resolution.clone(), loaded_at));
                 });
                 Ok(Cached::fresh(resolution))

@@ -277,6 +277,36 @@ async fn an_entry_past_its_ttl_is_loaded_again_on_the_same_thread() {
     assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
+/// `peek` answers what `lookup` would, without a load: nothing before the
+/// first load, nothing after an invalidation or past the TTL, and never
+/// another cache's entry.
+#[tokio::test(flavor = "current_thread")]
+async fn peek_answers_only_a_current_entry_of_its_own_cache() {
+    let cache = Store::InProcess.cache_with_ttl(&prefix(), Duration::from_millis(200));
+    let other = Store::InProcess.cache(&prefix());
+    let loads = AtomicU32::new(0);
+    let (p, selector) = (name("p"), VersionSelector::ACTIVE);
+    let peek = |c: &TieredCache| c.peek(&p, selector).map(|r| number(&r));
+    assert_eq!(peek(&cache), None, "nothing loaded yet");
+    assert_eq!(lookup(&cache, &active("p"), &loads, 1).await.ok(), Some(1));
+    let hits = cache.counters().hits;
+    assert_eq!(peek(&cache), Some(1));
+    assert_eq!(cache.counters().hits, hits + 1, "a peek that answers is a hit");
+    assert_eq!(peek(&other), None, "another cache's entry");
+    assert_eq!(
+        cache.peek(&p, VersionSelector::Latest).map(|r| number(&r)),
+        None,
+        "another selector"
+    );
+    cache.invalidate(&p).await;
+    assert_eq!(peek(&cache), None, "after an invalidation");
+    assert_eq!(lookup(&cache, &active("p"), &loads, 2).await.ok(), Some(2));
+    assert_eq!(peek(&cache), Some(2));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(peek(&cache), None, "past its TTL");
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn two_caches_on_one_thread_never_answer_with_each_others_entries() {
     let (a, b) = (
@@ -305,6 +335,10 @@ async fn replicas_sharing_redis_see_each_others_invalidations() {
     let loads = AtomicU32::new(0);
     assert_eq!(lookup(&b, &active("p"), &loads, 1).await.ok(), Some(1));
     assert_eq!(lookup(&b, &active("p"), &loads, 9).await.ok(), Some(1));
+    assert!(
+        b.peek(&name("p"), VersionSelector::ACTIVE).is_none(),
+        "the per-read check asks Redis: no answer without it"
+    );
     a.invalidate(&name("p")).await;
     assert_eq!(
         lookup(&b, &active("p"), &loads, 2).await.ok(),

@@ -295,8 +295,17 @@ pub type Load<'a> = Pin<Box<dyn Future<Output = Result<Resolution, PromptError>>
 ///   live (marked with `stale_age`) only when `load` failed with
 ///   [`PromptError::Unavailable`] and no invalidation has happened since the
 ///   entry was loaded.
+/// - `peek` answers only what `lookup` would answer fresh at that moment,
+///   without loading or waiting; `None` sends the caller to `lookup`.
 #[async_trait]
 pub trait VersionCache: Send + Sync + 'static {
+    /// An entry this cache can answer at once, without allocating or
+    /// waiting: the hot path's fast lane. `None` (the default) when it has
+    /// none ready, or cannot tell without asking its store.
+    fn peek(&self, _name: &PromptName, _selector: VersionSelector) -> Option<Resolution> {
+        None
+    }
+
     /// # Errors
     /// Whatever `load` fails with.
     async fn get_or_load(&self, key: &CacheKey, load: Load<'_>) -> Result<Resolution, PromptError>;

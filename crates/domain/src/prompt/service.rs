@@ -342,6 +342,10 @@ impl<R: PromptRepository, C: VersionCache> PromptService<R, C> {
     /// [`PromptError::NotFound`], [`PromptError::VersionNotFound`], or
     /// [`PromptError::Unavailable`] when nothing current is cached.
     pub async fn resolve(&self, name: &PromptName, selector: VersionSelector) -> Result<Cached, PromptError> {
+        // A hit costs no key, no boxed load and no boxed lookup.
+        if let Some(resolution) = self.cache.peek(name, selector) {
+            return Ok(Cached::fresh(resolution));
+        }
         let key = CacheKey {
             name: name.clone(),
             selector,
@@ -638,15 +642,33 @@ mod tests {
     struct RecordingCache {
         entries: Mutex<HashMap<CacheKey, super::super::label::Resolution>>,
         invalidated: Mutex<Vec<PromptName>>,
+        /// Whether `peek` answers from `entries` (otherwise never).
+        peeks: bool,
+        lookups: std::sync::atomic::AtomicU32,
     }
 
     #[async_trait]
     impl VersionCache for RecordingCache {
+        fn peek(
+            &self,
+            name: &PromptName,
+            selector: VersionSelector,
+        ) -> Option<super::super::label::Resolution> {
+            let key = CacheKey {
+                name: name.clone(),
+                selector,
+            };
+            self.peeks
+                .then(|| self.entries.lock().ok()?.get(&key).cloned())
+                .flatten()
+        }
+
         async fn get_or_load(
             &self,
             key: &CacheKey,
             load: Load<'_>,
         ) -> Result<super::super::label::Resolution, PromptError> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(hit) = self.entries.lock().ok().and_then(|e| e.get(key).cloned()) {
                 return Ok(hit);
             }
@@ -732,6 +754,30 @@ mod tests {
                 .expect("version");
             assert_eq!(got.version.get(), 2);
         }
+    }
+
+    #[tokio::test]
+    async fn a_hit_the_cache_can_peek_at_skips_the_lookup() {
+        let mut repo = MockPromptRepository::new();
+        repo.expect_resolve().times(1).returning(|_, _| Ok(one(3)));
+        let cache = Arc::new(RecordingCache {
+            peeks: true,
+            ..RecordingCache::default()
+        });
+        let svc = PromptService::new(Arc::new(repo), Arc::clone(&cache));
+        for _ in 0..3 {
+            let got = svc
+                .serve(&name(), VersionSelector::ACTIVE, None)
+                .await
+                .expect("served");
+            assert_eq!(got.version.version.get(), 3);
+            assert_eq!(got.stale_age, None);
+        }
+        assert_eq!(
+            cache.lookups.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "only the first read looks up (and loads)"
+        );
     }
 
     #[tokio::test]
