@@ -107,7 +107,7 @@ pub async fn authenticate(
         Ok(p) => p,
         Err(e) => return refuse(req, e.into()),
     };
-    if !principal.scopes().allow(needed) {
+    if !principal.allows(needed) {
         let e = ApiError::new(
             ErrorCode::Forbidden,
             format!("this key lacks the `{needed}` scope"),

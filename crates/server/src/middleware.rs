@@ -16,24 +16,35 @@ use crate::problem::ApiError;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of a request: the client's `X-Request-Id` when it is a sane token,
-/// a new UUID otherwise. Echoed in the response and recorded on the request span.
+/// a new UUID otherwise. Echoed in the response and recorded on the request
+/// span. Held as the header value it is echoed as, so it is made once.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII gets in (see `acceptable`).
+        self.0.to_str().unwrap_or_default()
+    }
+}
 
 /// A request id of this process: a random half drawn once at start and a
 /// counter, shaped as a version-4 UUID. Unique without asking the operating
 /// system for randomness on every request (a `getrandom` call each, about
-/// 4 % of the cached fetch's CPU).
-fn new_request_id() -> String {
+/// 4 % of the cached fetch's CPU); written straight into its header value.
+fn new_request_id() -> HeaderValue {
     static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let bits = (u128::from(process) << 64) | u128::from(count);
-    uuid::Builder::from_random_bytes(bits.to_be_bytes())
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Builder::from_random_bytes(bits.to_be_bytes())
         .into_uuid()
         .hyphenated()
-        .to_string()
+        .encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 fn acceptable(id: &str) -> bool {
@@ -65,14 +76,14 @@ pub async fn envelope(
     let id = req
         .headers()
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable(v))
-        .map_or_else(new_request_id, str::to_owned);
+        .filter(|v| v.to_str().is_ok_and(acceptable))
+        .cloned()
+        .unwrap_or_else(new_request_id);
     let span = tracing::Span::current();
     if !span.is_disabled() {
-        span.record("request_id", id.as_str());
+        span.record("request_id", id.to_str().unwrap_or_default());
     }
-    let header = HeaderValue::from_str(&id).ok();
+    let header = id.clone();
     req.extensions_mut().insert(RequestId(id));
     let limit = req
         .app_data::<RequestTimeout>()
@@ -89,9 +100,7 @@ pub async fn envelope(
         Ok(Ok(result)) => {
             let mut res = result?;
             let headers = res.headers_mut();
-            if let Some(value) = header {
-                headers.insert(REQUEST_ID, value);
-            }
+            headers.insert(REQUEST_ID, header);
             headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
             if let Some(state) = &state {
                 state.metrics.observe_response(&res, method, started);
@@ -110,14 +119,14 @@ pub async fn envelope(
             if let Some(s) = &state {
                 s.metrics.count_panic();
             }
-            let id = header.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
+            let id = header.to_str().unwrap_or_default();
             ApiError::internal(anyhow::anyhow!("panic in a handler (request {id}): {message}"))
         }
         Err(_) => {
             if let Some(s) = &state {
                 s.metrics.count_timeout();
             }
-            let id = header.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
+            let id = header.to_str().unwrap_or_default();
             tracing::warn!(request_id = id, limit_s = limit.as_secs(), "request timed out");
             ApiError::new(
                 crate::problem::ErrorCode::Timeout,
@@ -127,9 +136,7 @@ pub async fn envelope(
     };
     let mut response = error.error_response();
     let headers = response.headers_mut();
-    if let Some(value) = header {
-        headers.insert(REQUEST_ID, value);
-    }
+    headers.insert(REQUEST_ID, header);
     headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     Err(actix_web::error::InternalError::from_response(error, response).into())
 }
@@ -177,7 +184,9 @@ mod tests {
 
     #[actix_web::test]
     async fn request_ids_are_distinct_version_4_uuids() {
-        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| new_request_id().to_str().map(str::to_owned).unwrap_or_default())
+            .collect();
         assert_eq!(ids.len(), 1000);
         assert!(
             ids.iter()

@@ -29,6 +29,8 @@ pub struct Rendered {
     pub body: actix_web::web::Bytes,
     /// The `ETag` header's value, quoted.
     pub etag: actix_web::http::header::HeaderValue,
+    /// The `X-Prompt-Version` header's value.
+    pub version: actix_web::http::header::HeaderValue,
 }
 
 /// Rendered version answers by version id and active flag. A plain map

@@ -157,10 +157,24 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The SHA-256 of a key, as bytes: what a presented key is compared by
+/// before anything is hex-encoded.
+pub type KeyDigest = [u8; 32];
+
 impl KeyHash {
     #[must_use]
     pub fn of(key: &str) -> Self {
-        Self(hex(&Sha256::digest(key.as_bytes())))
+        Self::from_digest(&Self::digest(key))
+    }
+
+    #[must_use]
+    pub fn digest(key: &str) -> KeyDigest {
+        Sha256::digest(key.as_bytes()).into()
+    }
+
+    #[must_use]
+    pub fn from_digest(digest: &KeyDigest) -> Self {
+        Self(hex(digest))
     }
 
     /// Compares in time that does not depend on where the hashes differ.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::model::{ApiKey, GeneratedKey, KeyHash, KeyName, Scopes, prefix_of};
+use super::model::{ApiKey, GeneratedKey, KeyDigest, KeyHash, KeyName, Scope, Scopes, prefix_of};
 use super::ports::{ApiKeyRepository, KeyError};
 
 /// How long a verified key is trusted without reading it again. A key revoked
@@ -19,6 +19,11 @@ pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(300);
 /// `last_used_at` is written at most this often per key and replica.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
+/// Compares in time that does not depend on where the digests differ.
+fn same(a: &KeyDigest, b: &KeyDigest) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -28,6 +33,16 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Whether this caller may do what needs `needed`, without building
+    /// its scopes: this runs on every request.
+    #[must_use]
+    pub fn allows(&self, needed: Scope) -> bool {
+        match self {
+            Self::Bootstrap => true,
+            Self::Key(k) => k.scopes.allow(needed),
+        }
+    }
+
     #[must_use]
     pub fn scopes(&self) -> Scopes {
         match self {
@@ -52,14 +67,15 @@ pub enum AuthError {
 
 #[derive(Debug, Default)]
 struct Memo {
-    verified: HashMap<String, (Instant, ApiKey)>,
+    /// By the key's digest.
+    verified: HashMap<KeyDigest, (Instant, ApiKey)>,
     touched: HashMap<Uuid, Instant>,
 }
 
 #[derive(Debug)]
 pub struct AuthService<R> {
     repo: Arc<R>,
-    bootstrap: Option<KeyHash>,
+    bootstrap: Option<KeyDigest>,
     memo: Mutex<Memo>,
     verified_for: Duration,
     outage_grace: Duration,
@@ -71,7 +87,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
     pub fn new(repo: Arc<R>, bootstrap_admin_key: Option<&str>) -> Self {
         Self {
             repo,
-            bootstrap: bootstrap_admin_key.map(KeyHash::of),
+            bootstrap: bootstrap_admin_key.map(KeyHash::digest),
             memo: Mutex::new(Memo::default()),
             verified_for: VERIFIED_FOR,
             outage_grace: DEFAULT_OUTAGE_GRACE,
@@ -146,15 +162,15 @@ impl<R: ApiKeyRepository> AuthService<R> {
     /// [`AuthError::Invalid`] for an unknown or malformed key,
     /// [`AuthError::Revoked`] for a revoked one.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
-        let hash = KeyHash::of(presented);
-        if self.bootstrap.as_ref().is_some_and(|b| b.matches(&hash)) {
+        let digest = KeyHash::digest(presented);
+        if self.bootstrap.as_ref().is_some_and(|b| same(b, &digest)) {
             return Ok(Principal::Bootstrap);
         }
         let prefix = prefix_of(presented).ok_or(AuthError::Invalid)?;
         let now = Instant::now();
         if let Some(key) = self.memo.lock().ok().and_then(|m| {
             m.verified
-                .get(&hash.0)
+                .get(&digest)
                 .filter(|(at, _)| now.duration_since(*at) < self.verified_for)
                 .map(|(_, k)| k.clone())
         }) {
@@ -168,7 +184,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
                 let grace = self.outage_grace;
                 let recent = self.memo.lock().ok().and_then(|m| {
                     m.verified
-                        .get(&hash.0)
+                        .get(&digest)
                         .filter(|(at, _)| now.duration_since(*at) < grace)
                         .map(|(_, k)| k.clone())
                 });
@@ -177,7 +193,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
             Err(e) => return Err(AuthError::Unknown(anyhow::Error::new(e))),
         };
         let (key, stored) = found.ok_or(AuthError::Invalid)?;
-        if !stored.matches(&hash) {
+        if !stored.matches(&KeyHash::from_digest(&digest)) {
             return Err(AuthError::Invalid);
         }
         if key.revoked_at.is_some() {
@@ -186,7 +202,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
         if let Ok(mut memo) = self.memo.lock() {
             let keep = self.verified_for.max(self.outage_grace);
             memo.verified.retain(|_, (at, _)| now.duration_since(*at) < keep);
-            memo.verified.insert(hash.0, (now, key.clone()));
+            memo.verified.insert(digest, (now, key.clone()));
         }
         self.touch(&key, now).await;
         Ok(Principal::Key(key))
@@ -236,6 +252,9 @@ mod tests {
         let svc = AuthService::new(Arc::new(repo), Some("bootstrap-secret"));
         let who = svc.authenticate("bootstrap-secret").await.expect("accepted");
         assert!(who.scopes().allow(Scope::Admin));
+        for scope in [Scope::Read, Scope::Write, Scope::Release, Scope::Admin] {
+            assert!(who.allows(scope), "{scope}");
+        }
     }
 
     #[tokio::test]
@@ -251,6 +270,8 @@ mod tests {
         for _ in 0..3 {
             let who = svc.authenticate(&generated.secret).await.expect("accepted");
             assert!(who.scopes().allow(Scope::Read));
+            assert!(who.allows(Scope::Read));
+            assert!(!who.allows(Scope::Write), "a read key cannot write");
         }
     }
 

@@ -126,7 +126,7 @@ pub fn caller(req: &HttpRequest) -> Option<Context> {
         scopes: principal.scopes(),
         request_id: extensions
             .get::<crate::middleware::RequestId>()
-            .map(|r| r.0.clone()),
+            .map(|r| r.as_str().to_owned()),
     })
 }
 

@@ -115,9 +115,11 @@ async fn list_versions(
 
 /// `active` and `latest` move: clients may keep a copy but must revalidate
 /// it (cheaply, with `If-None-Match`).
-const MOVING: &str = "private, no-cache";
+const MOVING: header::HeaderValue = header::HeaderValue::from_static("private, no-cache");
 /// A numbered version never changes.
-const IMMUTABLE: &str = "private, max-age=31536000, immutable";
+const IMMUTABLE: header::HeaderValue =
+    header::HeaderValue::from_static("private, max-age=31536000, immutable");
+const JSON: header::HeaderValue = header::HeaderValue::from_static("application/json");
 
 /// Marks a version served past its cache TTL because the database was
 /// unreachable (stale-if-error); `Age` then says how old the copy is.
@@ -131,18 +133,20 @@ pub const SERVED_SPLIT: header::HeaderName = header::HeaderName::from_static("x-
 pub const SUBJECT: header::HeaderName = header::HeaderName::from_static("x-prompt-subject");
 
 /// Says what was served: the stale-if-error marker when it was served
-/// stale, and the version, label and split flag.
-fn describe(response: &mut actix_web::HttpResponseBuilder, served: &Served) {
+/// stale, and the version (`number`, its header value), label and split
+/// flag. Constant values are static: no copy per request.
+fn describe(response: &mut actix_web::HttpResponseBuilder, served: &Served, number: header::HeaderValue) {
     if let Some(age) = served.stale_age {
         response
-            .insert_header((STALE, "stale-if-error"))
+            .insert_header((STALE, header::HeaderValue::from_static("stale-if-error")))
             .insert_header((header::AGE, age.as_secs()));
     }
-    response.insert_header((SERVED_VERSION, served.version.version.get()));
+    response.insert_header((SERVED_VERSION, number));
     if let Some(label) = served.label {
+        let split = header::HeaderValue::from_static(if served.split { "true" } else { "false" });
         response
             .insert_header((SERVED_LABEL, label.as_str()))
-            .insert_header((SERVED_SPLIT, if served.split { "true" } else { "false" }));
+            .insert_header((SERVED_SPLIT, split));
     }
 }
 
@@ -200,6 +204,7 @@ async fn version(
             anyhow::Ok(crate::state::Rendered {
                 body: actix_web::web::Bytes::from(json),
                 etag: header::HeaderValue::from_str(&etag)?,
+                version: header::HeaderValue::from(version.version.get()),
             })
         })
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot serialise a version: {e}")))?;
@@ -221,12 +226,12 @@ async fn version(
     response
         .insert_header((header::ETAG, rendered.etag.clone()))
         .insert_header((header::CACHE_CONTROL, cache_control));
-    describe(&mut response, &served);
+    describe(&mut response, &served, rendered.version);
     if fresh {
         return Ok(response.finish());
     }
     let body = rendered.body;
-    Ok(response.content_type(header::ContentType::json()).body(body))
+    Ok(response.insert_header((header::CONTENT_TYPE, JSON)).body(body))
 }
 
 /// One version: by number, `latest` (the highest number), `active` (the
@@ -388,6 +393,10 @@ async fn render(
         )
         .await?;
     let mut response = HttpResponse::Ok();
-    describe(&mut response, &served);
+    describe(
+        &mut response,
+        &served,
+        header::HeaderValue::from(served.version.version.get()),
+    );
     Ok(response.json(RenderResponse::new(&served.version, rendered)))
 }

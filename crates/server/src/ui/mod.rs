@@ -197,7 +197,7 @@ pub async fn gate(
             .finish();
         return refuse(req, res);
     };
-    if !principal.scopes().allow(needed) {
+    if !principal.allows(needed) {
         return refuse(
             req,
             page_error(

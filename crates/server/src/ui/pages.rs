@@ -47,7 +47,7 @@ impl Viewer {
     }
 
     fn may(&self, scope: Scope) -> bool {
-        self.principal.scopes().allow(scope)
+        self.principal.allows(scope)
     }
 
     fn chrome(&self, title: impl Into<String>) -> Chrome {
@@ -171,7 +171,7 @@ pub async fn sign_in(state: web::Data<AppState>, form: web::Form<SignInForm>) ->
         }
         Err(e) => return Ok(refuse(StatusCode::UNAUTHORIZED, &format!("{e}."))),
     };
-    if !principal.scopes().allow(Scope::Read) {
+    if !principal.allows(Scope::Read) {
         return Ok(refuse(
             StatusCode::FORBIDDEN,
             "This key lacks the `read` scope the console needs.",
