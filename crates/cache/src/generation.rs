@@ -166,7 +166,7 @@ impl Generations {
         });
     }
 
-    fn key(prefix: &str, name: &PromptName) -> String {
+    pub(crate) fn key(prefix: &str, name: &str) -> String {
         format!("{prefix}gen:{name}")
     }
 
@@ -195,7 +195,7 @@ impl Generations {
                 ..
             } => {
                 let epoch_key = format!("{prefix}epoch");
-                let key = Self::key(prefix, name);
+                let key = Self::key(prefix, name.as_str());
                 let read = async {
                     let mut conn = pool.get().await.context("no Redis connection")?;
                     let (epoch, counter): (Option<String>, Option<u64>) = redis::cmd("MGET")
@@ -251,7 +251,7 @@ impl Generations {
                 timeout,
                 ..
             } => {
-                let key = Self::key(prefix, name);
+                let key = Self::key(prefix, name.as_str());
                 let write = async {
                     let mut conn = pool.get().await.context("no Redis connection")?;
                     let _: u64 = conn.incr(&key, 1).await.context("Redis INCR failed")?;

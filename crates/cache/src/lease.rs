@@ -57,9 +57,12 @@ const MARGIN: Duration = Duration::from_millis(20);
 /// Renews, probes, reconnects: how often the background task wakes.
 const RENEWALS_PER_PERIOD: u32 = 3;
 
-/// Publishes an invalidation and returns the other replicas holding a
-/// lease, dropping from the set those whose lease has gone.
+/// Moves the prompt's generation on (KEYS[2], for replicas reading without
+/// a lease), publishes an invalidation and returns the other replicas
+/// holding a lease, dropping from the set those whose lease has gone: one
+/// round trip for all of a write's work in Redis.
 const PUBLISH: &str = r"
+redis.call('INCR', KEYS[2])
 local live = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. id) == 1 then
@@ -425,7 +428,8 @@ impl Lease {
     }
 
     /// After a committed write to `name`: this replica moves to a new
-    /// generation, then every other lease holder does, or its lease ends.
+    /// generation, so does the prompt's generation in Redis, then every
+    /// other lease holder moves on too, or its lease ends.
     ///
     /// # Errors
     /// Redis could not be reached to publish; the caller waits a lease out.
@@ -454,8 +458,9 @@ impl Lease {
         let mut publish = redis::cmd("EVAL");
         publish
             .arg(PUBLISH)
-            .arg(1)
+            .arg(2)
             .arg(self.holders_key())
+            .arg(crate::generation::Generations::key(&self.prefix, name))
             .arg(self.lease_prefix())
             .arg(self.channel())
             .arg(format!("{} {sequence} {name}", self.id))

@@ -294,12 +294,15 @@ impl VersionCache for TieredCache {
         let Some(lease) = self.generations.lease() else {
             return self.bump(name).await;
         };
-        let ((), reached) = tokio::join!(self.bump(name), lease.invalidate(name.as_str()));
-        if let Err(e) = reached {
+        // The invalidation moves the prompt's generation in Redis too.
+        if let Err(e) = lease.invalidate(name.as_str()).await {
             // Nobody can be told: every other replica's lease ends within a
             // period, unless it renews it, which it can only do with Redis
             // answering, and then it also receives the next invalidation.
+            // Replicas reading without a lease need the generation moved:
+            // that is retried in the background until Redis answers.
             self.degraded("cache invalidation", &e);
+            self.bump(name).await;
             tokio::time::sleep(lease.full_wait()).await;
         }
     }

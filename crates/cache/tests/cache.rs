@@ -348,6 +348,43 @@ async fn replicas_sharing_redis_see_each_others_invalidations() {
     assert_eq!(a.counters().redis_errors + b.counters().redis_errors, 0);
 }
 
+/// A write through a replica under a lease also moves the prompt's
+/// generation in Redis: a replica reading without a lease (its own lease
+/// lapsed, or the per-read check configured) sees it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(redis_tests), ignore = "TEST_REDIS_URL is not set")]
+async fn a_write_under_a_lease_reaches_replicas_that_check_per_read() {
+    let Store::Redis(url) = Store::redis() else {
+        unreachable!("Store::redis is Redis");
+    };
+    let shared = prefix();
+    let leased = RedisSettings {
+        lease: Some(registry_cache::LeaseSettings {
+            period: Duration::from_secs(2),
+            ack_timeout: Duration::from_millis(500),
+        }),
+        ..redis_settings(&url, &shared)
+    };
+    let writer = TieredCache::with_redis(&leased, 1_000, Duration::from_secs(60)).expect("url");
+    writer.start(Duration::from_secs(2)).await;
+    assert_eq!(writer.lease_valid(), Some(true), "the writer holds a lease");
+    let reader = Store::Redis(url).cache(&shared);
+    let loads = AtomicU32::new(0);
+    assert_eq!(lookup(&reader, &active("p"), &loads, 1).await.ok(), Some(1));
+    assert_eq!(
+        lookup(&reader, &active("p"), &loads, 9).await.ok(),
+        Some(1),
+        "cached"
+    );
+    writer.invalidate(&name("p")).await;
+    assert_eq!(
+        lookup(&reader, &active("p"), &loads, 2).await.ok(),
+        Some(2),
+        "the reader loads again after the leased write"
+    );
+    assert_eq!(writer.counters().redis_errors + reader.counters().redis_errors, 0);
+}
+
 /// A Redis of the test's own on a free port, and a cache that uses it.
 async fn own_redis_cache() -> (OwnRedis, TieredCache) {
     let _ = Store::redis();
