@@ -255,10 +255,7 @@ impl VersionCache for TieredCache {
     }
 
     fn peek(&self, name: &PromptName, selector: VersionSelector) -> Option<Resolution> {
-        let (leased, generation) = match &*self.generations {
-            Generations::Local(g) => (false, g.load(Ordering::Acquire)),
-            Generations::Redis { lease, .. } => (true, lease.as_ref()?.generation()?),
-        };
+        let (leased, generation) = self.generation_now()?;
         let resolution = self.front(&FrontRef {
             cache: self.id,
             leased,
@@ -271,8 +268,8 @@ impl VersionCache for TieredCache {
     }
 
     async fn lookup(&self, key: &CacheKey, load: Load<'_>) -> Result<Cached, PromptError> {
-        if let Some(generation) = self.generations.lease().and_then(|l| l.generation()) {
-            return self.lookup_at((true, generation, key.clone()), load).await;
+        if let Some((leased, generation)) = self.generation_now() {
+            return self.lookup_at((leased, generation, key.clone()), load).await;
         }
         let generation = match self.generations.current(&key.name).await {
             Ok(Some(g)) => g,
@@ -302,13 +299,22 @@ impl VersionCache for TieredCache {
             // Replicas reading without a lease need the generation moved:
             // that is retried in the background until Redis answers.
             self.degraded("cache invalidation", &e);
-            self.bump(name).await;
-            tokio::time::sleep(lease.full_wait()).await;
+            tokio::join!(self.bump(name), tokio::time::sleep(lease.full_wait()));
         }
     }
 }
 
 impl TieredCache {
+    /// The generation to key entries by, when it is known without asking
+    /// Redis: this process's counter, or the lease's while it is valid. The
+    /// flag says whether it is the lease's.
+    fn generation_now(&self) -> Option<(bool, u64)> {
+        match &*self.generations {
+            Generations::Local(g) => Some((false, g.load(Ordering::Acquire))),
+            Generations::Redis { lease, .. } => Some((true, lease.as_ref()?.generation()?)),
+        }
+    }
+
     /// This thread's copy of an entry, unless it is past its TTL.
     fn front(&self, key: &FrontRef<'_>) -> Option<Resolution> {
         FRONT.with_borrow(|front| {

@@ -180,9 +180,14 @@ impl KeyHash {
     /// Compares in time that does not depend on where the hashes differ.
     #[must_use]
     pub fn matches(&self, other: &Self) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        same_bytes(self.0.as_bytes(), other.0.as_bytes())
     }
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where they
+/// differ: for secrets and their hashes.
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A freshly generated key: the full secret (shown once) and its parts.

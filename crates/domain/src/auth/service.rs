@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::model::{ApiKey, GeneratedKey, KeyDigest, KeyHash, KeyName, Scope, Scopes, prefix_of};
+use super::model::{ApiKey, GeneratedKey, KeyDigest, KeyHash, KeyName, Scope, Scopes, prefix_of, same_bytes};
 use super::ports::{ApiKeyRepository, KeyError};
 
 /// How long a verified key is trusted without reading it again. A key revoked
@@ -18,11 +18,6 @@ pub const VERIFIED_FOR: Duration = Duration::from_secs(10);
 pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(300);
 /// `last_used_at` is written at most this often per key and replica.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
-/// Compares in time that does not depend on where the digests differ.
-fn same(a: &KeyDigest, b: &KeyDigest) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +158,7 @@ impl<R: ApiKeyRepository> AuthService<R> {
     /// [`AuthError::Revoked`] for a revoked one.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
         let digest = KeyHash::digest(presented);
-        if self.bootstrap.as_ref().is_some_and(|b| same(b, &digest)) {
+        if self.bootstrap.as_ref().is_some_and(|b| same_bytes(b, &digest)) {
             return Ok(Principal::Bootstrap);
         }
         let prefix = prefix_of(presented).ok_or(AuthError::Invalid)?;
