@@ -57,11 +57,16 @@ pub fn required_scope(method: &Method, path: &str, metrics_public: bool) -> Opti
     }
 }
 
+const X_API_KEY: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-api-key");
+
 /// The key a request carries: `Authorization: Bearer <key>` or `X-API-Key`.
+/// Looked up by constant header names: a name given as a string is parsed
+/// and lowercased on every call.
 fn presented(req: &ServiceRequest) -> Option<&str> {
     let headers = req.headers();
     let bearer = headers
-        .get("authorization")
+        .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -69,7 +74,7 @@ fn presented(req: &ServiceRequest) -> Option<&str> {
     bearer
         .or_else(|| {
             headers
-                .get("x-api-key")
+                .get(X_API_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         })

@@ -33,11 +33,26 @@ impl RequestId {
 /// counter, shaped as a version-4 UUID. Unique without asking the operating
 /// system for randomness on every request (a `getrandom` call each, about
 /// 4 % of the cached fetch's CPU); written straight into its header value.
+/// Each thread counts through blocks of ids of its own, so the workers do
+/// not share a counter that every request would write.
 fn new_request_id() -> HeaderValue {
+    const BLOCK: u64 = 1 << 20;
     static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static BLOCKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    thread_local! {
+        /// The next id of this thread's block, and the block's end.
+        static COUNTER: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
     let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let count = COUNTER.with(|counter| {
+        let (mut next, mut end) = counter.get();
+        if next == end {
+            next = BLOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * BLOCK;
+            end = next + BLOCK;
+        }
+        counter.set((next + 1, end));
+        next
+    });
     let bits = (u128::from(process) << 64) | u128::from(count);
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = uuid::Builder::from_random_bytes(bits.to_be_bytes())
@@ -95,7 +110,7 @@ pub async fn envelope(
     // MCP's POSTs are JSON-RPC reads of prompts, not changes.
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && req.path() != crate::startup::MCP_PATH;
-    let outcome = tokio::time::timeout(limit, AssertUnwindSafe(next.call(req)).catch_unwind()).await;
+    let outcome = bounded(started + limit, AssertUnwindSafe(next.call(req)).catch_unwind()).await;
     let error = match outcome {
         Ok(Ok(result)) => {
             let mut res = result?;
@@ -141,6 +156,28 @@ pub async fn envelope(
     Err(actix_web::error::InternalError::from_response(error, response).into())
 }
 
+/// `work`, or `Err(())` once `deadline` has passed without it finishing.
+///
+/// Like `tokio::time::timeout`, except that the timer is armed only if the
+/// first poll leaves the work pending: a request answered at once (a cached
+/// fetch) never registers, fires or cancels a timer. The deadline still
+/// counts from when the request arrived.
+async fn bounded<F: Future>(deadline: std::time::Instant, work: F) -> Result<F::Output, ()> {
+    let mut work = std::pin::pin!(work);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(done) = work.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Ok(done));
+        }
+        timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())))
+            .as_mut()
+            .poll(cx)
+            .map(Err)
+    })
+    .await
+}
+
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// Ends every JSON body with a newline, so `curl` output does not run into
@@ -184,10 +221,21 @@ mod tests {
 
     #[actix_web::test]
     async fn request_ids_are_distinct_version_4_uuids() {
-        let ids: std::collections::HashSet<String> = (0..1000)
-            .map(|_| new_request_id().to_str().map(str::to_owned).unwrap_or_default())
-            .collect();
-        assert_eq!(ids.len(), 1000);
+        let id = || new_request_id().to_str().map(str::to_owned).unwrap_or_default();
+        let mut ids: std::collections::HashSet<String> = (0..1000).map(|_| id()).collect();
+        // Threads count in blocks of their own.
+        let others: Vec<String> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..3)
+                .map(|_| s.spawn(|| (0..1000).map(|_| id()).collect::<Vec<_>>()))
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_default())
+                .collect()
+        });
+        assert_eq!(others.len(), 3000);
+        ids.extend(others);
+        assert_eq!(ids.len(), 4000);
         assert!(
             ids.iter()
                 .all(|id| uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 4))

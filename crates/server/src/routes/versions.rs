@@ -120,6 +120,7 @@ const MOVING: header::HeaderValue = header::HeaderValue::from_static("private, n
 const IMMUTABLE: header::HeaderValue =
     header::HeaderValue::from_static("private, max-age=31536000, immutable");
 const JSON: header::HeaderValue = header::HeaderValue::from_static("application/json");
+const PRODUCTION: header::HeaderValue = header::HeaderValue::from_static("production");
 
 /// Marks a version served past its cache TTL because the database was
 /// unreachable (stale-if-error); `Age` then says how old the copy is.
@@ -144,9 +145,13 @@ fn describe(response: &mut actix_web::HttpResponseBuilder, served: &Served, numb
     response.insert_header((SERVED_VERSION, number));
     if let Some(label) = served.label {
         let split = header::HeaderValue::from_static(if served.split { "true" } else { "false" });
-        response
-            .insert_header((SERVED_LABEL, label.as_str()))
-            .insert_header((SERVED_SPLIT, split));
+        // The active version's label, most fetches' answer, without a copy.
+        if label == LabelName::PRODUCTION {
+            response.insert_header((SERVED_LABEL, PRODUCTION));
+        } else {
+            response.insert_header((SERVED_LABEL, label.as_str()));
+        }
+        response.insert_header((SERVED_SPLIT, split));
     }
 }
 
