@@ -33,21 +33,34 @@ pub struct Rendered {
     pub version: actix_web::http::header::HeaderValue,
 }
 
-/// Rendered version answers by version id and active flag. A plain map
-/// behind a read-write lock: a hit is one hash lookup under a shared lock,
-/// with none of a general cache's bookkeeping, on the hottest path there
-/// is. A version's answer never changes, so when the map is full it is
-/// simply emptied, and answers are rendered again as they are asked for.
+/// Rendered version answers by version id and active flag, shared by the
+/// workers, with a copy of the entries each worker thread has served in
+/// front of it: a hit is one lookup in a map only that thread touches, so
+/// the workers never write the same memory to read an answer (a lock taken
+/// on every request, even a read lock, moves between the cores each time).
+/// A version's answer never changes, so when a map is full it is simply
+/// emptied, and answers are rendered again as they are asked for.
 #[derive(Debug)]
 pub struct Bodies {
+    id: u64,
     map: std::sync::RwLock<std::collections::HashMap<(uuid::Uuid, bool), Rendered>>,
     capacity: usize,
+}
+
+static NEXT_BODIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's copies, by [`Bodies`] id (several when tests run
+    /// servers side by side), version id and active flag.
+    static NEAR: std::cell::RefCell<hashbrown::HashMap<(u64, uuid::Uuid, bool), Rendered>> =
+        std::cell::RefCell::new(hashbrown::HashMap::new());
 }
 
 impl Bodies {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
+            id: NEXT_BODIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             map: std::sync::RwLock::default(),
             capacity: capacity.max(1),
         }
@@ -62,16 +75,30 @@ impl Bodies {
         key: (uuid::Uuid, bool),
         render: impl FnOnce() -> anyhow::Result<Rendered>,
     ) -> anyhow::Result<Rendered> {
-        if let Some(found) = self.map.read().ok().and_then(|m| m.get(&key).cloned()) {
+        let near = (self.id, key.0, key.1);
+        if let Some(found) = NEAR.with_borrow(|m| m.get(&near).cloned()) {
             return Ok(found);
         }
-        let rendered = render()?;
-        if let Ok(mut map) = self.map.write() {
-            if map.len() >= self.capacity {
-                map.clear();
+        let shared = self.map.read().ok().and_then(|m| m.get(&key).cloned());
+        let rendered = match shared {
+            Some(found) => found,
+            None => {
+                let rendered = render()?;
+                if let Ok(mut map) = self.map.write() {
+                    if map.len() >= self.capacity {
+                        map.clear();
+                    }
+                    map.insert(key, rendered.clone());
+                }
+                rendered
             }
-            map.insert(key, rendered.clone());
-        }
+        };
+        NEAR.with_borrow_mut(|m| {
+            if m.len() >= self.capacity {
+                m.clear();
+            }
+            m.insert(near, rendered.clone());
+        });
         Ok(rendered)
     }
 }
@@ -113,4 +140,53 @@ pub struct AppState {
     pub max_batch: usize,
     /// Where the CPU work of logging runs is done, off the HTTP workers.
     pub ingest: crate::ingest::Ingest,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn rendered(text: &'static str) -> Rendered {
+        Rendered {
+            body: actix_web::web::Bytes::from_static(text.as_bytes()),
+            etag: actix_web::http::header::HeaderValue::from_static("\"e\""),
+            version: actix_web::http::header::HeaderValue::from_static("1"),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_rendered_once_for_every_thread_until_the_maps_fill() {
+        let bodies = Arc::new(Bodies::new(1));
+        let renders = Arc::new(AtomicUsize::new(0));
+        let ask = |bodies: &Bodies, id: uuid::Uuid| {
+            bodies
+                .get_or_render((id, true), || {
+                    renders.fetch_add(1, Ordering::Relaxed);
+                    Ok(rendered("first"))
+                })
+                .map(|r| r.body)
+                .expect("rendered")
+        };
+        let (one, two) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        assert_eq!(ask(&bodies, one), "first");
+        assert_eq!(ask(&bodies, one), "first");
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(ask(&bodies, one), "first"));
+        });
+        assert_eq!(
+            renders.load(Ordering::Relaxed),
+            1,
+            "the other thread read the shared map"
+        );
+        // Another instance on the same thread renders its own.
+        let other = Bodies::new(1);
+        ask(&other, one);
+        assert_eq!(renders.load(Ordering::Relaxed), 2);
+        // Full (capacity 1): both maps are emptied for the new answer.
+        ask(&bodies, two);
+        ask(&bodies, one);
+        assert_eq!(renders.load(Ordering::Relaxed), 4);
+    }
 }
