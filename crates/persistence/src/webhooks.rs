@@ -316,12 +316,40 @@ impl StoredRow for ClaimRow {
 #[derive(Debug, Clone)]
 pub struct SeaOrmWebhookRepository {
     db: Db,
+    changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl SeaOrmWebhookRepository {
     #[must_use]
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            changed: std::sync::Arc::default(),
+        }
+    }
+
+    /// Raised after this process has created, changed or deleted an
+    /// endpoint, or set a delivery due again: for the dispatcher to look at
+    /// once rather than at its next poll.
+    #[must_use]
+    pub fn changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        std::sync::Arc::clone(&self.changed)
+    }
+
+    /// Whether any endpoint is enabled: without one, no change queues a
+    /// delivery.
+    ///
+    /// # Errors
+    /// [`WebhookError::Unavailable`] when the store cannot be reached.
+    pub async fn any_enabled(&self) -> Result<bool, WebhookError> {
+        let q = Query::select()
+            .column(Webhooks::Id)
+            .from(Webhooks::Table)
+            .and_where(Expr::col(Webhooks::Enabled).eq(true))
+            .limit(1)
+            .to_owned();
+        let row = self.db.conn().query_one(&q).await.map_err(db_error)?;
+        Ok(row.is_some())
     }
 
     async fn load_claims(&self, ids: &[Uuid]) -> Result<Vec<Claim>, WebhookError> {
@@ -532,6 +560,7 @@ impl WebhookRepository for SeaOrmWebhookRepository {
             })
             .await
             .map_err(db_error)?;
+        self.changed.notify_one();
         Ok(hook)
     }
 
@@ -604,6 +633,7 @@ impl WebhookRepository for SeaOrmWebhookRepository {
             Some(audit_shape(&after)),
         );
         self.change_one(id, &q, &event).await?;
+        self.changed.notify_one();
         Ok(after)
     }
 
@@ -621,7 +651,9 @@ impl WebhookRepository for SeaOrmWebhookRepository {
             None,
         );
         // Its deliveries and their attempts go with it (ON DELETE CASCADE).
-        self.change_one(id, &hook, &event).await
+        self.change_one(id, &hook, &event).await?;
+        self.changed.notify_one();
+        Ok(())
     }
 
     async fn deliveries(
@@ -669,6 +701,7 @@ impl WebhookRepository for SeaOrmWebhookRepository {
         if n == 0 {
             return Err(WebhookError::DeliveryNotFound(id, delivery));
         }
+        self.changed.notify_one();
         self.delivery(id, delivery).await
     }
 

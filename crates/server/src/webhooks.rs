@@ -5,9 +5,10 @@
 //! per endpoint than the configured limit), attempts each, and records the
 //! outcome; the repository decides nothing about timing, the domain's
 //! [`RetryPolicy`] does. It wakes when the event hub broadcasts (a change
-//! committed, so deliveries were created), when an attempt finishes, and
-//! every poll interval (for retries falling due and for other replicas'
-//! changes).
+//! committed, so deliveries were created; not while no endpoint is enabled,
+//! when none were), when an attempt finishes, when an endpoint is changed or
+//! a delivery retried on this replica, and every poll interval (for retries
+//! falling due and for other replicas' changes).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -284,17 +285,37 @@ impl Dispatcher {
         let in_flight: Rc<RefCell<HashMap<Uuid, usize>>> = Rc::default();
         let finished = Rc::new(Notify::new());
         let mut events = hub.subscribe();
+        let changed = this.repo.changed();
         tracing::info!(owner = %this.owner, "webhook dispatcher started");
+        // Whether any endpoint is enabled, as last read: a change committed
+        // queues deliveries only then, so without one a change is not worth
+        // a query. Read again at every poll and after every change of an
+        // endpoint made here; one made on another replica is seen here
+        // within a poll (and that replica delivers at once meanwhile).
+        let mut endpoints = this.endpoints_exist().await;
+        let mut look = true;
         loop {
-            if let Err(e) = this.dispatch_due(&in_flight, &finished).await {
+            if look && let Err(e) = this.dispatch_due(&in_flight, &finished).await {
                 tracing::warn!(error = %e, "looking for due webhook deliveries failed");
             }
-            tokio::select! {
-                _ = events.recv() => {}
-                () = finished.notified() => {}
-                () = tokio::time::sleep(this.config.poll) => {}
-            }
+            look = tokio::select! {
+                _ = events.recv() => endpoints,
+                () = finished.notified() => true,
+                () = changed.notified() => {
+                    endpoints = this.endpoints_exist().await;
+                    true
+                }
+                () = tokio::time::sleep(this.config.poll) => {
+                    endpoints = this.endpoints_exist().await;
+                    true
+                }
+            };
         }
+    }
+
+    /// Whether any endpoint is enabled; when that cannot be read, assumed so.
+    async fn endpoints_exist(&self) -> bool {
+        self.repo.any_enabled().await.unwrap_or(true)
     }
 
     async fn dispatch_due(

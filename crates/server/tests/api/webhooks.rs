@@ -526,8 +526,46 @@ async fn the_stream_pushes_changes_and_resumes_after_the_last_event_id(backend: 
     assert_eq!(bad.status, 400, "{}", bad.text);
 }
 
+/// The dispatcher skips changes while no endpoint is enabled; an endpoint
+/// created here, and a delivery retried here, wake it at once. The poll is
+/// set far beyond the test, so nothing else could deliver in time.
+async fn an_endpoint_made_and_a_delivery_retried_here_are_served_without_a_poll(backend: Backend) {
+    let app = spawn_app_with(&backend, |s| s.webhooks.poll_ms = 600_000).await;
+    // A change while no endpoint exists: nothing is queued for it.
+    app.create_prompt("before").await;
+    let receiver = Receiver::start(0);
+    let (id, _) = create_webhook(&app, &json!({"url": receiver.url, "events": ["prompt.created"]})).await;
+    app.create_prompt("after").await;
+    let got = receiver.until_delivered(1).await;
+    let body: Value = serde_json::from_str(&got[0].body).expect("json");
+    assert_eq!(body["data"]["prompt"], "after", "{body}");
+    let page = app.get(&format!("/v1/webhooks/{id}/deliveries")).await;
+    let delivery = page.body["items"][0]["id"]
+        .as_str()
+        .expect("a delivery")
+        .to_owned();
+    let retried = app
+        .post(
+            &format!("/v1/webhooks/{id}/deliveries/{delivery}/retry"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(retried.status, 202, "{}", retried.text);
+    let got = receiver.until_delivered(2).await;
+    assert_eq!(
+        got[0].headers["webhook-id"], got[1].headers["webhook-id"],
+        "the same delivery again"
+    );
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "nothing for the change made before the endpoint"
+    );
+}
+
 backend_tests!(
     #[actix_web::test]
+    an_endpoint_made_and_a_delivery_retried_here_are_served_without_a_poll,
     a_receiver_failing_at_first_gets_each_event_once_signed,
     webhooks_are_managed_by_admins_and_bad_input_is_refused,
     a_test_ping_says_whether_the_endpoint_answered,
