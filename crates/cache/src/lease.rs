@@ -122,11 +122,17 @@ pub(crate) struct Lease {
     /// Wakes the renewer when a subscription is in place, so the first
     /// lease is taken at once.
     resubscribed: Notify,
-    /// The connection invalidations and acknowledgements are sent on: one
-    /// multiplexed connection kept open, since a connection taken from the
-    /// pool is pinged first, one more round trip on the path every write
-    /// waits for.
-    publisher: Mutex<Option<MultiplexedConnection>>,
+}
+
+thread_local! {
+    /// The connections invalidations and acknowledgements are sent on, by
+    /// lease id: one multiplexed connection per thread kept open. Not one
+    /// from the pool, which is pinged before it is lent (one more round
+    /// trip on the path every write waits for); and not one shared by the
+    /// threads, whose answers would be read on the thread that opened it
+    /// and handed over to the writer's (two more thread switches).
+    static PUBLISHERS: std::cell::RefCell<Vec<(String, MultiplexedConnection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Lease {
@@ -155,18 +161,18 @@ impl Lease {
             ping_seen: AtomicU64::new(0),
             reconnect: Notify::new(),
             resubscribed: Notify::new(),
-            publisher: Mutex::new(None),
         })
     }
 
-    /// Runs `command` on the publishing connection; once more on a new
-    /// connection when it fails (Redis restarted since, say). Both kinds of
-    /// command it sends may safely be sent twice: an invalidation only
-    /// moves generations on, an acknowledgement names its write.
+    /// Runs `command` on this thread's publishing connection; once more on
+    /// a new connection when it fails (Redis restarted since, say). Both
+    /// kinds of command it sends may safely be sent twice: an invalidation
+    /// only moves generations on, an acknowledgement names its write.
     async fn publish<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> anyhow::Result<T> {
         let mut last = None;
         for _ in 0..2 {
-            let held = self.publisher.lock().ok().and_then(|c| c.clone());
+            let held =
+                PUBLISHERS.with_borrow(|p| p.iter().find(|(id, _)| *id == self.id).map(|(_, c)| c.clone()));
             let mut conn = match held {
                 Some(conn) => conn,
                 None => {
@@ -175,18 +181,17 @@ impl Lease {
                         .get_multiplexed_async_connection()
                         .await
                         .context("no Redis connection")?;
-                    if let Ok(mut slot) = self.publisher.lock() {
-                        *slot = Some(conn.clone());
-                    }
+                    PUBLISHERS.with_borrow_mut(|p| {
+                        p.retain(|(id, _)| *id != self.id);
+                        p.push((self.id.clone(), conn.clone()));
+                    });
                     conn
                 }
             };
             match command.query_async::<T>(&mut conn).await {
                 Ok(answer) => return Ok(answer),
                 Err(e) => {
-                    if let Ok(mut slot) = self.publisher.lock() {
-                        *slot = None;
-                    }
+                    PUBLISHERS.with_borrow_mut(|p| p.retain(|(id, _)| *id != self.id));
                     last = Some(e);
                 }
             }
