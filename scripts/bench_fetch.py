@@ -239,7 +239,7 @@ def measure(args, warmup, url, tmp):
         # hundred nanoseconds a request; the cached fetch, Redis mode,
         # /health and the bare route are the other group.
         groups = [("(b)", "(c)", "(d)", "(g)"), ("(e)", "(f)")]
-        rounds = 1 if args.smoke else 3
+        rounds = 1 if args.smoke else 5
         runs = {}
         for group in groups:
             members = [c for c in cases if c[0].startswith(group)]
