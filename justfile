@@ -41,6 +41,10 @@ tour base="http://127.0.0.1:8080":
 bench *args:
     python3 scripts/bench_fetch.py {{args}}
 
+# Instructions per request of the cached fetch and of the bare route, counted by valgrind's callgrind: the same for the same build however busy the machine is.
+bench-instructions *args:
+    scripts/bench_instructions.sh {{args}}
+
 # The ingestion benchmark (sync, async and batch POSTs against a raw COPY).
 bench-ingest *args:
     python3 scripts/bench_ingest.py {{args}}
